@@ -1,0 +1,460 @@
+//! The allocation service: the rule, storage and rendering put together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::audit::NewAuditEntry;
+use crate::error::{AllocationError, StoreError};
+use crate::name::SlaveName;
+use crate::ports::{Actor, AllocationStore, Host, Intent, TacBody, TacHeader, TacRenderer, TacRequest, TacValues};
+use crate::rule::{Decision, Planner};
+use crate::schema::{Row, Table, Value};
+
+/// How many times a unit of work that hit a deadlock or serialization
+/// failure is run again before the error is reported.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// A decision and the tac that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// What was decided and why.
+    pub decision: Decision,
+    /// The rendered buildbot.tac.
+    pub tac: String,
+}
+
+/// Decides, records and renders allocations.
+///
+/// Holds its ports as trait objects, so one `Allocator` type serves every
+/// storage backend and can be shared between request handlers (`Arc` it or
+/// clone it: clones share the ports).
+#[derive(Clone)]
+pub struct Allocator {
+    store: Arc<dyn AllocationStore>,
+    renderer: Arc<dyn TacRenderer>,
+    host: Arc<dyn Host>,
+    max_attempts: u32,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+type Results = Vec<Result<Allocation, AllocationError>>;
+
+impl Allocator {
+    /// An allocator over these ports.
+    pub fn new(store: Arc<dyn AllocationStore>, renderer: Arc<dyn TacRenderer>, host: Arc<dyn Host>) -> Self {
+        Self {
+            store,
+            renderer,
+            host,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets how many times a unit of work is tried when the database reports
+    /// a deadlock or serialization failure (at least once).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Allocates a master to `name`, records it, and returns the tac: what
+    /// `GET /gettac/<name>` answers.
+    ///
+    /// # Errors
+    /// [`AllocationError::is_no_allocation`] errors for an invalid or
+    /// unknown name or no candidate master; the others for broken data,
+    /// templates or storage. Nothing is recorded on error.
+    pub async fn gettac(&self, name: &str) -> Result<Allocation, AllocationError> {
+        self.one(name, Intent::Commit, "gettac").await
+    }
+
+    /// Like [`Allocator::gettac`] but records nothing: what
+    /// `GET /api/gettac/<name>` answers.
+    ///
+    /// # Errors
+    /// As for [`Allocator::gettac`].
+    pub async fn peek(&self, name: &str) -> Result<Allocation, AllocationError> {
+        self.one(name, Intent::Peek, "peek").await
+    }
+
+    async fn one(&self, name: &str, intent: Intent, actor: &str) -> Result<Allocation, AllocationError> {
+        let name = SlaveName::parse(name)?;
+        let mut results = self.allocate(std::slice::from_ref(&name), intent, actor).await?;
+        results.pop().unwrap_or(Err(AllocationError::UnknownSlave(name)))
+    }
+
+    /// Allocates for many slaves in one unit of work, as if their requests
+    /// had been served one after another in this order — the group commit a
+    /// busy server uses. A name given twice gets the same answer twice.
+    ///
+    /// `actor` is written to the audit entry of each allocation that changes
+    /// a slave's master (the requester's address, say).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the unit of work as a whole failed (after
+    /// retrying deadlocks up to the configured attempts); nothing was
+    /// recorded then. Otherwise one result per name.
+    pub async fn allocate(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
+        let (distinct, positions) = dedupe(names);
+        let mut attempt = 1;
+        let results = loop {
+            match self.attempt(&distinct, intent, actor).await {
+                Err(StoreError::Retryable(_)) if attempt < self.max_attempts => attempt += 1,
+                other => break other?,
+            }
+        };
+        Ok(positions.into_iter().map(|i| results[i].clone()).collect())
+    }
+
+    async fn attempt(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
+        let mut unit = self.store.begin(intent).await?;
+        let snapshot = unit.snapshot(names).await?;
+        let header = TacHeader {
+            generated: self.host.now(),
+            host: self.host.fqdn(),
+        };
+        let mut planner = Planner::new(&snapshot);
+        let mut results = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let result = planner.decide(i, name).and_then(|decision| {
+                let tac = self.renderer.render(&tac_request(&decision, header.clone()))?;
+                Ok(Allocation { decision, tac })
+            });
+            if let Ok(a) = &result {
+                planner.accept(&a.decision);
+            }
+            results.push(result);
+        }
+        if intent == Intent::Commit {
+            let stamp = Actor {
+                name: actor.to_owned(),
+                at: header.generated,
+            };
+            let changes: Vec<_> = results.iter().flatten().filter_map(|a| a.decision.change()).collect();
+            if !changes.is_empty() {
+                let audit: Vec<_> = changes.iter().filter_map(|c| audit_entry(c, &stamp)).collect();
+                unit.record(&changes, &audit).await?;
+            }
+            unit.commit().await?;
+        }
+        Ok(results)
+    }
+}
+
+/// The distinct names in first-seen order, and for each input name the
+/// index of its distinct name.
+fn dedupe(names: &[SlaveName]) -> (Vec<SlaveName>, Vec<usize>) {
+    let mut index: HashMap<&SlaveName, usize> = HashMap::with_capacity(names.len());
+    let mut distinct = Vec::with_capacity(names.len());
+    let positions = names
+        .iter()
+        .map(|n| {
+            *index.entry(n).or_insert_with(|| {
+                distinct.push(n.clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, positions)
+}
+
+fn tac_request(decision: &Decision, header: TacHeader) -> TacRequest {
+    let slavename = decision.slave.name.clone();
+    let body = match (&decision.master, &decision.password) {
+        (Some(master), Some(password)) => TacBody::Enabled {
+            template: decision.template.clone(),
+            values: TacValues {
+                buildmaster_host: master.fqdn.clone(),
+                port: master.pb_port,
+                slavename,
+                basedir: decision.slave.basedir.clone(),
+                passwd: password.clone(),
+            },
+        },
+        _ => TacBody::Disabled { slavename },
+    };
+    TacRequest { header, body }
+}
+
+fn audit_entry(change: &crate::ports::MasterChange, actor: &Actor) -> Option<NewAuditEntry> {
+    let row = |m: Option<i32>| -> Row {
+        [(
+            "current_masterid".to_owned(),
+            m.map_or(Value::Null, |id| Value::Int(id.into())),
+        )]
+        .into()
+    };
+    NewAuditEntry::for_write(
+        Table::Slaves,
+        change.slaveid.into(),
+        Some(&row(change.from)),
+        Some(&row(change.to)),
+        actor,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use mockall::predicate::eq;
+    use mockall::Sequence;
+
+    use super::*;
+    use crate::entities::{Master, Slave, SlavePassword};
+    use crate::ports::{
+        FixedHost, MasterChange, MockAllocationStore, MockAllocationUnit, MockTacRenderer, SiloLoad, Snapshot,
+    };
+
+    fn slave(current: Option<i32>, enabled: bool) -> Slave {
+        Slave {
+            slaveid: 7,
+            name: "s1".into(),
+            distroid: 1,
+            bitsid: 1,
+            speedid: 1,
+            purposeid: 1,
+            dcid: 1,
+            trustid: 1,
+            envid: 1,
+            poolid: 1,
+            basedir: "/b".into(),
+            locked_masterid: None,
+            custom_tplid: None,
+            enabled,
+            notes: None,
+            current_masterid: current,
+        }
+    }
+
+    fn snapshot(s: Slave) -> Snapshot {
+        Snapshot {
+            loads: vec![SiloLoad {
+                poolid: 1,
+                silo: s.silo(),
+                per_master: vec![],
+            }],
+            slaves: vec![Some(s)],
+            masters: vec![Master {
+                masterid: 3,
+                nickname: "bm03".into(),
+                fqdn: "bm03.example".into(),
+                http_port: 0,
+                pb_port: 9003,
+                dcid: 1,
+                poolid: 1,
+                enabled: true,
+                notes: None,
+            }],
+            passwords: vec![SlavePassword {
+                poolid: 1,
+                distroid: None,
+                password: "pw".into(),
+            }],
+            templates: vec![],
+        }
+    }
+
+    fn host() -> Arc<FixedHost> {
+        Arc::new(FixedHost {
+            now: SystemTime::UNIX_EPOCH,
+            fqdn: "alloc.example".into(),
+        })
+    }
+
+    fn renderer() -> Arc<MockTacRenderer> {
+        let mut r = MockTacRenderer::new();
+        r.expect_render().returning(|req| Ok(format!("{:?}", req.body)));
+        Arc::new(r)
+    }
+
+    /// A store whose units hand out `snap` and expect `record` `records` times.
+    fn store(snap: Snapshot, records: usize, commits: usize) -> MockAllocationStore {
+        let mut store = MockAllocationStore::new();
+        store.expect_begin().returning(move |_| {
+            let mut unit = MockAllocationUnit::new();
+            let snap = snap.clone();
+            unit.expect_snapshot().times(1).returning(move |_| Ok(snap.clone()));
+            unit.expect_record().times(records).returning(|_, _| Ok(()));
+            unit.expect_commit().times(commits).returning(|| Ok(()));
+            Ok(Box::new(unit))
+        });
+        store
+    }
+
+    #[tokio::test]
+    async fn gettac_records_a_changed_master_once_and_commits() {
+        let mut store = MockAllocationStore::new();
+        store.expect_begin().with(eq(Intent::Commit)).times(1).returning(|_| {
+            let mut seq = Sequence::new();
+            let mut unit = MockAllocationUnit::new();
+            unit.expect_snapshot()
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_| Ok(snapshot(slave(None, true))));
+            unit.expect_record()
+                .withf(|changes, audit| {
+                    changes
+                        == [MasterChange {
+                            slaveid: 7,
+                            from: None,
+                            to: Some(3),
+                        }]
+                        && audit.len() == 1
+                        && audit[0].actor == "gettac"
+                })
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_, _| Ok(()));
+            unit.expect_commit().times(1).in_sequence(&mut seq).returning(|| Ok(()));
+            Ok(Box::new(unit))
+        });
+        let a = Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("S1")
+            .await
+            .unwrap();
+        assert_eq!(a.decision.master.unwrap().masterid, 3);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_master_commits_without_writing() {
+        let store = store(snapshot(slave(Some(3), true)), 0, 1);
+        Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("s1")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_disabled_slave_has_its_current_master_cleared_once() {
+        let mut store = MockAllocationStore::new();
+        store.expect_begin().returning(|_| {
+            let mut unit = MockAllocationUnit::new();
+            unit.expect_snapshot()
+                .returning(|_| Ok(snapshot(slave(Some(3), false))));
+            unit.expect_record()
+                .withf(|changes, _| {
+                    changes
+                        == [MasterChange {
+                            slaveid: 7,
+                            from: Some(3),
+                            to: None,
+                        }]
+                })
+                .times(1)
+                .returning(|_, _| Ok(()));
+            unit.expect_commit().times(1).returning(|| Ok(()));
+            Ok(Box::new(unit))
+        });
+        let a = Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("s1")
+            .await
+            .unwrap();
+        assert!(a.tac.starts_with("Disabled"));
+    }
+
+    #[tokio::test]
+    async fn peek_neither_records_nor_commits() {
+        let store = store(snapshot(slave(None, true)), 0, 0);
+        let a = Allocator::new(Arc::new(store), renderer(), host())
+            .peek("s1")
+            .await
+            .unwrap();
+        assert_eq!(a.decision.master.unwrap().masterid, 3);
+    }
+
+    #[tokio::test]
+    async fn invalid_names_never_reach_the_store() {
+        let store = MockAllocationStore::new(); // any call would panic: no expectations
+        let err = Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("a.b")
+            .await
+            .unwrap_err();
+        assert!(err.is_no_allocation());
+    }
+
+    #[tokio::test]
+    async fn a_template_error_records_nothing() {
+        let store = store(snapshot(slave(None, true)), 0, 1);
+        let mut r = MockTacRenderer::new();
+        r.expect_render().returning(|_| {
+            Err(crate::error::RenderError::UnknownPlaceholder {
+                template: "t".into(),
+                placeholder: "x".into(),
+            })
+        });
+        let err = Allocator::new(Arc::new(store), Arc::new(r), host())
+            .gettac("s1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AllocationError::Template(_)));
+    }
+
+    #[tokio::test]
+    async fn deadlocks_are_retried_a_bounded_number_of_times() {
+        let mut store = MockAllocationStore::new();
+        store
+            .expect_begin()
+            .times(3)
+            .returning(|_| Err(StoreError::Retryable("deadlock".into())));
+        let err = Allocator::new(Arc::new(store), renderer(), host())
+            .with_max_attempts(3)
+            .gettac("s1")
+            .await
+            .unwrap_err();
+        assert_eq!(err, AllocationError::Storage(StoreError::Retryable("deadlock".into())));
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_succeeds_answers_normally() {
+        let mut store = MockAllocationStore::new();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        store.expect_begin().times(2).returning(move |_| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return Err(StoreError::Retryable("40001".into()));
+            }
+            let mut unit = MockAllocationUnit::new();
+            unit.expect_snapshot().returning(|_| Ok(snapshot(slave(None, true))));
+            unit.expect_record().times(1).returning(|_, _| Ok(()));
+            unit.expect_commit().times(1).returning(|| Ok(()));
+            Ok(Box::new(unit))
+        });
+        let a = Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("s1")
+            .await
+            .unwrap();
+        assert_eq!(a.decision.master.unwrap().masterid, 3);
+    }
+
+    #[tokio::test]
+    async fn unavailable_storage_is_not_retried() {
+        let mut store = MockAllocationStore::new();
+        store
+            .expect_begin()
+            .times(1)
+            .returning(|_| Err(StoreError::Unavailable("refused".into())));
+        let err = Allocator::new(Arc::new(store), renderer(), host())
+            .gettac("s1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AllocationError::Storage(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn duplicate_names_in_a_batch_share_one_decision() {
+        let store = store(snapshot(slave(None, true)), 1, 1);
+        let n = SlaveName::parse("s1").unwrap();
+        let results = Allocator::new(Arc::new(store), renderer(), host())
+            .allocate(&[n.clone(), n], Intent::Commit, "batch")
+            .await
+            .unwrap();
+        assert_eq!(results[0], results[1]);
+    }
+}

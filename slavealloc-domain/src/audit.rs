@@ -1,0 +1,144 @@
+//! The audit log: who changed which row, when, from what to what.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::ports::Actor;
+use crate::schema::{Row, Table, Value};
+
+/// `audit_log.at`: UTC, second precision, so that text order is time order
+/// on every backend.
+const AT_FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// Formats a time as stored in `audit_log.at`.
+pub fn format_at(at: SystemTime) -> String {
+    OffsetDateTime::from(at)
+        .format(AT_FORMAT)
+        .unwrap_or_else(|_| "0000-00-00T00:00:00Z".to_owned())
+}
+
+/// One stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Primary key, increasing.
+    pub id: i64,
+    /// The entry's content.
+    #[serde(flatten)]
+    pub entry: NewAuditEntry,
+}
+
+/// An audit entry before the store gives it an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    /// When, as [`format_at`] writes it.
+    pub at: String,
+    /// A token's name, a remote address, or the command that wrote.
+    pub actor: String,
+    /// The table written.
+    pub table_name: String,
+    /// The id of the row written (0 for `slave_passwords`, which has none).
+    pub row_id: i64,
+    /// The changed columns before (the whole row for a delete; none for a
+    /// create).
+    pub old_values: Option<Row>,
+    /// The changed columns after (the whole row for a create; none for a
+    /// delete).
+    pub new_values: Option<Row>,
+}
+
+impl NewAuditEntry {
+    /// The entry for a write of one row: a create (`old` is `None`), a
+    /// delete (`new` is `None`) or an update, where only the columns whose
+    /// value changed are kept. `None` when an update changed nothing.
+    pub fn for_write(table: Table, row_id: i64, old: Option<&Row>, new: Option<&Row>, actor: &Actor) -> Option<Self> {
+        let (old_values, new_values) = match (old, new) {
+            (Some(old), Some(new)) => {
+                let changed = |k: &String| old.get(k) != new.get(k);
+                let keys: Vec<&String> = old.keys().chain(new.keys()).filter(|k| changed(k)).collect();
+                if keys.is_empty() {
+                    return None;
+                }
+                let pick = |row: &Row| -> Row {
+                    keys.iter()
+                        .map(|k| ((*k).clone(), row.get(*k).cloned().unwrap_or(Value::Null)))
+                        .collect()
+                };
+                (Some(pick(old)), Some(pick(new)))
+            }
+            (old, new) => (old.cloned(), new.cloned()),
+        };
+        Some(Self {
+            at: format_at(actor.at),
+            actor: actor.name.clone(),
+            table_name: table.name().to_owned(),
+            row_id,
+            old_values,
+            new_values,
+        })
+    }
+}
+
+/// A filter on the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only entries of this table.
+    pub table: Option<String>,
+    /// Only entries of this row id.
+    pub row_id: Option<i64>,
+    /// At most this many (the API caps it).
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn actor() -> Actor {
+        Actor {
+            name: "relops".into(),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_080_000),
+        }
+    }
+
+    fn row(pairs: &[(&str, Value)]) -> Row {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn update_keeps_only_changed_columns() {
+        let old = row(&[
+            ("poolid", Value::Int(1)),
+            ("enabled", Value::Bool(true)),
+            ("basedir", Value::Text("/b".into())),
+        ]);
+        let new = row(&[
+            ("poolid", Value::Int(2)),
+            ("enabled", Value::Bool(true)),
+            ("basedir", Value::Text("/b".into())),
+        ]);
+        let e = NewAuditEntry::for_write(Table::Slaves, 7, Some(&old), Some(&new), &actor()).unwrap();
+        assert_eq!(e.old_values, Some(row(&[("poolid", Value::Int(1))])));
+        assert_eq!(e.new_values, Some(row(&[("poolid", Value::Int(2))])));
+        assert_eq!(e.at, "2025-11-25T14:13:20Z");
+        assert_eq!(
+            (e.table_name.as_str(), e.row_id, e.actor.as_str()),
+            ("slaves", 7, "relops")
+        );
+        assert!(NewAuditEntry::for_write(Table::Slaves, 7, Some(&old), Some(&old), &actor()).is_none());
+    }
+
+    #[test]
+    fn create_and_delete_keep_the_whole_row() {
+        let r = row(&[("name", Value::Text("p".into()))]);
+        let c = NewAuditEntry::for_write(Table::Pools, 1, None, Some(&r), &actor()).unwrap();
+        assert_eq!((c.old_values, c.new_values), (None, Some(r.clone())));
+        let d = NewAuditEntry::for_write(Table::Pools, 1, Some(&r), None, &actor()).unwrap();
+        assert_eq!((d.old_values, d.new_values), (Some(r), None));
+    }
+}

@@ -1,0 +1,318 @@
+//! The ports: what the domain needs from the outside, one trait per concern.
+//!
+//! Storage adapters implement [`AllocationStore`] (the hot path),
+//! [`InventoryStore`] (the admin reads and writes of the REST API) and
+//! [`DumpStore`] (whole-database export and import); a tac renderer
+//! implements [`TacRenderer`]; [`Host`] gives the time and the allocator's
+//! host name, so that tests are deterministic.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use crate::dump::Dump;
+use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
+use crate::error::{RenderError, StoreError};
+use crate::name::SlaveName;
+use crate::schema::{Row, Table};
+
+/// Whether a unit of work will write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Read only: `/api/gettac`, `gettac -n`. Takes no locks.
+    Peek,
+    /// Will record allocations: must serialise against every other
+    /// committing unit that touches the same pools.
+    Commit,
+}
+
+/// Storage for allocations.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AllocationStore: Send + Sync {
+    /// Starts a unit of work.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no connection can be had in time;
+    /// [`StoreError::Retryable`] when the database asks for a retry.
+    async fn begin(&self, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError>;
+}
+
+/// One atomic allocation transaction: read a consistent [`Snapshot`], record
+/// the decisions, commit. Dropping it without [`AllocationUnit::commit`]
+/// rolls everything back.
+///
+/// With [`Intent::Commit`], from [`AllocationUnit::snapshot`] until commit or
+/// drop, no other committing unit may read or change the allocation state of
+/// the pools the snapshot covers (SQL: the pools' rows locked `FOR UPDATE`,
+/// or SQLite's single writer; in memory: a lock). This is what keeps two
+/// allocators, in one process or two, from deciding from the same counts.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AllocationUnit: Send {
+    /// Loads what deciding for `names` needs (see [`Snapshot`] for exactly
+    /// what). Called at most once per unit; names are distinct.
+    ///
+    /// # Errors
+    /// [`StoreError::Retryable`] on deadlock or serialization failure,
+    /// [`StoreError::Unavailable`] when the connection is lost, else
+    /// [`StoreError::Other`].
+    async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError>;
+
+    /// Sets `current_masterid` of each changed slave and appends the audit
+    /// entries, inside the unit.
+    ///
+    /// # Errors
+    /// As for [`AllocationUnit::snapshot`].
+    async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError>;
+
+    /// Makes everything recorded durable and releases the locks.
+    ///
+    /// # Errors
+    /// As for [`AllocationUnit::snapshot`]; on error nothing was written.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// What the allocation rule needs to decide for a batch of slaves, read
+/// consistently inside one [`AllocationUnit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The slave row for each requested name, in request order; `None` for
+    /// an unknown name.
+    pub slaves: Vec<Option<Slave>>,
+    /// Every master of every pool a found slave is in (enabled or not), and
+    /// every master a found slave is locked to. Any order, no duplicates.
+    pub masters: Vec<Master>,
+    /// Every `slave_passwords` row of those pools.
+    pub passwords: Vec<SlavePassword>,
+    /// Every template a found slave names in `custom_tplid`.
+    pub templates: Vec<TacTemplate>,
+    /// For each distinct (pool, silo) of the found slaves, how many slaves of
+    /// that pool and silo have each master as `current_masterid` — all of
+    /// them, the requesters included (the rule leaves each requester out of
+    /// its own count).
+    pub loads: Vec<SiloLoad>,
+}
+
+/// How the slaves of one pool and silo are spread over masters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiloLoad {
+    /// The pool.
+    pub poolid: PoolId,
+    /// The silo.
+    pub silo: Silo,
+    /// `(masterid, number of slaves whose current_masterid is it)`; masters
+    /// with no slave may be left out.
+    pub per_master: Vec<(MasterId, u32)>,
+}
+
+/// A change of one slave's `current_masterid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterChange {
+    /// The slave.
+    pub slaveid: SlaveId,
+    /// Its `current_masterid` before.
+    pub from: Option<MasterId>,
+    /// Its `current_masterid` after.
+    pub to: Option<MasterId>,
+}
+
+/// Renders a buildbot.tac.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait TacRenderer: Send + Sync {
+    /// Renders the whole file, header included.
+    ///
+    /// # Errors
+    /// [`RenderError::UnknownPlaceholder`] when a template names a value
+    /// that [`TacValues`] does not have; [`RenderError::Invalid`] when it
+    /// cannot be parsed or evaluated. Never an empty or partial tac.
+    fn render(&self, request: &TacRequest) -> Result<String, RenderError>;
+}
+
+/// What a tac is generated from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TacRequest {
+    /// When and where it was generated, for the header.
+    pub header: TacHeader,
+    /// What follows the header.
+    pub body: TacBody,
+}
+
+/// The tac header's facts: `# generated: <ctime> on <fqdn>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TacHeader {
+    /// Generation time.
+    pub generated: SystemTime,
+    /// The allocator's host name.
+    pub host: String,
+}
+
+/// What follows the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TacBody {
+    /// The slave is disabled: a program that says so and exits 0.
+    Disabled {
+        /// The slave's name, for the message.
+        slavename: String,
+    },
+    /// A worker configuration.
+    Enabled {
+        /// The slave's custom template, or `None` for the default one.
+        template: Option<TacTemplate>,
+        /// The values to substitute.
+        values: TacValues,
+    },
+}
+
+/// The values a tac template is filled with; the names are the original's
+/// placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TacValues {
+    /// The master's fqdn.
+    pub buildmaster_host: String,
+    /// The master's pb_port.
+    pub port: i32,
+    /// The slave's name.
+    pub slavename: String,
+    /// The slave's basedir.
+    pub basedir: String,
+    /// The slave's password.
+    pub passwd: String,
+}
+
+/// The machine the allocator runs on: its clock and its name.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait Host: Send + Sync {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+    /// The allocator's fully qualified host name.
+    fn fqdn(&self) -> String;
+}
+
+/// A [`Host`] that always answers the same: for tests and golden files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedHost {
+    /// What [`Host::now`] answers.
+    pub now: SystemTime,
+    /// What [`Host::fqdn`] answers.
+    pub fqdn: String,
+}
+
+impl Host for FixedHost {
+    fn now(&self) -> SystemTime {
+        self.now
+    }
+    fn fqdn(&self) -> String {
+        self.fqdn.clone()
+    }
+}
+
+/// Who did a write, and when: stamped on the audit entry the store appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A token's name, or the client's remote address.
+    pub name: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// The admin reads and writes behind the REST API, on generic [`Row`]s
+/// described by [`Table`]'s metadata. Rows the store returns carry every
+/// column of the table; lists are in primary-key order.
+///
+/// Every write runs in one transaction together with the audit entry it
+/// appends (see [`crate::audit::NewAuditEntry::for_write`]).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    /// Every row of `table`, in primary-key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Other`].
+    async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError>;
+
+    /// One row by primary key; `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::list`].
+    async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, StoreError>;
+
+    /// One row by its unique name column ([`Table::name_column`]); `Ok(None)`
+    /// when absent or when the table has none.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::list`].
+    async fn find_by_name(&self, table: Table, name: &str) -> Result<Option<Row>, StoreError>;
+
+    /// Creates a row from checked values ([`Table::parse_insert`]) and
+    /// returns it whole, id included.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for a unique key, [`StoreError::InvalidReference`]
+    /// for a reference to a missing row; nothing written.
+    async fn insert(&self, table: Table, row: Row, actor: Actor) -> Result<Row, StoreError>;
+
+    /// Writes checked values ([`Table::parse_update`]) into one row and
+    /// returns it whole. An empty `changes` writes nothing but still fails
+    /// on a missing row.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Duplicate`],
+    /// [`StoreError::InvalidReference`]; nothing written.
+    async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError>;
+
+    /// Deletes one row.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Referenced`] naming what still
+    /// refers to it (see [`Table::referenced_by`]); nothing written.
+    async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError>;
+
+    /// Audit entries, newest first.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::list`].
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// A cheap round trip to the database, for health checks.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] with the reason.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Whole-database export and import: backups, `dbinit DUMP`, `dbcopy`,
+/// `dbimport`.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DumpStore: Send + Sync {
+    /// Every row of every table of [`Table::ALL`], rows in primary-key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Other`].
+    async fn export(&self) -> Result<Dump, StoreError>;
+
+    /// Replaces the contents of every table with the dump's, ids kept, in
+    /// one transaction; afterwards new rows get ids above the largest
+    /// loaded.
+    ///
+    /// # Errors
+    /// Any; on error nothing changed.
+    async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError>;
+
+    /// Inserts the dump's rows, ids kept, next to the existing ones, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] or [`StoreError::InvalidReference`] naming
+    /// the first bad row; on error nothing changed.
+    async fn append(&self, dump: &Dump) -> Result<(), StoreError>;
+
+    /// How many rows all tables hold together (dbinit refuses a non-empty
+    /// database without `--force`).
+    ///
+    /// # Errors
+    /// As for [`DumpStore::export`].
+    async fn row_count(&self) -> Result<u64, StoreError>;
+}

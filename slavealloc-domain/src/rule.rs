@@ -1,0 +1,466 @@
+//! The allocation rule, as pure functions over a [`Snapshot`].
+//!
+//! For one slave (ORIGINAL.md §2):
+//! 1. disabled → a disabled tac, and `current_masterid` becomes NULL;
+//! 2. the password is the pool's row for the slave's distro, else the pool's
+//!    wildcard (NULL distro) row; none at all is an error;
+//! 3. a locked master wins, whatever its state;
+//! 4. otherwise the enabled master of the slave's pool with the fewest
+//!    *peers* — other slaves of the same pool and silo whose current master
+//!    it is — ties to the lowest masterid; no candidate → no allocation.
+//!
+//! [`Planner`] applies the rule to a batch as if the requests were served one
+//! after another: each accepted decision moves its slave in the counts the
+//! next decision sees. That is what lets a server decide many requests from
+//! one snapshot and commit them in one transaction, with the same result as
+//! one transaction per request.
+
+use std::collections::HashMap;
+
+use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlavePassword, TacTemplate};
+use crate::error::AllocationError;
+use crate::name::SlaveName;
+use crate::ports::{MasterChange, Snapshot};
+
+/// Why a slave got the answer it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// The least loaded enabled master of its pool.
+    Balanced,
+    /// Its `locked_masterid`.
+    Locked,
+    /// The slave is disabled: no master.
+    Disabled,
+}
+
+impl Reason {
+    /// `balanced`, `locked` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Balanced => "balanced",
+            Reason::Locked => "locked",
+            Reason::Disabled => "disabled",
+        }
+    }
+}
+
+/// The outcome of the rule for one slave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The slave as it was before this decision.
+    pub slave: Slave,
+    /// The master it gets; `None` exactly when [`Reason::Disabled`].
+    pub master: Option<Master>,
+    /// Why.
+    pub reason: Reason,
+    /// The password for the tac; `None` when disabled.
+    pub password: Option<String>,
+    /// The slave's custom template, if it has one.
+    pub template: Option<TacTemplate>,
+}
+
+impl Decision {
+    /// The write this decision needs, if it changes `current_masterid`.
+    pub fn change(&self) -> Option<MasterChange> {
+        let to = self.master.as_ref().map(|m| m.masterid);
+        (to != self.slave.current_masterid).then_some(MasterChange {
+            slaveid: self.slave.slaveid,
+            from: self.slave.current_masterid,
+            to,
+        })
+    }
+}
+
+/// The password row for `slave`: its pool's row for its distro, else its
+/// pool's wildcard row.
+pub fn choose_password<'p>(slave: &Slave, passwords: &'p [SlavePassword]) -> Option<&'p SlavePassword> {
+    let of_pool = || passwords.iter().filter(|p| p.poolid == slave.poolid);
+    of_pool()
+        .find(|p| p.distroid == Some(slave.distroid))
+        .or_else(|| of_pool().find(|p| p.distroid.is_none()))
+}
+
+/// The least loaded candidate, ties to the lowest masterid; `None` when
+/// there is no candidate.
+pub fn choose_master<'m>(
+    candidates: impl IntoIterator<Item = &'m Master>,
+    load: impl Fn(MasterId) -> u32,
+) -> Option<&'m Master> {
+    candidates.into_iter().min_by_key(|m| (load(m.masterid), m.masterid))
+}
+
+/// Applies the rule to the slaves of one [`Snapshot`], in order.
+#[derive(Debug)]
+pub struct Planner<'s> {
+    snapshot: &'s Snapshot,
+    masters: HashMap<MasterId, &'s Master>,
+    /// Enabled masters per pool: the balancing candidates.
+    candidates: HashMap<PoolId, Vec<&'s Master>>,
+    templates: HashMap<i32, &'s TacTemplate>,
+    loads: HashMap<(PoolId, Silo), HashMap<MasterId, u32>>,
+}
+
+impl<'s> Planner<'s> {
+    /// Indexes a snapshot.
+    pub fn new(snapshot: &'s Snapshot) -> Self {
+        let masters = snapshot.masters.iter().map(|m| (m.masterid, m)).collect();
+        let mut candidates: HashMap<PoolId, Vec<&Master>> = HashMap::new();
+        for m in snapshot.masters.iter().filter(|m| m.enabled) {
+            candidates.entry(m.poolid).or_default().push(m);
+        }
+        let templates = snapshot.templates.iter().map(|t| (t.tplid, t)).collect();
+        let loads = snapshot
+            .loads
+            .iter()
+            .map(|l| ((l.poolid, l.silo), l.per_master.iter().copied().collect()))
+            .collect();
+        Self {
+            snapshot,
+            masters,
+            candidates,
+            templates,
+            loads,
+        }
+    }
+
+    /// The decision for the `index`-th slave of the snapshot, named `name`,
+    /// given every decision [`Planner::accept`]ed so far.
+    ///
+    /// # Errors
+    /// [`AllocationError::UnknownSlave`], [`AllocationError::NoPassword`],
+    /// [`AllocationError::MissingLockedMaster`], [`AllocationError::NoMaster`],
+    /// [`AllocationError::MissingTemplate`].
+    pub fn decide(&self, index: usize, name: &SlaveName) -> Result<Decision, AllocationError> {
+        let slave = self
+            .snapshot
+            .slaves
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| AllocationError::UnknownSlave(name.clone()))?;
+        if !slave.enabled {
+            return Ok(Decision {
+                slave: slave.clone(),
+                master: None,
+                reason: Reason::Disabled,
+                password: None,
+                template: None,
+            });
+        }
+        let password = choose_password(slave, &self.snapshot.passwords).ok_or_else(|| AllocationError::NoPassword {
+            slave: name.clone(),
+            poolid: slave.poolid,
+            distroid: slave.distroid,
+        })?;
+        let (master, reason) = match slave.locked_masterid {
+            Some(id) => {
+                let locked = self
+                    .masters
+                    .get(&id)
+                    .ok_or_else(|| AllocationError::MissingLockedMaster {
+                        slave: name.clone(),
+                        masterid: id,
+                    })?;
+                (*locked, Reason::Locked)
+            }
+            None => (self.balanced(slave, name)?, Reason::Balanced),
+        };
+        let template = match slave.custom_tplid {
+            Some(id) => Some(
+                (*self
+                    .templates
+                    .get(&id)
+                    .ok_or_else(|| AllocationError::MissingTemplate {
+                        slave: name.clone(),
+                        tplid: id,
+                    })?)
+                .clone(),
+            ),
+            None => None,
+        };
+        Ok(Decision {
+            slave: slave.clone(),
+            master: Some(master.clone()),
+            reason,
+            password: Some(password.password.clone()),
+            template,
+        })
+    }
+
+    fn balanced(&self, slave: &Slave, name: &SlaveName) -> Result<&'s Master, AllocationError> {
+        let counts = self.loads.get(&(slave.poolid, slave.silo()));
+        // The requester is not its own peer.
+        let peers = |m: MasterId| {
+            let all = counts.and_then(|c| c.get(&m)).copied().unwrap_or(0);
+            all.saturating_sub(u32::from(slave.current_masterid == Some(m)))
+        };
+        let candidates = self
+            .candidates
+            .get(&slave.poolid)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        choose_master(candidates.iter().copied(), peers).ok_or_else(|| AllocationError::NoMaster {
+            slave: name.clone(),
+            poolid: slave.poolid,
+        })
+    }
+
+    /// Moves the decided slave in the counts that later decisions see. Call
+    /// it for each decision that will be recorded.
+    pub fn accept(&mut self, decision: &Decision) {
+        let Some(change) = decision.change() else { return };
+        let counts = self
+            .loads
+            .entry((decision.slave.poolid, decision.slave.silo()))
+            .or_default();
+        if let Some(from) = change.from {
+            if let Some(n) = counts.get_mut(&from) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(to) = change.to {
+            *counts.entry(to).or_default() += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::SiloLoad;
+
+    fn master(id: MasterId, pool: PoolId, enabled: bool) -> Master {
+        Master {
+            masterid: id,
+            nickname: format!("bm{id:02}"),
+            fqdn: format!("bm{id:02}.example"),
+            http_port: 8000 + id,
+            pb_port: 9000 + id,
+            dcid: 1,
+            poolid: pool,
+            enabled,
+            notes: None,
+        }
+    }
+
+    fn slave(id: i32, pool: PoolId) -> Slave {
+        Slave {
+            slaveid: id,
+            name: format!("s{id}"),
+            distroid: 1,
+            bitsid: 1,
+            speedid: 1,
+            purposeid: 1,
+            dcid: 1,
+            trustid: 1,
+            envid: 1,
+            poolid: pool,
+            basedir: "/b".into(),
+            locked_masterid: None,
+            custom_tplid: None,
+            enabled: true,
+            notes: None,
+            current_masterid: None,
+        }
+    }
+
+    fn pw(pool: PoolId, distro: Option<i32>, p: &str) -> SlavePassword {
+        SlavePassword {
+            poolid: pool,
+            distroid: distro,
+            password: p.into(),
+        }
+    }
+
+    fn name(s: &str) -> SlaveName {
+        SlaveName::parse(s).unwrap()
+    }
+
+    /// Decides for one slave of `snap` (index 0).
+    fn check(snap: &Snapshot) -> Result<(Option<MasterId>, Reason, Option<String>), AllocationError> {
+        Planner::new(snap)
+            .decide(0, &name("s1"))
+            .map(|d| (d.master.map(|m| m.masterid), d.reason, d.password))
+    }
+
+    fn snap(s: Slave, masters: Vec<Master>, loads: &[(MasterId, u32)]) -> Snapshot {
+        Snapshot {
+            loads: vec![SiloLoad {
+                poolid: s.poolid,
+                silo: s.silo(),
+                per_master: loads.to_vec(),
+            }],
+            slaves: vec![Some(s)],
+            masters,
+            passwords: vec![pw(1, None, "pw")],
+            templates: vec![],
+        }
+    }
+
+    #[test]
+    fn the_rule_table() {
+        let ms = || {
+            vec![
+                master(1, 1, true),
+                master(2, 1, true),
+                master(3, 1, false),
+                master(4, 2, true),
+            ]
+        };
+        let ok = Some("pw".to_owned());
+        let cases: Vec<(
+            &str,
+            Snapshot,
+            Result<(Option<MasterId>, Reason, Option<String>), AllocationError>,
+        )> = vec![
+            (
+                "ties go to the lowest masterid",
+                snap(slave(1, 1), ms(), &[]),
+                Ok((Some(1), Reason::Balanced, ok.clone())),
+            ),
+            (
+                "fewest peers wins",
+                snap(slave(1, 1), ms(), &[(1, 3), (2, 2)]),
+                Ok((Some(2), Reason::Balanced, ok.clone())),
+            ),
+            (
+                "disabled masters are not candidates",
+                snap(slave(1, 1), ms(), &[(1, 1), (2, 1)]),
+                Ok((Some(1), Reason::Balanced, ok.clone())),
+            ),
+            (
+                "the requester is not its own peer",
+                snap(
+                    Slave {
+                        current_masterid: Some(1),
+                        ..slave(1, 1)
+                    },
+                    ms(),
+                    &[(1, 2), (2, 1)],
+                ),
+                Ok((Some(1), Reason::Balanced, ok.clone())),
+            ),
+            (
+                "a locked master wins even when disabled",
+                snap(
+                    Slave {
+                        locked_masterid: Some(3),
+                        ..slave(1, 1)
+                    },
+                    ms(),
+                    &[],
+                ),
+                Ok((Some(3), Reason::Locked, ok.clone())),
+            ),
+            (
+                "a disabled slave gets no master and needs no password",
+                Snapshot {
+                    passwords: vec![],
+                    ..snap(
+                        Slave {
+                            enabled: false,
+                            current_masterid: Some(2),
+                            ..slave(1, 1)
+                        },
+                        ms(),
+                        &[],
+                    )
+                },
+                Ok((None, Reason::Disabled, None)),
+            ),
+            (
+                "no enabled master in the pool",
+                snap(slave(1, 1), vec![master(3, 1, false)], &[]),
+                Err(AllocationError::NoMaster {
+                    slave: name("s1"),
+                    poolid: 1,
+                }),
+            ),
+            (
+                "no password row",
+                Snapshot {
+                    passwords: vec![pw(2, None, "other pool")],
+                    ..snap(slave(1, 1), ms(), &[])
+                },
+                Err(AllocationError::NoPassword {
+                    slave: name("s1"),
+                    poolid: 1,
+                    distroid: 1,
+                }),
+            ),
+            (
+                "a distro-specific password beats the wildcard, in either order",
+                Snapshot {
+                    passwords: vec![pw(1, None, "any"), pw(1, Some(1), "mine"), pw(1, Some(2), "theirs")],
+                    ..snap(slave(1, 1), ms(), &[])
+                },
+                Ok((Some(1), Reason::Balanced, Some("mine".into()))),
+            ),
+            (
+                "a dangling lock is an error, not a panic",
+                snap(
+                    Slave {
+                        locked_masterid: Some(99),
+                        ..slave(1, 1)
+                    },
+                    ms(),
+                    &[],
+                ),
+                Err(AllocationError::MissingLockedMaster {
+                    slave: name("s1"),
+                    masterid: 99,
+                }),
+            ),
+            (
+                "a dangling template is an error",
+                snap(
+                    Slave {
+                        custom_tplid: Some(5),
+                        ..slave(1, 1)
+                    },
+                    ms(),
+                    &[],
+                ),
+                Err(AllocationError::MissingTemplate {
+                    slave: name("s1"),
+                    tplid: 5,
+                }),
+            ),
+            (
+                "unknown slave",
+                Snapshot {
+                    slaves: vec![None],
+                    ..Snapshot::default()
+                },
+                Err(AllocationError::UnknownSlave(name("s1"))),
+            ),
+        ];
+        for (what, snapshot, want) in cases {
+            assert_eq!(check(&snapshot), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn accepted_decisions_move_the_counts_for_the_next_one() {
+        let slaves: Vec<Slave> = (1..=4).map(|i| slave(i, 1)).collect();
+        let snapshot = Snapshot {
+            loads: vec![SiloLoad {
+                poolid: 1,
+                silo: slaves[0].silo(),
+                per_master: vec![],
+            }],
+            slaves: slaves.into_iter().map(Some).collect(),
+            masters: vec![master(1, 1, true), master(2, 1, true)],
+            passwords: vec![pw(1, None, "pw")],
+            templates: vec![],
+        };
+        let mut planner = Planner::new(&snapshot);
+        let mut got = vec![];
+        for i in 0..4 {
+            let d = planner.decide(i, &name(&format!("s{}", i + 1))).unwrap();
+            planner.accept(&d);
+            got.push(d.master.unwrap().masterid);
+        }
+        assert_eq!(got, [1, 2, 1, 2]);
+    }
+}
