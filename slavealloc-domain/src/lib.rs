@@ -79,6 +79,7 @@ pub mod audit;
 pub mod dump;
 pub mod entities;
 pub mod error;
+pub mod inventory;
 pub mod name;
 pub mod ports;
 pub mod rule;
@@ -89,6 +90,7 @@ pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 pub use error::{AllocationError, RenderError, StoreError};
+pub use inventory::{Inventory, SlaveFilter};
 pub use name::SlaveName;
 pub use ports::{
     Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, Intent, InventoryStore, Snapshot, TacRenderer,

@@ -128,6 +128,16 @@ pub trait TacRenderer: Send + Sync {
     /// that [`TacValues`] does not have; [`RenderError::Invalid`] when it
     /// cannot be parsed or evaluated. Never an empty or partial tac.
     fn render(&self, request: &TacRequest) -> Result<String, RenderError>;
+
+    /// Checks a custom template's text before it is stored, so a broken
+    /// template is refused when saved rather than when a slave boots. The
+    /// default accepts everything.
+    ///
+    /// # Errors
+    /// As for [`TacRenderer::render`].
+    fn check_template(&self, _text: &str) -> Result<(), RenderError> {
+        Ok(())
+    }
 }
 
 /// What a tac is generated from.

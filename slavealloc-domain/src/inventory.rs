@@ -1,0 +1,237 @@
+//! The admin service behind the REST API and the web UI: listings with
+//! names filled in, filters, and checked writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::ports::{Actor, Host, InventoryStore, TacRenderer};
+use crate::schema::{Kind, Row, Table, Value};
+
+/// The environment whose slaves the slave list leaves out unless asked.
+pub const DECOMMISSIONED_ENVIRONMENT: &str = "decomm";
+
+/// Filters of `GET /api/slaves`. Each list filter matches any of its names;
+/// an empty list matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveFilter {
+    /// Environment names.
+    pub environment: Vec<String>,
+    /// Purpose names.
+    pub purpose: Vec<String>,
+    /// Pool names.
+    pub pool: Vec<String>,
+    /// Only enabled (`Some(true)`) or disabled (`Some(false)`) slaves.
+    pub enabled: Option<bool>,
+    /// Keep slaves of the [`DECOMMISSIONED_ENVIRONMENT`].
+    pub include_decomm: bool,
+}
+
+/// Reads and writes of the exposed tables, as the REST API offers them.
+///
+/// Holds its ports as trait objects; clones share them.
+#[derive(Clone)]
+pub struct Inventory {
+    store: Arc<dyn InventoryStore>,
+    host: Arc<dyn Host>,
+    renderer: Option<Arc<dyn TacRenderer>>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory").finish_non_exhaustive()
+    }
+}
+
+/// Names of rows by table and id, for denormalized listings.
+type Names = HashMap<Table, HashMap<i64, String>>;
+
+impl Inventory {
+    /// An inventory over a store; `host` stamps audit entries.
+    pub fn new(store: Arc<dyn InventoryStore>, host: Arc<dyn Host>) -> Self {
+        Self {
+            store,
+            host,
+            renderer: None,
+        }
+    }
+
+    /// Checks templates written to `tac_templates` with this renderer, so
+    /// that a broken template is refused when it is saved rather than when a
+    /// slave boots.
+    pub fn with_template_check(mut self, renderer: Arc<dyn TacRenderer>) -> Self {
+        self.renderer = Some(renderer);
+        self
+    }
+
+    /// The store, for callers that need a port operation this service does
+    /// not wrap (audit queries, health checks).
+    pub fn store(&self) -> &Arc<dyn InventoryStore> {
+        &self.store
+    }
+
+    /// Every row of `table`. `slaves` and `masters` are denormalized: each
+    /// reference column's row name is added under the column's label
+    /// (`distroid` → `distro`, `locked_masterid` → `locked_master`, ...).
+    /// `slaves` is filtered by `filter`; other tables ignore it.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, StoreError> {
+        let rows = self.store.list(table).await?;
+        if !matches!(table, Table::Slaves | Table::Masters) {
+            return Ok(rows);
+        }
+        let names = self.names(table).await?;
+        let mut rows: Vec<Row> = rows.into_iter().map(|r| denormalize(table, r, &names)).collect();
+        if table == Table::Slaves {
+            rows.retain(|r| keeps(filter, r));
+        }
+        Ok(rows)
+    }
+
+    async fn names(&self, table: Table) -> Result<Names, StoreError> {
+        let mut names = Names::new();
+        for c in table.columns() {
+            let Kind::Ref(target) = c.kind else { continue };
+            if c.label.is_none() || names.contains_key(&target) {
+                continue;
+            }
+            let (id_col, name_col) = match (target.id_column(), target.name_column()) {
+                (Some(i), Some(n)) => (i, n),
+                _ => continue,
+            };
+            let map = self
+                .store
+                .list(target)
+                .await?
+                .iter()
+                .filter_map(|r| Some((r.get(id_col)?.as_int()?, r.get(name_col)?.as_text()?.to_owned())))
+                .collect();
+            names.insert(target, map);
+        }
+        Ok(names)
+    }
+
+    /// One plain row by id; `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, StoreError> {
+        self.store.get(table, id).await
+    }
+
+    /// One plain row by its name column (slave names are lower-cased
+    /// first); `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn find(&self, table: Table, name: &str) -> Result<Option<Row>, StoreError> {
+        let name = if table == Table::Slaves {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_owned()
+        };
+        self.store.find_by_name(table, &name).await
+    }
+
+    /// Writes the updatable columns `body` carries into row `id`, ignoring
+    /// every other key (see [`Table::parse_update`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Input`] for a bad value (nothing written), and the
+    /// store's errors ([`StoreError::NotFound`], [`StoreError::Duplicate`],
+    /// [`StoreError::InvalidReference`]).
+    pub async fn update(
+        &self,
+        table: Table,
+        id: i32,
+        body: &serde_json::Map<String, serde_json::Value>,
+        actor: &str,
+    ) -> Result<Row, StoreError> {
+        let changes = table.parse_update(body)?;
+        self.check_template(table, &changes)?;
+        self.store.update(table, id, changes, self.actor(actor)).await
+    }
+
+    /// Creates a row from `body` (see [`Table::parse_insert`]) and returns
+    /// it with its id.
+    ///
+    /// # Errors
+    /// As for [`Inventory::update`].
+    pub async fn create(
+        &self,
+        table: Table,
+        body: &serde_json::Map<String, serde_json::Value>,
+        actor: &str,
+    ) -> Result<Row, StoreError> {
+        let row = table.parse_insert(body)?;
+        self.check_template(table, &row)?;
+        self.store.insert(table, row, self.actor(actor)).await
+    }
+
+    /// Deletes row `id`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Referenced`] when other rows
+    /// still refer to it.
+    pub async fn delete(&self, table: Table, id: i32, actor: &str) -> Result<(), StoreError> {
+        self.store.delete(table, id, self.actor(actor)).await
+    }
+
+    fn actor(&self, name: &str) -> Actor {
+        Actor {
+            name: name.to_owned(),
+            at: self.host.now(),
+        }
+    }
+
+    fn check_template(&self, table: Table, row: &Row) -> Result<(), StoreError> {
+        let (Table::TacTemplates, Some(renderer), Some(Value::Text(text))) =
+            (table, &self.renderer, row.get("template"))
+        else {
+            return Ok(());
+        };
+        renderer.check_template(text).map_err(|e| {
+            StoreError::Input(crate::schema::InputError {
+                column: "template".into(),
+                problem: e.to_string(),
+            })
+        })
+    }
+}
+
+fn denormalize(table: Table, mut row: Row, names: &Names) -> Row {
+    for c in table.columns() {
+        let (Kind::Ref(target), Some(label)) = (c.kind, c.label) else {
+            continue;
+        };
+        let name = row
+            .get(c.name)
+            .and_then(Value::as_int)
+            .and_then(|id| names.get(&target)?.get(&id).cloned())
+            .map_or(Value::Null, Value::Text);
+        row.insert(label.to_owned(), name);
+    }
+    row
+}
+
+fn keeps(filter: &SlaveFilter, row: &Row) -> bool {
+    let name_in = |label: &str, wanted: &[String]| {
+        wanted.is_empty()
+            || row
+                .get(label)
+                .and_then(Value::as_text)
+                .is_some_and(|n| wanted.iter().any(|w| w == n))
+    };
+    let environment = row.get("environment").and_then(Value::as_text);
+    (filter.include_decomm || environment != Some(DECOMMISSIONED_ENVIRONMENT))
+        && name_in("environment", &filter.environment)
+        && name_in("purpose", &filter.purpose)
+        && name_in("pool", &filter.pool)
+        && filter
+            .enabled
+            .is_none_or(|e| row.get("enabled") == Some(&Value::Bool(e)))
+}
