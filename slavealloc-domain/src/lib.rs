@@ -74,6 +74,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod allocator;
 pub mod audit;
 pub mod dump;
@@ -85,6 +86,7 @@ pub mod ports;
 pub mod rule;
 pub mod schema;
 
+pub use admin::{AdminApi, AdminError, LocalAdmin};
 pub use allocator::{Allocation, Allocator};
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;

@@ -1,0 +1,188 @@
+//! The admin command line's port: the operations `slavealloc gettac`,
+//! `lock`, `enable`, `list`, ... need from a running allocator, and an
+//! in-process implementation of them over [`Allocator`] and [`Inventory`].
+//!
+//! Main design decision: the command line's logic (which rows to read,
+//! what to write, what to tell the operator) is written once against
+//! [`AdminApi`]; the HTTP client adapter (`slavealloc-client-http`) carries
+//! it to a server, and [`LocalAdmin`] runs it against any store in the same
+//! process, so that logic is tested without a server or a socket.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::allocator::Allocator;
+use crate::error::{AllocationError, StoreError};
+use crate::inventory::{Inventory, SlaveFilter};
+use crate::name::SlaveName;
+use crate::schema::{Row, Table};
+
+/// Why an admin operation failed. Each variant's message is a complete
+/// sentence an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AdminError {
+    /// The allocator gave no tac for this slave: unknown, or no enabled
+    /// master in its pool (HTTP 404 on `/gettac`).
+    #[error("no allocation available for {slave}: {reason}")]
+    NoAllocation {
+        /// The slave asked for.
+        slave: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The row to write does not exist (any more).
+    #[error("no such row: {0}")]
+    NotFound(String),
+    /// The server refused the request as invalid: a bad value, a
+    /// duplicate, a reference to a missing row. The text is the server's.
+    #[error("refused by the server: {0}")]
+    Rejected(String),
+    /// A write needs a token the request did not carry, or carried a wrong
+    /// one.
+    #[error("not authorized: {0} (give a write token with --token or SLAVEALLOC_TOKEN)")]
+    Unauthorized(String),
+    /// The server could not be reached at all.
+    #[error("cannot reach the slavealloc server at {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The transport's error.
+        reason: String,
+    },
+    /// The server failed (HTTP 5xx); the text is its own message.
+    #[error("server error: {0}")]
+    Server(String),
+    /// The server answered something that is not the API's answer (an
+    /// HTML page from a proxy, say).
+    #[error("unexpected answer from {url}: {reason}")]
+    BadResponse {
+        /// The URL asked.
+        url: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+}
+
+/// What the admin command line needs from an allocator. Implemented over
+/// HTTP by `slavealloc-client-http` and in process by [`LocalAdmin`].
+///
+/// Rows are the REST API's rows: plain (every column of the table) from
+/// [`AdminApi::get`] and [`AdminApi::find`], denormalized (names of the
+/// referenced rows added, see [`Inventory::list`]) from [`AdminApi::list`].
+#[async_trait]
+pub trait AdminApi: Send + Sync {
+    /// The buildbot.tac for `slave`. With `commit` the allocation is
+    /// recorded, as when the machine itself asks (`GET /gettac/<name>`);
+    /// without, nothing changes (`GET /api/gettac/<name>`).
+    ///
+    /// # Errors
+    /// [`AdminError::NoAllocation`] for an unknown slave or one with no
+    /// candidate master; [`AdminError::Unreachable`], [`AdminError::Server`]
+    /// and [`AdminError::BadResponse`] for faults.
+    async fn gettac(&self, slave: &SlaveName, commit: bool) -> Result<String, AdminError>;
+
+    /// Every row of `table`, denormalized for `slaves` and `masters`;
+    /// `filter` applies to `slaves` only.
+    ///
+    /// # Errors
+    /// Faults only.
+    async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, AdminError>;
+
+    /// One plain row by id; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    /// Faults only.
+    async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, AdminError>;
+
+    /// One plain row by its name column (`nickname` for masters);
+    /// `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    /// Faults only.
+    async fn find(&self, table: Table, name: &str) -> Result<Option<Row>, AdminError>;
+
+    /// Writes `changes` (updatable columns only) into row `id`.
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`] when the row is gone,
+    /// [`AdminError::Rejected`] for a value the server refuses,
+    /// [`AdminError::Unauthorized`] without a valid write token; nothing is
+    /// written then.
+    async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError>;
+}
+
+/// [`AdminApi`] in process, over the services the daemon itself uses.
+#[derive(Debug, Clone)]
+pub struct LocalAdmin {
+    allocator: Allocator,
+    inventory: Inventory,
+    actor: String,
+}
+
+impl LocalAdmin {
+    /// The admin operations over these services; `actor` is written to the
+    /// audit entries of the writes.
+    pub fn new(allocator: Allocator, inventory: Inventory, actor: impl Into<String>) -> Self {
+        Self {
+            allocator,
+            inventory,
+            actor: actor.into(),
+        }
+    }
+}
+
+fn from_store(e: StoreError) -> AdminError {
+    match e {
+        StoreError::NotFound => AdminError::NotFound(e.to_string()),
+        StoreError::Duplicate(_)
+        | StoreError::InvalidReference { .. }
+        | StoreError::Referenced(_)
+        | StoreError::Input(_) => AdminError::Rejected(e.to_string()),
+        StoreError::Unavailable(_) | StoreError::Retryable(_) | StoreError::Other(_) => {
+            AdminError::Server(e.to_string())
+        }
+    }
+}
+
+#[async_trait]
+impl AdminApi for LocalAdmin {
+    async fn gettac(&self, slave: &SlaveName, commit: bool) -> Result<String, AdminError> {
+        let answer = if commit {
+            self.allocator.gettac(slave.as_str()).await
+        } else {
+            self.allocator.peek(slave.as_str()).await
+        };
+        answer.map(|a| a.tac).map_err(|e| match e {
+            e if e.is_no_allocation() => AdminError::NoAllocation {
+                slave: slave.to_string(),
+                reason: e.to_string(),
+            },
+            AllocationError::Storage(s) => from_store(s),
+            e => AdminError::Server(e.to_string()),
+        })
+    }
+
+    async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, AdminError> {
+        self.inventory.list(table, filter).await.map_err(from_store)
+    }
+
+    async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, AdminError> {
+        self.inventory.get(table, id).await.map_err(from_store)
+    }
+
+    async fn find(&self, table: Table, name: &str) -> Result<Option<Row>, AdminError> {
+        self.inventory.find(table, name).await.map_err(from_store)
+    }
+
+    async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError> {
+        let body = match serde_json::to_value(&changes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(AdminError::Rejected("the changes are not a JSON object".into())),
+        };
+        self.inventory
+            .update(table, id, &body, &self.actor)
+            .await
+            .map(drop)
+            .map_err(from_store)
+    }
+}
