@@ -1,0 +1,2 @@
+//! runslave (being written: issue 4).
+fn main() {}
