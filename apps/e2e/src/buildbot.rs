@@ -1,0 +1,240 @@
+//! Buildbot masters and workers, run from the virtualenv.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::process::{pid_alive, run_bounded, signal, tail, wait_until, ChildGuard, Finished};
+use crate::venv::Venv;
+use crate::workspace::repo_dir;
+use crate::Result;
+
+/// A master starts in about 3 s on the 2-core CI machine; the bound only
+/// ends a master that will never come up.
+const MASTER_START_LIMIT: Duration = Duration::from_secs(120);
+
+/// `buildbot-worker start` gives up by itself after 10 s; `stop` waits up
+/// to 10 s for the process to go.
+const WORKER_COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// A worker name and the password the master expects from it.
+#[derive(Debug, Clone)]
+pub struct WorkerAccount {
+    /// The worker (slave) name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl WorkerAccount {
+    /// A name and password.
+    pub fn new(name: &str, password: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+}
+
+/// A master process that has been started but may not be ready yet; start
+/// several, then wait for each, so that they boot in parallel.
+#[derive(Debug)]
+pub struct StartingMaster {
+    name: String,
+    dir: PathBuf,
+    guard: ChildGuard,
+}
+
+/// A running Buildbot master on loopback, stopped when dropped.
+#[derive(Debug)]
+pub struct Master {
+    name: String,
+    dir: PathBuf,
+    pb_port: u16,
+    www_port: u16,
+    _guard: ChildGuard,
+}
+
+impl Master {
+    /// Creates a master directory `parent/name` from `apps/e2e/buildbot/`
+    /// accepting `workers`, and starts `buildbot start --nodaemon` in it.
+    pub fn spawn(venv: &Venv, parent: &Path, name: &str, workers: &[WorkerAccount]) -> Result<StartingMaster> {
+        let dir = parent.join(name);
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let source = repo_dir().join("apps/e2e/buildbot");
+        for file in ["master.cfg", "buildbot.tac"] {
+            fs::copy(source.join(file), dir.join(file)).map_err(|e| format!("cannot copy {file}: {e}"))?;
+        }
+        let config = json!({
+            "title": name,
+            "workers": workers.iter().map(|w| json!({"name": w.name, "password": w.password})).collect::<Vec<_>>(),
+        });
+        fs::write(dir.join("e2e.json"), config.to_string()).map_err(|e| format!("cannot write e2e.json: {e}"))?;
+        let console = fs::File::create(dir.join("console.log")).map_err(|e| format!("cannot create a log: {e}"))?;
+        let console_err = console.try_clone().map_err(|e| format!("cannot reuse a log: {e}"))?;
+        let guard = ChildGuard::spawn(
+            &format!("buildbot master {name}"),
+            Command::new(venv.bin("buildbot"))
+                .args(["start", "--nodaemon"])
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(console)
+                .stderr(console_err),
+        )?;
+        Ok(StartingMaster {
+            name: name.to_owned(),
+            dir,
+            guard,
+        })
+    }
+
+    /// The master's name (its title, and the directory it runs in).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The port workers connect to.
+    pub fn pb_port(&self) -> u16 {
+        self.pb_port
+    }
+
+    /// Base URL of the master's REST API.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v2", self.www_port)
+    }
+
+    /// Whether the master's REST API lists `worker` as connected to it
+    /// (`connected_to` non-empty). A worker the master does not know is an
+    /// error.
+    pub fn is_connected(&self, worker: &str) -> Result<bool> {
+        let url = format!("{}/workers", self.api_url());
+        let body = ureq::get(&url)
+            .call()
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .into_string()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let doc: Value = serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON ({e}): {body}"))?;
+        let entry = doc["workers"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["name"] == worker))
+            .ok_or_else(|| format!("master {} does not know worker {worker}: {body}", self.name))?;
+        Ok(entry["connected_to"].as_array().is_some_and(|c| !c.is_empty()))
+    }
+
+    /// Polls the REST API until `worker` is connected, at most `limit`.
+    pub fn wait_connected(&self, worker: &str, limit: Duration) -> Result<()> {
+        wait_until(&format!("worker {worker} to connect to master {}", self.name), limit, || {
+            Ok(self.is_connected(worker)?.then_some(()))
+        })
+        .map_err(|e| format!("{e}\n{}", self.log_tail()))
+    }
+
+    /// The end of the master's log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        tail(&self.dir.join("twistd.log"), 20)
+    }
+}
+
+impl StartingMaster {
+    /// Waits until the master says it is running, and reads the ports the
+    /// kernel gave it from its log.
+    pub fn ready(mut self) -> Result<Master> {
+        let log = self.dir.join("twistd.log");
+        let name = self.name.clone();
+        let text = wait_until(&format!("master {name} to start"), MASTER_START_LIMIT, || {
+            if let Some(status) = self.guard.exited()? {
+                return Err(format!(
+                    "master {name} exited ({status}) while starting\n{}\n{}",
+                    tail(&log, 30),
+                    tail(&self.dir.join("console.log"), 30)
+                ));
+            }
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("BuildMaster startup failed") {
+                return Err(format!("master {name} failed to start\n{}", tail(&log, 30)));
+            }
+            Ok(text.contains("BuildMaster is running").then_some(text))
+        })
+        .map_err(|e| format!("{e}\n{}", tail(&log, 30)))?;
+        let port_after = |marker: &str| -> Result<u16> {
+            text.lines()
+                .find_map(|l| l.split_once(marker).map(|(_, port)| port.trim().parse::<u16>()))
+                .ok_or_else(|| format!("master {name}'s log does not say `{marker}`"))?
+                .map_err(|e| format!("master {name}'s log has a bad port after `{marker}`: {e}"))
+        };
+        Ok(Master {
+            pb_port: port_after("PBServerFactory starting on ")?,
+            www_port: port_after("BuildbotSite starting on ")?,
+            name: self.name,
+            dir: self.dir,
+            _guard: self.guard,
+        })
+    }
+}
+
+/// Owns whatever worker runs (or may come to run) in one base directory:
+/// `buildbot-worker start` daemonizes, so there is no child to kill; the
+/// worker is found through the `twistd.pid` it writes. Create the guard
+/// before anything can start the worker.
+#[derive(Debug)]
+pub struct WorkerGuard {
+    basedir: PathBuf,
+    buildbot_worker: PathBuf,
+}
+
+impl WorkerGuard {
+    /// A guard for the worker of `basedir`, started with the venv's
+    /// `buildbot-worker`.
+    pub fn new(venv: &Venv, basedir: &Path) -> Self {
+        Self {
+            basedir: basedir.to_path_buf(),
+            buildbot_worker: venv.bin("buildbot-worker"),
+        }
+    }
+
+    /// Runs `buildbot-worker start BASEDIR`, as `runslave` would; its output
+    /// goes to `BASEDIR/../<name>-start.log`.
+    pub fn start(&self) -> Result<Finished> {
+        let log = self.basedir.with_extension("start.log");
+        run_bounded(
+            "buildbot-worker start",
+            Command::new(&self.buildbot_worker)
+                .arg("start")
+                .arg(&self.basedir)
+                .current_dir(&self.basedir),
+            &log,
+            WORKER_COMMAND_LIMIT,
+        )
+    }
+
+    /// The pid of a live worker process of this base directory, if any.
+    pub fn running_pid(&self) -> Option<u32> {
+        let pid = fs::read_to_string(self.basedir.join("twistd.pid")).ok()?;
+        let pid: u32 = pid.trim().parse().ok()?;
+        pid_alive(pid).then_some(pid)
+    }
+
+    /// The end of the worker's log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        tail(&self.basedir.join("twistd.log"), 20)
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        let Some(pid) = self.running_pid() else { return };
+        let log = self.basedir.with_extension("stop.log");
+        let _ = run_bounded(
+            "buildbot-worker stop",
+            Command::new(&self.buildbot_worker).arg("stop").arg(&self.basedir),
+            &log,
+            WORKER_COMMAND_LIMIT,
+        );
+        if pid_alive(pid) {
+            signal(pid, "KILL");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `slavealloc serve` daemon, started on a port the kernel picks.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use crate::process::{tail, ChildGuard};
+use crate::Result;
+
+/// Binding a socket and opening a SQLite file take milliseconds; the bound
+/// only ends a daemon that will never listen.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// What the daemon prints once it is bound, followed by its address.
+const LISTENING: &str = "listening on ";
+
+/// A running `slavealloc serve`, stopped when dropped.
+#[derive(Debug)]
+pub struct Slavealloc {
+    url: String,
+    log: PathBuf,
+    _guard: ChildGuard,
+}
+
+impl Slavealloc {
+    /// Runs `slavealloc serve ARGS... --listen 127.0.0.1:0` and waits for
+    /// the `listening on http://ADDR` line. Its output goes to
+    /// `log_dir/slavealloc.log`.
+    pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], log_dir: &Path) -> Result<Self> {
+        let log = log_dir.join("slavealloc.log");
+        let mut log_file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let stderr = log_file.try_clone().map_err(|e| format!("cannot reuse a log: {e}"))?;
+        let mut guard = ChildGuard::spawn(
+            "slavealloc serve",
+            Command::new(bin)
+                .arg("serve")
+                .args(args)
+                .args(["--listen", "127.0.0.1:0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(stderr),
+        )?;
+        let stdout = guard
+            .child_mut()
+            .stdout
+            .take()
+            .ok_or("slavealloc serve has no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stdout into the log for the daemon's whole life, so
+        // it never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log_file, "{line}");
+                if let Some((_, addr)) = line.split_once(LISTENING) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(START_LIMIT) {
+            Ok(url) => Ok(Self {
+                url: url.trim_end_matches('/').to_owned(),
+                log,
+                _guard: guard,
+            }),
+            Err(_) => Err(format!(
+                "slavealloc serve did not print `{LISTENING}...` (exit: {:?})\n{}",
+                guard.exited()?,
+                tail(&log, 30)
+            )),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The end of the daemon's log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 30)
+    }
+}
