@@ -196,10 +196,12 @@ impl HttpAdmin {
         if value.as_object().is_some_and(serde_json::Map::is_empty) {
             return Ok(None);
         }
-        serde_json::from_value(value).map(Some).map_err(|e| AdminError::BadResponse {
-            url,
-            reason: format!("not a row: {e}"),
-        })
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| AdminError::BadResponse {
+                url,
+                reason: format!("not a row: {e}"),
+            })
     }
 
     fn update_blocking(&self, table: Table, id: i32, changes: &Row) -> Result<(), AdminError> {
@@ -324,7 +326,10 @@ mod tests {
     #[test]
     fn gettac_is_found_next_to_the_api() {
         let c = HttpAdmin::new("http://alloc:8010/api/", None);
-        assert_eq!((c.api.as_str(), c.root.as_str()), ("http://alloc:8010/api", "http://alloc:8010"));
+        assert_eq!(
+            (c.api.as_str(), c.root.as_str()),
+            ("http://alloc:8010/api", "http://alloc:8010")
+        );
     }
 
     #[test]
@@ -333,7 +338,10 @@ mod tests {
         assert_eq!(e, AdminError::Rejected("duplicate: masters.nickname".into()));
         assert!(matches!(status_error(401, "{}"), AdminError::Unauthorized(_)));
         let e = status_error(502, "<html><body>Bad Gateway</body></html>");
-        assert_eq!(e, AdminError::Server("HTTP 502: <html><body>Bad Gateway</body></html>".into()));
+        assert_eq!(
+            e,
+            AdminError::Server("HTTP 502: <html><body>Bad Gateway</body></html>".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! runslave as a build machine runs it: the real binary against tiny HTTP
+//! servers on 127.0.0.1 that answer a tac, an HTML error page, a 404, or
+//! nothing at all.
+
+// Test helpers outside #[test] functions: a panic is the failure report we want.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+const TAC: &str =
+    "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: Thu Jan  1 00:00:00 1970 on alloc\n\nprint('worker')\n";
+const CACHED: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# cached\n";
+
+/// What the test server does with each request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 200 with this body.
+    Ok(&'static str),
+    /// This status with this body.
+    Status(u16, &'static str),
+    /// Accept the connection, read the request, never answer.
+    Silence,
+}
+
+/// A server that answers every request alike, and remembers the paths
+/// asked for.
+struct Server {
+    url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn start(answer: Answer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/gettac/SLAVE", listener.local_addr().unwrap());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (p, r) = (Arc::clone(&paths), Arc::clone(&requests));
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let path = read_request(&mut stream);
+                p.lock().unwrap().push(path);
+                r.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = match answer {
+                    Answer::Ok(body) => (200, body),
+                    Answer::Status(status, body) => (status, body),
+                    Answer::Silence => {
+                        held.push(stream);
+                        continue;
+                    }
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { url, paths, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads a request head and returns its path.
+fn read_request(stream: &mut TcpStream) -> String {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    let _ = reader.read_line(&mut first);
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    first.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
+/// A URL where nothing listens.
+fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}/gettac/SLAVE")
+}
+
+fn runslave(url: &str, basedir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runslave"));
+    cmd.args(["-a", url, "-n", "TST-Linux64-01", "-d"])
+        .arg(basedir)
+        .args(["--retries", "1", "--retry-delay", "0", "--timeout", "5"])
+        .args(extra)
+        .env_remove("RUNSLAVE_ALLOCATOR_URL")
+        .env_remove("RUNSLAVE_POLL_INTERVAL");
+    cmd
+}
+
+fn run(url: &str, basedir: &Path, extra: &[&str]) -> Output {
+    runslave(url, basedir, extra).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The file names in a directory, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn tac_in(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("buildbot.tac")).ok()
+}
+
+/// A fake worker command: records its arguments and exits with `status`.
+fn fake_worker(dir: &Path, status: u8) -> String {
+    let script = dir.join("fake-worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" > \"{}\"\nexit {status}\n",
+            dir.join("args").display()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    script.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_new_tac_is_written_and_the_worker_started() {
+    let server = Server::start(Answer::Ok(TAC));
+    let basedir = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = fake_worker(bin.path(), 0);
+    let out = run(&server.url, basedir.path(), &["-c", &worker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The name is lower-cased and put where the URL says SLAVE.
+    assert_eq!(*server.paths.lock().unwrap(), ["/gettac/tst-linux64-01"]);
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(TAC));
+    assert_eq!(files(basedir.path()), ["buildbot.tac"], "no temporary file is left");
+    let args = std::fs::read_to_string(bin.path().join("args")).unwrap();
+    assert_eq!(args.trim(), format!("start {}", basedir.path().display()));
+}
+
+#[test]
+fn the_worker_commands_exit_status_is_runslaves() {
+    let server = Server::start(Answer::Ok(TAC));
+    let basedir = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = fake_worker(bin.path(), 3);
+    let out = run(&server.url, basedir.path(), &["-c", &worker]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = run(&server.url, basedir.path(), &["-c", "/nonexistent/buildbot-worker"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot run"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_html_error_page_is_not_a_tac_and_the_cached_one_is_kept() {
+    let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+    for answer in [Answer::Ok(page), Answer::Status(502, page)] {
+        let server = Server::start(answer);
+        let basedir = tempfile::tempdir().unwrap();
+        std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+        let out = run(&server.url, basedir.path(), &["--no-start"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("using the cached"), "{}", stderr(&out));
+        assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+        assert_eq!(files(basedir.path()), ["buildbot.tac"]);
+        assert_eq!(server.requests(), 2, "tried once and retried once");
+    }
+}
+
+#[test]
+fn an_html_error_page_without_a_cached_tac_fails_and_writes_nothing() {
+    let server = Server::start(Answer::Ok("<html><body>Service Unavailable</body></html>"));
+    let basedir = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = fake_worker(bin.path(), 0);
+    let out = run(&server.url, basedir.path(), &["-c", &worker]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no buildbot.tac") && err.contains("Service Unavailable"),
+        "{err}"
+    );
+    assert!(files(basedir.path()).is_empty());
+    assert!(!bin.path().join("args").exists(), "the worker is not started");
+}
+
+#[test]
+fn a_dead_allocator_falls_back_to_the_cached_tac() {
+    let url = dead_url();
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(&url, basedir.path(), &["--no-start"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&url.replace("SLAVE", "tst-linux64-01")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(files(basedir.path()).is_empty());
+
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(&url, basedir.path(), &["--no-start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+}
+
+#[test]
+fn no_allocation_is_not_retried() {
+    let server = Server::start(Answer::Status(404, "no allocation available"));
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(&server.url, basedir.path(), &["--no-start", "--retries", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("HTTP 404: no allocation available"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    let server = Server::start(Answer::Silence);
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(&server.url, basedir.path(), &["--no-start", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).to_lowercase().contains("timed out"), "{}", stderr(&out));
+    assert!(files(basedir.path()).is_empty());
+    assert_eq!(server.requests(), 2);
+
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(
+        &server.url,
+        basedir.path(),
+        &["--no-start", "--timeout", "1", "--retries", "0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+}
+
+#[test]
+fn do_not_start_holds_the_machine_back_until_removed() {
+    let server = Server::start(Answer::Ok(TAC));
+    let basedir = tempfile::tempdir().unwrap();
+    let flag = basedir.path().join("DO_NOT_START");
+    std::fs::write(&flag, "held for bug 123").unwrap();
+    let mut child = runslave(
+        &server.url,
+        basedir.path(),
+        &["--no-start", "-v", "--poll-interval", "0.05"],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    // Wait until it says it is waiting, then until it has polled again.
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        lines.push(line);
+    }
+    assert!(
+        lines[0].contains("waiting until") && lines[1].contains("still exists"),
+        "{lines:?}"
+    );
+    assert_eq!(server.requests(), 0, "nothing is fetched while DO_NOT_START exists");
+    assert!(child.try_wait().unwrap().is_none());
+    assert!(tac_in(basedir.path()).is_none());
+
+    std::fs::remove_file(&flag).unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert_eq!(server.requests(), 1);
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(TAC));
+}
+
+#[test]
+fn a_qualified_slave_name_is_refused() {
+    let basedir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runslave"))
+        .args(["-a", &dead_url(), "-n", "tst.build.example.com", "--no-start", "-d"])
+        .arg(basedir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unqualified hostname"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_documents_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_runslave"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--allocator-url",
+        "--slavename",
+        "--basedir",
+        "--buildslave-cmd",
+        "--no-start",
+        "Exit status",
+    ] {
+        assert!(help.contains(opt), "{opt} in {help}");
+    }
+}
