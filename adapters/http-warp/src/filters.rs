@@ -1,0 +1,193 @@
+//! Routing only: which request goes to which handler.
+//!
+//! Every route matches its path before its method, so that a known path
+//! with the wrong method is a 405 and an unknown path a 404 (warp prefers
+//! "method not allowed" over "not found" when it combines rejections).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use slavealloc_domain::Table;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::handlers::{self, Caller};
+use crate::metrics::route_of;
+use crate::models::Body;
+use crate::{peer, rejections, AppState, UiFilter};
+
+type Routes = BoxedFilter<(Response,)>;
+
+fn with_state(state: Arc<AppState>) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone {
+    warp::any().map(move || Arc::clone(&state))
+}
+
+/// The raw query string, empty when there is none (warp's own rejects a
+/// request without one).
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// A table the API serves, from one path segment; anything else is not
+/// found.
+fn table() -> impl Filter<Extract = (Table,), Error = Rejection> + Clone {
+    warp::path::param::<String>().and_then(|name: String| async move {
+        name.parse::<Table>()
+            .ok()
+            .filter(|t| t.is_exposed())
+            .ok_or_else(warp::reject::not_found)
+    })
+}
+
+fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(peer())
+        .map(|authorization, peer| Caller { authorization, peer })
+}
+
+fn body() -> impl Filter<Extract = (Body,), Error = Rejection> + Clone {
+    warp::body::stream().map(Body::new)
+}
+
+/// `/gettac/<slave>`.
+fn gettac(state: Arc<AppState>) -> Routes {
+    warp::path!("gettac" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(peer())
+        .then(|name, state, peer| handlers::gettac(state, name, peer))
+        .boxed()
+}
+
+/// Everything under `/api`, with JSON answers for what no route matches.
+fn api(state: Arc<AppState>, allocator: bool) -> Routes {
+    let s = || with_state(Arc::clone(&state));
+    let index = warp::path::end().and(warp::get()).and(s()).then(handlers::api_index);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .and(s())
+        .then(handlers::openapi);
+    let audit = warp::path!("audit")
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(handlers::audit);
+    let list = table()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(|t, state, q| handlers::list(state, t, q));
+    let create = table()
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(s())
+        .and(caller())
+        .and(body())
+        .then(|t, state, c, b| handlers::create_row(state, t, c, b));
+    let row = || table().and(warp::path::param::<String>()).and(warp::path::end());
+    let get = row()
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(|t, key, state, q| handlers::get_row(state, t, key, q));
+    let put = row()
+        .and(warp::put())
+        .and(s())
+        .and(caller())
+        .and(body())
+        .then(|t, key, state, c, b| handlers::put_row(state, t, key, c, b));
+    let delete = row()
+        .and(warp::delete())
+        .and(s())
+        .and(caller())
+        .then(|t, key, state, c| handlers::delete_row(state, t, key, c));
+
+    let mut routes: Routes = index
+        .or(openapi)
+        .unify()
+        .or(audit)
+        .unify()
+        .or(list)
+        .unify()
+        .or(create)
+        .unify()
+        .or(get)
+        .unify()
+        .or(put)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed();
+    if allocator {
+        let peek = warp::path!("gettac" / String)
+            .and(warp::get())
+            .and(s())
+            .then(|name, state| handlers::peek(state, name));
+        routes = peek.or(routes).unify().boxed();
+    }
+    warp::path("api")
+        .and(routes.recover(rejections::json).unify())
+        .boxed()
+}
+
+/// Matches the base path's segments (nothing for `/`).
+fn base_path(base: &str) -> BoxedFilter<()> {
+    base.split('/')
+        .filter(|s| !s.is_empty())
+        .fold(warp::any().boxed(), |f, segment| {
+            f.and(warp::path(segment.to_owned())).boxed()
+        })
+}
+
+/// The whole application: every route under the base path, rejections
+/// rendered, `Cache-Control: no-cache` on every answer, metrics counted.
+pub(crate) fn app(state: Arc<AppState>, allocator: bool, ui: Option<UiFilter>) -> Routes {
+    let s = || with_state(Arc::clone(&state));
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and(s())
+        .then(handlers::healthz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(s())
+        .then(handlers::metrics);
+    let root = warp::path::end().and(warp::get()).and(s()).then(handlers::root);
+
+    let mut routes: Routes = healthz
+        .or(metrics)
+        .unify()
+        .or(root)
+        .unify()
+        .or(api(Arc::clone(&state), allocator))
+        .unify()
+        .boxed();
+    if allocator {
+        routes = gettac(Arc::clone(&state)).or(routes).unify().boxed();
+    }
+    if let Some(ui) = ui {
+        routes = routes.or(warp::path("ui").and(ui)).unify().boxed();
+    }
+
+    let counted = Arc::clone(&state);
+    base_path(&state.base)
+        .and(routes)
+        .recover(rejections::plain)
+        .unify()
+        .with(warp::reply::with::default_header("cache-control", "no-cache"))
+        .with(warp::log::custom(move |info| {
+            let path = info.path().strip_prefix(counted.base.as_str()).unwrap_or(info.path());
+            let status = info.status().as_u16();
+            counted.metrics.request(route_of(path), info.method().as_str(), status);
+            tracing::debug!(
+                method = %info.method(),
+                path = info.path(),
+                status,
+                elapsed_ms = info.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }))
+        .map(Reply::into_response)
+        .boxed()
+}

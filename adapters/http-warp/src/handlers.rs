@@ -1,0 +1,346 @@
+//! Request handlers: each turns a matched request into its whole answer,
+//! status code included, and never rejects.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table};
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::models::{self, ApiError, Body};
+use crate::AppState;
+
+/// The body of a `/gettac` answer for an unknown slave or one without a
+/// master, exactly as the original wrote it (runslave.py matches on it).
+pub const NO_ALLOCATION: &str = "no allocation available";
+
+/// Who is asking: the `Authorization` header and the client's address.
+#[derive(Clone)]
+pub struct Caller {
+    pub(crate) authorization: Option<String>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Caller {
+    // The header may hold a token: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Runs one store call under the readiness gate and the deadline. The
+    /// call runs in its own task, so a request that gives up waiting never
+    /// cancels a transaction halfway: it completes or rolls back on its own.
+    async fn db<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.readiness.check().map_err(StoreError::Unavailable)?;
+        let result = match tokio::time::timeout(self.db_deadline, tokio::spawn(call)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StoreError::Other(format!("database task failed: {e}"))),
+            Err(_) => Err(unanswered(self.db_deadline)),
+        };
+        self.metrics
+            .database_up(!matches!(result, Err(StoreError::Unavailable(_))));
+        result
+    }
+
+    fn authorize(&self, caller: &Caller) -> Result<String, ApiError> {
+        self.tokens
+            .actor(caller.authorization.as_deref(), caller.peer)
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+fn unanswered(deadline: std::time::Duration) -> StoreError {
+    StoreError::Unavailable(format!("no answer within {} ms", deadline.as_millis()))
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut r = warp::reply::with_status(body, status).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// `GET /gettac/<slave>`: allocate, commit (in the next group commit), and
+/// answer the tac as text/plain; 404 `no allocation available`; 503 while
+/// the database is unreachable; 500 `error processing request: ...`.
+pub async fn gettac(state: Arc<AppState>, raw: String, peer: Option<SocketAddr>) -> Response {
+    let started = Instant::now();
+    let Ok(name) = SlaveName::parse(&raw) else {
+        return text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned());
+    };
+    let result = match state.readiness.check() {
+        Err(reason) => Err(AllocationError::Storage(StoreError::Unavailable(reason))),
+        Ok(()) => match tokio::time::timeout(state.db_deadline, state.batcher.allocate(name)).await {
+            Ok(r) => r,
+            Err(_) => Err(AllocationError::Storage(unanswered(state.db_deadline))),
+        },
+    };
+    state.metrics.database_up(!is_unavailable(&result));
+    match result {
+        Ok(a) => {
+            log_allocation(&state, &a, peer, started);
+            text(StatusCode::OK, a.tac)
+        }
+        Err(e) if e.is_no_allocation() => {
+            tracing::info!(slave = %raw, error = %e, "no allocation");
+            text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned())
+        }
+        Err(AllocationError::Storage(e @ StoreError::Unavailable(_))) => {
+            tracing::warn!(slave = %raw, error = %e, "gettac: database unavailable");
+            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(slave = %raw, error = %e, "gettac failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("error processing request: {}", short(&e)),
+            )
+        }
+    }
+}
+
+fn is_unavailable(r: &Result<Allocation, AllocationError>) -> bool {
+    matches!(r, Err(AllocationError::Storage(StoreError::Unavailable(_))))
+}
+
+/// What a client is told about a failed allocation: the rule's and the
+/// template's errors say what to fix; a storage fault's cause stays in the
+/// log.
+fn short(e: &AllocationError) -> String {
+    match e {
+        AllocationError::Storage(s) => ApiError::from_store(s).message,
+        other => other.to_string(),
+    }
+}
+
+fn log_allocation(state: &AppState, a: &Allocation, peer: Option<SocketAddr>, started: Instant) {
+    let d = &a.decision;
+    let master = d.master.as_ref().map_or("-", |m| m.nickname.as_str());
+    let peer = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    tracing::info!(
+        slave = %d.slave.name,
+        master,
+        pool = d.slave.poolid,
+        reason = d.reason.as_str(),
+        peer,
+        "allocation"
+    );
+    state
+        .metrics
+        .allocation(d.slave.poolid, master, d.reason.as_str(), started.elapsed().as_secs_f64());
+}
+
+/// `GET /api/gettac/<slave>`: the same decision, nothing committed.
+pub async fn peek(state: Arc<AppState>, raw: String) -> Response {
+    let allocator = state.services.allocator.clone();
+    let result = state
+        .db(async move {
+            // Storage failures become the outer error; the rest stay inside.
+            match allocator.peek(&raw).await {
+                Err(AllocationError::Storage(e)) => Err(e),
+                other => Ok(other),
+            }
+        })
+        .await;
+    match result {
+        Ok(Ok(a)) => models::json(StatusCode::OK, &json!({"success": true, "tac": a.tac})),
+        Ok(Err(e)) if e.is_no_allocation() => models::json(StatusCode::NOT_FOUND, &json!({"success": false})),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "api gettac failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_json()
+        }
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
+/// `GET /api/<table>`: every row; slaves and masters denormalized, slaves
+/// filtered.
+pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response {
+    let filter = match models::query_pairs(&query).and_then(|p| models::slave_filter(&p)) {
+        Ok(f) => f,
+        Err(e) => return e.into_json(),
+    };
+    let inventory = state.services.inventory.clone();
+    match state.db(async move { inventory.list(table, &filter).await }).await {
+        Ok(rows) => models::json(StatusCode::OK, &rows),
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
+/// `GET /api/<table>/<id>` or `GET /api/<table>/<name>?byname=1`: one
+/// plain row, or `{}` with 404.
+pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: String) -> Response {
+    let by_name = match models::query_pairs(&query).and_then(|p| models::by_name(&p)) {
+        Ok(b) => b,
+        Err(e) => return e.into_json(),
+    };
+    let inventory = state.services.inventory.clone();
+    let found = if by_name {
+        state.db(async move { inventory.find(table, &key).await }).await
+    } else {
+        let id = match models::row_id(&key) {
+            Ok(id) => id,
+            Err(e) => return e.into_json(),
+        };
+        state.db(async move { inventory.get(table, id).await }).await
+    };
+    match found {
+        Ok(Some(row)) => models::json(StatusCode::OK, &row),
+        Ok(None) => models::json(StatusCode::NOT_FOUND, &json!({})),
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
+/// `PUT /api/<table>/<id>`: writes the updatable keys the body carries,
+/// ignores the rest, answers exactly `{"success": true}`.
+pub async fn put_row(state: Arc<AppState>, table: Table, key: String, caller: Caller, body: Body) -> Response {
+    let result = async {
+        let id = models::row_id(&key)?;
+        let actor = state.authorize(&caller)?;
+        let body = body.json_object().await?;
+        let inventory = state.services.inventory.clone();
+        state
+            .db(async move { inventory.update(table, id, &body, &actor).await })
+            .await
+            .map_err(|e| ApiError::from_store(&e))
+    }
+    .await;
+    match result {
+        Ok(_) => models::json(StatusCode::OK, &json!({"success": true})),
+        Err(e) => e.into_json(),
+    }
+}
+
+/// `POST /api/<table>`: creates a row; 201 with the row, id included.
+pub async fn create_row(state: Arc<AppState>, table: Table, caller: Caller, body: Body) -> Response {
+    let result = async {
+        let actor = state.authorize(&caller)?;
+        let body = body.json_object().await?;
+        let inventory = state.services.inventory.clone();
+        state
+            .db(async move { inventory.create(table, &body, &actor).await })
+            .await
+            .map_err(|e| ApiError::from_store(&e))
+    }
+    .await;
+    match result {
+        Ok(row) => {
+            let mut r = models::json(StatusCode::CREATED, &row);
+            let id = table.id_column().and_then(|c| row.get(c)).and_then(|v| v.as_int());
+            let location = id.map(|id| format!("{}/api/{}/{id}", state.base, table.name()));
+            if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Err(e) => e.into_json(),
+    }
+}
+
+/// `DELETE /api/<table>/<id>`: 409 while other rows refer to it.
+pub async fn delete_row(state: Arc<AppState>, table: Table, key: String, caller: Caller) -> Response {
+    let result = async {
+        let id = models::row_id(&key)?;
+        let actor = state.authorize(&caller)?;
+        let inventory = state.services.inventory.clone();
+        state
+            .db(async move { inventory.delete(table, id, &actor).await })
+            .await
+            .map_err(|e| ApiError::from_store(&e))
+    }
+    .await;
+    match result {
+        Ok(()) => models::json(StatusCode::OK, &json!({"success": true})),
+        Err(e) => e.into_json(),
+    }
+}
+
+/// `GET /api/audit?table=&id=&limit=`: audit entries, newest first.
+pub async fn audit(state: Arc<AppState>, query: String) -> Response {
+    let q = match models::query_pairs(&query).and_then(|p| models::audit_query(&p)) {
+        Ok(q) => q,
+        Err(e) => return e.into_json(),
+    };
+    let store = Arc::clone(state.services.inventory.store());
+    match state.db(async move { store.audit(q).await }).await {
+        Ok(entries) => models::json(StatusCode::OK, &entries),
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
+/// `GET /healthz`: a database round trip; 200 `ok`, or 503 with the reason.
+pub async fn healthz(state: Arc<AppState>) -> Response {
+    let store = Arc::clone(state.services.inventory.store());
+    match state.db(async move { store.ping().await }).await {
+        Ok(()) => text(StatusCode::OK, "ok\n".to_owned()),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+/// `GET /metrics`: Prometheus exposition (OpenMetrics text).
+pub async fn metrics(state: Arc<AppState>) -> Response {
+    let mut r = state.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /`: to the UI when one is mounted, else to the API's index.
+pub async fn root(state: Arc<AppState>) -> Response {
+    let target = if state.ui_mounted { "ui/" } else { "api/" };
+    let location = format!("{}/{target}", state.base);
+    let mut r = warp::reply::with_status("", StatusCode::FOUND).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// `GET /api/`: the HTML page documenting every route.
+pub async fn api_index(state: Arc<AppState>) -> Response {
+    warp::reply::html(state.api_index.clone()).into_response()
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi(state: Arc<AppState>) -> Response {
+    let mut r = state.openapi.clone().into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The OpenAPI document, as shipped in this crate.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The OpenAPI document with its server URL set to the base path.
+pub(crate) fn openapi_json(base: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+        return OPENAPI.to_owned();
+    };
+    doc["servers"] = json!([{ "url": if base.is_empty() { "/" } else { base } }]);
+    doc.to_string()
+}
+
+const API_INDEX: &str = include_str!("api-index.html");
+
+/// The API index page with links under the base path.
+pub(crate) fn api_index_html(base: &str) -> String {
+    let tables: String = Table::EXPOSED
+        .iter()
+        .map(|t| format!("<li><a href=\"{base}/api/{t}\"><code>{t}</code></a></li>\n"))
+        .collect();
+    API_INDEX.replace("{{BASE}}", base).replace("{{TABLES}}", &tables)
+}

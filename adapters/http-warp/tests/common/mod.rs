@@ -1,0 +1,138 @@
+//! What the HTTP tests share: a daemon over a fresh store loaded with the
+//! sample fleet, requests through `warp::test` or a real socket, and the
+//! store's contents for "nothing changed" checks.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value as Json;
+use slavealloc_domain::ports::{TacBody, TacRequest};
+use slavealloc_domain::{
+    AllocationStore, Allocator, Dump, DumpStore, FixedHost, Inventory, InventoryStore, RenderError, TacRenderer,
+};
+use slavealloc_http_warp::{routes, ServerConfig, Services};
+use slavealloc_store_memory::MemoryStore;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+/// A renderer whose output shows exactly what was decided.
+#[derive(Debug)]
+pub struct PlainRenderer;
+
+impl TacRenderer for PlainRenderer {
+    fn render(&self, r: &TacRequest) -> Result<String, RenderError> {
+        Ok(match &r.body {
+            TacBody::Disabled { slavename } => {
+                format!("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n\nSLAVE DISABLED {slavename}\n")
+            }
+            TacBody::Enabled { values: v, .. } => format!(
+                "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n\nmaster={} port={} slave={} basedir={} passwd={}\n",
+                v.buildmaster_host, v.port, v.slavename, v.basedir, v.passwd
+            ),
+        })
+    }
+}
+
+/// Every storage port in one object.
+pub trait Store: AllocationStore + InventoryStore + DumpStore {}
+impl<T: AllocationStore + InventoryStore + DumpStore> Store for T {}
+
+/// The domain services over a store.
+pub fn services(store: Arc<dyn Store>) -> Services {
+    let host = Arc::new(FixedHost {
+        now: SystemTime::now(),
+        fqdn: "slavealloc.test".into(),
+    });
+    let allocation: Arc<dyn AllocationStore> = store.clone();
+    let inventory: Arc<dyn InventoryStore> = store;
+    Services {
+        allocator: Allocator::new(allocation, Arc::new(PlainRenderer), host.clone()),
+        inventory: Inventory::new(inventory, host),
+    }
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: warp::http::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The JSON error body's message, checking its shape.
+    pub fn error(&self) -> String {
+        let j = self.json();
+        assert_eq!(j["success"], Json::Bool(false), "{}", self.body);
+        j["error"].as_str().unwrap_or_else(|| panic!("no error message: {}", self.body)).to_owned()
+    }
+}
+
+/// A daemon as a filter, over a store.
+pub struct Harness {
+    pub filter: BoxedFilter<(Response,)>,
+    pub store: Arc<dyn Store>,
+}
+
+pub const PEER: &str = "10.1.2.3:40000";
+
+impl Harness {
+    /// The sample fleet in a memory store.
+    pub fn memory(config: ServerConfig) -> Self {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::from_dump(&slavealloc_fixtures::sample_fleet()).unwrap());
+        Self::over(store, config)
+    }
+
+    pub fn over(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+        let filter = routes(services(Arc::clone(&store)), config);
+        Self { filter, store }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
+        let mut req = warp::test::request()
+            .method(method)
+            .path(path)
+            .remote_addr(PEER.parse::<SocketAddr>().unwrap());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.reply(&self.filter).await;
+        Resp {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: String::from_utf8_lossy(r.body()).into_owned(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, None, &[]).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: &Json) -> Resp {
+        self.request(method, path, Some(body.to_string().as_bytes()), &[("content-type", "application/json")])
+            .await
+    }
+
+    pub async fn dump(&self) -> Dump {
+        self.store.export().await.unwrap()
+    }
+
+    pub async fn row(&self, table: &str, id: i64) -> Json {
+        let r = self.get(&format!("/api/{table}/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+}
