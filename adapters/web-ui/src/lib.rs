@@ -1,0 +1,310 @@
+//! # slavealloc-web-ui
+//!
+//! The release engineers' web UI, served by the daemon under `/ui`:
+//! a dashboard, the slaves and masters tables with inline editing, the silo
+//! report with per-master spread, and the audit log.
+//!
+//! The main design decision: pages are rendered on the server from the
+//! domain [`Inventory`], and every write goes through the daemon's JSON REST
+//! API from a little plain JavaScript. Rendering on the server keeps a
+//! 10,000-slave list fast (it is filtered, sorted and paged where the data
+//! is, and the browser only ever holds one page); writing through the API
+//! means its checks, write authentication and audit apply to the UI exactly
+//! as to any other client. This crate therefore never writes anything.
+//!
+//! Templates and assets are embedded in the binary (`include_str!`): there is
+//! no JavaScript build step and nothing is fetched from outside, since the
+//! build network has no internet.
+//!
+//! Mount [`routes`] next to the API; it matches paths starting with `ui/`
+//! (relative to where the daemon routes, i.e. after any prefix the proxy
+//! strips) and rejects everything else, so it composes with `or`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use slavealloc_domain::Inventory;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+mod pages;
+mod view;
+
+/// How the UI is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UiConfig {
+    /// The path prefix the daemon is reachable under from the browser
+    /// (`--base-url`, e.g. `/slavealloc` behind nginx; empty at the root).
+    /// Every link and every API request of the UI starts with it.
+    pub base_url: String,
+    /// Whether the API wants `Authorization: Bearer <token>` on writes: the
+    /// UI then asks once for a token and keeps it for the browser session.
+    pub write_auth: bool,
+}
+
+impl UiConfig {
+    /// The base as a path prefix without a trailing slash: `""` or
+    /// `"/prefix"`. A full URL is kept as it is (minus the slash), so links
+    /// still work if a deployment passes one.
+    fn base_path(&self) -> String {
+        let trimmed = self.base_url.trim().trim_end_matches('/');
+        if trimmed.is_empty() || trimmed.starts_with('/') || trimmed.contains("://") {
+            trimmed.to_owned()
+        } else {
+            format!("/{trimmed}")
+        }
+    }
+}
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("macros.html", include_str!("../templates/macros.html")),
+    ("dashboard.html", include_str!("../templates/dashboard.html")),
+    ("slaves.html", include_str!("../templates/slaves.html")),
+    ("masters.html", include_str!("../templates/masters.html")),
+    ("silos.html", include_str!("../templates/silos.html")),
+    ("audit.html", include_str!("../templates/audit.html")),
+    ("error.html", include_str!("../templates/error.html")),
+    ("pager.html", include_str!("../templates/pager.html")),
+];
+
+const APP_CSS: &str = include_str!("../assets/app.css");
+const APP_JS: &str = include_str!("../assets/app.js");
+/// A favicon drawn inline so the browser does not ask for `/favicon.ico`.
+const ICON_SVG: &str = include_str!("../assets/icon.svg");
+
+/// Everything a page handler needs; built once and shared.
+pub(crate) struct Ui {
+    env: Environment<'static>,
+    base: String,
+    write_auth: bool,
+    /// Changes whenever an asset does, so browsers never run stale
+    /// JavaScript against new pages (assets are cached for a day).
+    asset_version: String,
+    pub(crate) inventory: Inventory,
+}
+
+impl std::fmt::Debug for Ui {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ui").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Ui {
+    fn new(config: &UiConfig, inventory: Inventory) -> Self {
+        let mut env = Environment::new();
+        // A typo in a template must fail the page (and the tests), never
+        // render as an empty string.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Loaded lazily so that a broken template is an error page for that
+        // page, not a panic at start-up; the tests render every page.
+        env.set_loader(|name| Ok(TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned())));
+        env.add_filter("thousands", view::thousands);
+        env.set_formatter(|out, state, value| match value.as_str() {
+            // minijinja also escapes `/`, which is safe but turns every URL
+            // into `&#x2f;` soup; the five characters below are what HTML
+            // needs in text and quoted attributes.
+            Some(s) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
+                Ok(out.write_str(&view::escape_html(s))?)
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        });
+        let mut hasher = DefaultHasher::new();
+        (APP_CSS, APP_JS, ICON_SVG).hash(&mut hasher);
+        Self {
+            env,
+            base: config.base_path(),
+            write_auth: config.write_auth,
+            asset_version: format!("{:x}", hasher.finish() & 0xffff_ffff),
+            inventory,
+        }
+    }
+
+    /// Renders a page with the context every page gets; a template error is
+    /// logged and answered with a plain 500.
+    pub(crate) fn render(&self, status: StatusCode, template: &str, ctx: minijinja::Value) -> Response {
+        let common = minijinja::context! {
+            base => self.base,
+            write_auth => self.write_auth,
+            version => self.asset_version,
+        };
+        let result = self
+            .env
+            .get_template(template)
+            .and_then(|t| t.render(minijinja::context! { ..ctx, ..common }));
+        match result {
+            Ok(body) => page_response(status, body),
+            Err(e) => {
+                tracing::error!(template, error = %format!("{e:#}"), "cannot render a UI page");
+                let mut r = format!("cannot render this page: {e}").into_response();
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
+        }
+    }
+
+    /// An error page with a short reason.
+    pub(crate) fn error(&self, status: StatusCode, title: &str, message: &str) -> Response {
+        self.render(
+            status,
+            "error.html",
+            minijinja::context! { page => "", title => title, message => message, status => status.as_u16() },
+        )
+    }
+}
+
+fn page_response(status: StatusCode, body: String) -> Response {
+    let mut r = warp::reply::html(body).into_response();
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    // Pages show live data.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    r
+}
+
+fn asset(name: &str) -> Option<Response> {
+    let (body, content_type) = match name {
+        "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "icon.svg" => (ICON_SVG, "image/svg+xml"),
+        _ => return None,
+    };
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Links carry a content hash (`?v=`), so a day of caching is safe.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Some(r)
+}
+
+/// The UI's routes: `GET /ui/` (dashboard), `/ui/slaves`, `/ui/masters`,
+/// `/ui/silos`, `/ui/audit`, the assets under `/ui/static/`, and an HTML 404
+/// for any other `GET` under `/ui/`. Other methods and paths are rejected,
+/// for the daemon's own routes and recovery to handle.
+///
+/// Pages read through `inventory`; writes are made by the browser through
+/// the JSON API under `<base_url>/api`.
+pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)> {
+    let ui = Arc::new(Ui::new(&config, inventory));
+    let with_ui = {
+        let ui = ui.clone();
+        warp::any().map(move || ui.clone())
+    };
+    // `warp::query::raw` rejects a request without a query string.
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let root = warp::path("ui");
+
+    let dashboard = root
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .then(|ui: Arc<Ui>| async move { pages::dashboard(&ui).await });
+    let slaves = root
+        .and(warp::path("slaves"))
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .and(raw_query)
+        .then(|ui: Arc<Ui>, q: String| async move { pages::slaves(&ui, &q).await });
+    let masters = root
+        .and(warp::path("masters"))
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .and(raw_query)
+        .then(|ui: Arc<Ui>, q: String| async move { pages::masters(&ui, &q).await });
+    let silos = root
+        .and(warp::path("silos"))
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .and(raw_query)
+        .then(|ui: Arc<Ui>, q: String| async move { pages::silos(&ui, &q).await });
+    let audit = root
+        .and(warp::path("audit"))
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .and(raw_query)
+        .then(|ui: Arc<Ui>, q: String| async move { pages::audit(&ui, &q).await });
+    let statics = root
+        .and(warp::path("static"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .map(|name: String, ui: Arc<Ui>| {
+            asset(&name).unwrap_or_else(|| ui.error(StatusCode::NOT_FOUND, "Not found", "There is no such asset."))
+        });
+    let not_found = root.and(with_ui).map(|ui: Arc<Ui>| {
+        ui.error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page. The tabs above list every page of the UI.",
+        )
+    });
+
+    warp::get()
+        .and(
+            dashboard
+                .or(slaves)
+                .unify()
+                .or(masters)
+                .unify()
+                .or(silos)
+                .unify()
+                .or(audit)
+                .unify()
+                .or(statics)
+                .unify()
+                .or(not_found)
+                .unify(),
+        )
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_is_a_prefix_without_trailing_slash() {
+        let base = |s: &str| {
+            UiConfig {
+                base_url: s.into(),
+                write_auth: false,
+            }
+            .base_path()
+        };
+        assert_eq!(base(""), "");
+        assert_eq!(base("/"), "");
+        assert_eq!(base("/slavealloc/"), "/slavealloc");
+        assert_eq!(base("slavealloc"), "/slavealloc");
+        assert_eq!(base("https://relops.example.com/sa/"), "https://relops.example.com/sa");
+    }
+
+    #[test]
+    fn every_template_parses() {
+        let env = Ui::new(&UiConfig::default(), dummy_inventory()).env;
+        for (name, _) in TEMPLATES {
+            env.get_template(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    fn dummy_inventory() -> Inventory {
+        let store = Arc::new(slavealloc_store_memory::MemoryStore::new());
+        let host = Arc::new(slavealloc_domain::FixedHost {
+            now: std::time::SystemTime::UNIX_EPOCH,
+            fqdn: "test".into(),
+        });
+        Inventory::new(store, host)
+    }
+}

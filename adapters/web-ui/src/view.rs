@@ -1,0 +1,334 @@
+//! Pure helpers of the pages: query parsing and link building, natural
+//! sorting, text filtering, paging. No I/O, so they are unit-tested here.
+
+use std::cmp::Ordering;
+
+use slavealloc_domain::{Row, Value};
+
+/// A parsed query string. Parsing never fails: a malformed query is read as
+/// far as it makes sense, and unknown or bad values fall back to defaults,
+/// because a hand-edited URL should show a page, not an error.
+#[derive(Debug, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(crate) fn parse(raw: &str) -> Self {
+        Self(form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+    }
+
+    /// The first non-empty value of `key`, trimmed.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.trim())
+            .find(|v| !v.is_empty())
+    }
+
+    pub(crate) fn text(&self, key: &str) -> String {
+        self.get(key).unwrap_or_default().to_owned()
+    }
+
+    pub(crate) fn number(&self, key: &str) -> Option<usize> {
+        self.get(key)?.parse().ok()
+    }
+
+    pub(crate) fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("1" | "on" | "true" | "yes"))
+    }
+}
+
+/// Builds a query string from the pairs whose value is not empty.
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// `path` with `?query` when the query is not empty.
+pub(crate) fn href(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Compares strings the way people read host names: runs of digits by
+/// value (`tst-2` before `tst-10`), letters case-insensitively.
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (whole_a, whole_b) = (a, b);
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            // Equal to a reader (`a07` and `a7`, `A` and `a`): still a total
+            // order, so that sorting is deterministic.
+            (None, None) => return whole_a.len().cmp(&whole_b.len()).then_with(|| whole_a.cmp(whole_b)),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (ra, rb) = (run(a), run(b));
+                let strip = |s: &'_ [u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
+                let (na, nb) = (&a[strip(&a[..ra])..ra], &b[strip(&b[..rb])..rb]);
+                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[ra..];
+                b = &b[rb..];
+            }
+            (Some(x), Some(y)) => {
+                let ord = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase());
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+/// Orders values of one column: NULLs last in either direction, so the
+/// rows that have a value stay on the first pages.
+pub(crate) fn cmp_values(a: Option<&Value>, b: Option<&Value>, desc: bool) -> Ordering {
+    let is_null = |v: Option<&Value>| matches!(v, None | Some(Value::Null));
+    match (is_null(a), is_null(b)) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => {
+            let ord = match (a, b) {
+                (Some(Value::Text(x)), Some(Value::Text(y))) => natural_cmp(x, y),
+                (Some(x), Some(y)) => x.cmp(y),
+                _ => Ordering::Equal,
+            };
+            if desc {
+                ord.reverse()
+            } else {
+                ord
+            }
+        }
+    }
+}
+
+/// Sorts rows by one column, ties by `name` (or `nickname`).
+pub(crate) fn sort_rows(rows: &mut [Row], key: &str, desc: bool, tie: &str) {
+    rows.sort_by(|a, b| {
+        cmp_values(a.get(key), b.get(key), desc).then_with(|| cmp_values(a.get(tie), b.get(tie), false))
+    });
+}
+
+/// A case-insensitive text filter: every word must occur in one of the
+/// given columns.
+#[derive(Debug)]
+pub(crate) struct TextFilter(Vec<String>);
+
+impl TextFilter {
+    pub(crate) fn new(q: &str) -> Self {
+        Self(q.split_whitespace().map(str::to_lowercase).collect())
+    }
+
+    pub(crate) fn matches(&self, row: &Row, columns: &[&str]) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let mut hay = String::new();
+        for c in columns {
+            if let Some(v) = row.get(*c) {
+                hay.push_str(&display(v).to_lowercase());
+                // A separator no word contains, so words never match across
+                // two columns.
+                hay.push('\u{1}');
+            }
+        }
+        self.0.iter().all(|w| hay.contains(w.as_str()))
+    }
+}
+
+/// A value as the tables show it.
+pub(crate) fn display(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Text(s) => s.clone(),
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Paging {
+    /// 1-based page number, clamped to the pages there are.
+    pub page: usize,
+    pub pages: usize,
+    pub per: usize,
+    pub total: usize,
+    /// 1-based index of the first row shown (0 when there is none).
+    pub first: usize,
+    /// 1-based index of the last row shown.
+    pub last: usize,
+}
+
+impl Paging {
+    pub(crate) fn new(total: usize, per: usize, page: usize) -> Self {
+        let per = per.max(1);
+        let pages = total.div_ceil(per).max(1);
+        let page = page.clamp(1, pages);
+        let start = (page - 1) * per;
+        let end = (start + per).min(total);
+        Self {
+            page,
+            pages,
+            per,
+            total,
+            first: if total == 0 { 0 } else { start + 1 },
+            last: end,
+        }
+    }
+
+    pub(crate) fn range(&self) -> std::ops::Range<usize> {
+        self.first.saturating_sub(1)..self.last
+    }
+}
+
+/// Escapes text for HTML text and quoted attribute values.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `thousands` template filter: `12345` → `12,345`.
+pub(crate) fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_reads_numbers_as_numbers() {
+        let mut names = vec!["tst-10", "tst-2", "TST-1", "tst-02b", "tst", "bld-9"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(names, ["bld-9", "tst", "TST-1", "tst-2", "tst-02b", "tst-10"]);
+        assert_eq!(
+            natural_cmp("a007", "a7"),
+            Ordering::Greater,
+            "equal value: the longer text last"
+        );
+    }
+
+    #[test]
+    fn nulls_sort_last_both_ways() {
+        let mut rows: Vec<Row> = [Some("b"), None, Some("a")]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Row::from([
+                    ("name".to_owned(), Value::Text(format!("s{i}"))),
+                    ("pool".to_owned(), v.map_or(Value::Null, |v| Value::Text(v.into()))),
+                ])
+            })
+            .collect();
+        let pools = |rows: &[Row]| rows.iter().map(|r| display(&r["pool"])).collect::<Vec<_>>();
+        sort_rows(&mut rows, "pool", false, "name");
+        assert_eq!(pools(&rows), ["a", "b", ""]);
+        sort_rows(&mut rows, "pool", true, "name");
+        assert_eq!(pools(&rows), ["b", "a", ""]);
+    }
+
+    #[test]
+    fn text_filter_needs_every_word_within_one_column() {
+        let row = Row::from([
+            ("name".to_owned(), Value::Text("tst-linux64-0042".into())),
+            ("pool".to_owned(), Value::Text("tests-pool".into())),
+            ("notes".to_owned(), Value::Null),
+        ]);
+        let cols = ["name", "pool", "notes"];
+        assert!(TextFilter::new("").matches(&row, &cols));
+        assert!(TextFilter::new("LINUX64 tests").matches(&row, &cols));
+        assert!(!TextFilter::new("linux64 builds").matches(&row, &cols));
+        assert!(
+            !TextFilter::new("0042tests").matches(&row, &cols),
+            "no match across columns"
+        );
+    }
+
+    #[test]
+    fn paging_clamps_and_counts_from_one() {
+        assert_eq!(
+            Paging::new(250, 100, 3),
+            Paging {
+                page: 3,
+                pages: 3,
+                per: 100,
+                total: 250,
+                first: 201,
+                last: 250
+            }
+        );
+        assert_eq!(Paging::new(250, 100, 99).page, 3);
+        assert_eq!(Paging::new(250, 100, 0).page, 1);
+        let empty = Paging::new(0, 100, 5);
+        assert_eq!((empty.page, empty.pages, empty.first, empty.last), (1, 1, 0, 0));
+        assert!(empty.range().is_empty());
+        assert_eq!(Paging::new(250, 100, 2).range(), 100..200);
+    }
+
+    #[test]
+    fn params_never_fail_and_links_drop_empty_values() {
+        let p = Params::parse("q=tst+linux&page=x&pool=&pool=b%26c&decomm=1&%zz");
+        assert_eq!(p.get("q"), Some("tst linux"));
+        assert_eq!(p.number("page"), None);
+        assert_eq!(p.get("pool"), Some("b&c"));
+        assert!(p.flag("decomm"));
+        assert_eq!(
+            query(&[("q", "a b"), ("pool", ""), ("sort", "pool")]),
+            "q=a+b&sort=pool"
+        );
+        assert_eq!(href("/ui/slaves", ""), "/ui/slaves");
+    }
+
+    #[test]
+    fn html_escaping_covers_text_and_attributes() {
+        assert_eq!(
+            escape_html(r#"<a href="x">'&'</a>/"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;/"
+        );
+    }
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(-1_234_567), "-1,234,567");
+    }
+}
