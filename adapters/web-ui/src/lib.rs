@@ -16,9 +16,8 @@
 //! no JavaScript build step and nothing is fetched from outside, since the
 //! build network has no internet.
 //!
-//! Mount [`routes`] next to the API; it matches paths starting with `ui/`
-//! (relative to where the daemon routes, i.e. after any prefix the proxy
-//! strips) and rejects everything else, so it composes with `or`.
+//! The daemon mounts [`routes`] at `<base>/ui` (`slavealloc-http-warp`'s
+//! `ServerConfig::ui`): the filter sees only the path after `/ui`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -191,10 +190,10 @@ fn asset(name: &str) -> Option<Response> {
     Some(r)
 }
 
-/// The UI's routes: `GET /ui/` (dashboard), `/ui/slaves`, `/ui/masters`,
-/// `/ui/silos`, `/ui/audit`, the assets under `/ui/static/`, and an HTML 404
-/// for any other `GET` under `/ui/`. Other methods and paths are rejected,
-/// for the daemon's own routes and recovery to handle.
+/// The UI's routes, relative to where they are mounted (`<base>/ui`): `/`
+/// (the dashboard), `/slaves`, `/masters`, `/silos`, `/audit`, the assets
+/// under `/static/`, and an HTML 404 for any other `GET`. Other methods are
+/// rejected, for the daemon's recovery to answer.
 ///
 /// Pages read through `inventory`; writes are made by the browser through
 /// the JSON API under `<base_url>/api`.
@@ -206,45 +205,37 @@ pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)
     };
     // `warp::query::raw` rejects a request without a query string.
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let root = warp::path("ui");
-
-    let dashboard = root
-        .and(warp::path::end())
+    let dashboard = warp::path::end()
         .and(with_ui.clone())
         .then(|ui: Arc<Ui>| async move { pages::dashboard(&ui).await });
-    let slaves = root
-        .and(warp::path("slaves"))
+    let slaves = warp::path("slaves")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { pages::slaves(&ui, &q).await });
-    let masters = root
-        .and(warp::path("masters"))
+    let masters = warp::path("masters")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { pages::masters(&ui, &q).await });
-    let silos = root
-        .and(warp::path("silos"))
+    let silos = warp::path("silos")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { pages::silos(&ui, &q).await });
-    let audit = root
-        .and(warp::path("audit"))
+    let audit = warp::path("audit")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { pages::audit(&ui, &q).await });
-    let statics = root
-        .and(warp::path("static"))
+    let statics = warp::path("static")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
         .and(with_ui.clone())
         .map(|name: String, ui: Arc<Ui>| {
             asset(&name).unwrap_or_else(|| ui.error(StatusCode::NOT_FOUND, "Not found", "There is no such asset."))
         });
-    let not_found = root.and(with_ui).map(|ui: Arc<Ui>| {
+    let not_found = with_ui.map(|ui: Arc<Ui>| {
         ui.error(
             StatusCode::NOT_FOUND,
             "Not found",

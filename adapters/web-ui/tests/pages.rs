@@ -17,6 +17,7 @@ use slavealloc_web_ui::{routes, UiConfig};
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
+use warp::Filter;
 
 fn host() -> Arc<FixedHost> {
     Arc::new(FixedHost {
@@ -30,14 +31,13 @@ fn fleet(dump: &Dump) -> (Arc<MemoryStore>, Inventory) {
     (store.clone(), Inventory::new(store, host()))
 }
 
+/// The UI mounted as the daemon mounts it: at `/ui`, seeing the rest.
 fn ui(inventory: Inventory, base: &str) -> BoxedFilter<(Response,)> {
-    routes(
-        UiConfig {
-            base_url: base.into(),
-            write_auth: false,
-        },
-        inventory,
-    )
+    let config = UiConfig {
+        base_url: base.into(),
+        write_auth: false,
+    };
+    warp::path("ui").and(routes(config, inventory)).boxed()
 }
 
 async fn get(filter: &BoxedFilter<(Response,)>, path: &str) -> (StatusCode, String) {
