@@ -62,7 +62,9 @@ impl Tokens {
                 )));
             }
             if tokens.iter().any(|(_, s)| s.as_slice() == secret.as_bytes()) {
-                return Err(TokenError(format!("token {name:?} has the same secret as another token")));
+                return Err(TokenError(format!(
+                    "token {name:?} has the same secret as another token"
+                )));
             }
             tokens.push((name, secret.into_bytes()));
         }
@@ -117,7 +119,10 @@ mod tests {
     fn a_valid_token_names_the_actor() {
         let t = tokens();
         assert_eq!(t.actor(Some("Bearer fedcba9876543210"), None).as_deref(), Some("ci"));
-        assert_eq!(t.actor(Some("bearer 0123456789abcdef"), None).as_deref(), Some("relops"));
+        assert_eq!(
+            t.actor(Some("bearer 0123456789abcdef"), None).as_deref(),
+            Some("relops")
+        );
     }
 
     #[test]
@@ -139,10 +144,7 @@ mod tests {
     #[test]
     fn without_tokens_the_actor_is_the_client_address() {
         let peer: SocketAddr = "10.2.3.4:5555".parse().unwrap();
-        assert_eq!(
-            Tokens::default().actor(None, Some(peer)).as_deref(),
-            Some("10.2.3.4")
-        );
+        assert_eq!(Tokens::default().actor(None, Some(peer)).as_deref(), Some("10.2.3.4"));
     }
 
     #[test]
@@ -157,6 +159,9 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let shown = format!("{:?}", tokens());
-        assert!(shown.contains("relops") && !shown.contains("0123456789abcdef"), "{shown}");
+        assert!(
+            shown.contains("relops") && !shown.contains("0123456789abcdef"),
+            "{shown}"
+        );
     }
 }

@@ -75,9 +75,9 @@ impl Batcher {
 }
 
 fn new_size_histogram() -> prometheus_client::metrics::histogram::Histogram {
-    prometheus_client::metrics::histogram::Histogram::new(
-        prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
-    )
+    prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 10,
+    ))
 }
 
 async fn run(mut rx: mpsc::Receiver<Job>, allocator: Allocator, limit: usize, sizes: BatchSizes) {

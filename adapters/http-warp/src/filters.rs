@@ -127,9 +127,7 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
             .then(|name, state| handlers::peek(state, name));
         routes = peek.or(routes).unify().boxed();
     }
-    warp::path("api")
-        .and(routes.recover(rejections::json).unify())
-        .boxed()
+    warp::path("api").and(routes.recover(rejections::json).unify()).boxed()
 }
 
 /// Matches the base path's segments (nothing for `/`).
@@ -145,14 +143,8 @@ fn base_path(base: &str) -> BoxedFilter<()> {
 /// rendered, `Cache-Control: no-cache` on every answer, metrics counted.
 pub(crate) fn app(state: Arc<AppState>, allocator: bool, ui: Option<UiFilter>) -> Routes {
     let s = || with_state(Arc::clone(&state));
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .and(s())
-        .then(handlers::healthz);
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(s())
-        .then(handlers::metrics);
+    let healthz = warp::path!("healthz").and(warp::get()).and(s()).then(handlers::healthz);
+    let metrics = warp::path!("metrics").and(warp::get()).and(s()).then(handlers::metrics);
     let root = warp::path::end().and(warp::get()).and(s()).then(handlers::root);
 
     let mut routes: Routes = healthz

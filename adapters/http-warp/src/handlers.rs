@@ -29,7 +29,9 @@ pub struct Caller {
 impl std::fmt::Debug for Caller {
     // The header may hold a token: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caller").field("peer", &self.peer).finish_non_exhaustive()
+        f.debug_struct("Caller")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,9 +138,12 @@ fn log_allocation(state: &AppState, a: &Allocation, peer: Option<SocketAddr>, st
         peer,
         "allocation"
     );
-    state
-        .metrics
-        .allocation(d.slave.poolid, master, d.reason.as_str(), started.elapsed().as_secs_f64());
+    state.metrics.allocation(
+        d.slave.poolid,
+        master,
+        d.reason.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 /// `GET /api/gettac/<slave>`: the same decision, nothing committed.

@@ -129,7 +129,10 @@ impl ApiError {
             }
             StoreError::Other(_) => {
                 tracing::error!(error = %e, "storage error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error (see the daemon's log)")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal storage error (see the daemon's log)",
+                )
             }
         }
     }
@@ -240,8 +243,11 @@ pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
 /// # Errors
 /// 400 when it is not a 32-bit integer.
 pub fn row_id(raw: &str) -> Result<i32, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("id: {raw:?} is not an integer (use ?byname=1 to look up by name)")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "id: {raw:?} is not an integer (use ?byname=1 to look up by name)"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -254,7 +260,10 @@ mod tests {
 
     #[test]
     fn slave_filters_repeat_and_flags_are_checked() {
-        let f = slave_filter(&pairs("pool=a&pool=b%20c&environment=prod&enabled=0&include_decomm=1&x=y")).unwrap();
+        let f = slave_filter(&pairs(
+            "pool=a&pool=b%20c&environment=prod&enabled=0&include_decomm=1&x=y",
+        ))
+        .unwrap();
         assert_eq!(f.pool, ["a", "b c"]);
         assert_eq!(f.environment, ["prod"]);
         assert_eq!(f.enabled, Some(false));
