@@ -101,3 +101,114 @@ async fn run(mut rx: mpsc::Receiver<Job>, allocator: Allocator, limit: usize, si
         jobs.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use async_trait::async_trait;
+    use slavealloc_domain::ports::{AllocationUnit, MockTacRenderer};
+    use slavealloc_domain::{AllocationStore, FixedHost};
+    use slavealloc_fixtures::{generate_fleet, FleetSpec};
+    use slavealloc_store_memory::MemoryStore;
+
+    use super::*;
+
+    /// Counts the transactions the batcher opens.
+    struct Counting {
+        inner: MemoryStore,
+        begins: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AllocationStore for Counting {
+        async fn begin(&self, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
+            self.begins.fetch_add(1, Ordering::SeqCst);
+            self.inner.begin(intent).await
+        }
+    }
+
+    /// 40 never-allocated slaves of one silo, over 4 masters, and their
+    /// names.
+    fn fleet() -> (Arc<Counting>, Vec<SlaveName>) {
+        let spec = FleetSpec {
+            slaves: 40,
+            pools: 1,
+            masters_per_pool: 4,
+            disabled_masters_per_pool: 0,
+            silos_per_pool: 1,
+            locked_fraction: 0.0,
+            disabled_fraction: 0.0,
+            allocated_fraction: 0.0,
+            seed: 1,
+        };
+        let dump = generate_fleet(&spec);
+        let names = dump
+            .rows(slavealloc_domain::Table::Slaves)
+            .iter()
+            .map(|r| SlaveName::parse(r["name"].as_text().unwrap()).unwrap())
+            .collect();
+        let store = Arc::new(Counting {
+            inner: MemoryStore::from_dump(&dump).unwrap(),
+            begins: AtomicUsize::new(0),
+        });
+        (store, names)
+    }
+
+    /// Queues a request for every slave before the task starts, so the
+    /// task finds them all waiting, exactly as under load.
+    async fn run_queued(
+        store: Arc<Counting>,
+        names: Vec<SlaveName>,
+        limit: usize,
+    ) -> Vec<Result<Allocation, AllocationError>> {
+        let mut renderer = MockTacRenderer::new();
+        renderer.expect_render().returning(|_| Ok("tac".to_owned()));
+        let host = Arc::new(FixedHost {
+            now: SystemTime::UNIX_EPOCH,
+            fqdn: "h".into(),
+        });
+        let allocator = Allocator::new(store, Arc::new(renderer), host);
+        let (tx, rx) = mpsc::channel(64);
+        let mut answers = Vec::new();
+        for name in names {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Job { name, reply }).await.unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        run(rx, allocator, limit, BatchSizes(new_size_histogram())).await;
+        let mut results = Vec::new();
+        for a in answers {
+            results.push(a.await.unwrap());
+        }
+        results
+    }
+
+    fn per_master(results: &[Result<Allocation, AllocationError>]) -> Vec<usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for r in results {
+            let master = r.as_ref().unwrap().decision.master.as_ref().unwrap().masterid;
+            *counts.entry(master).or_insert(0) += 1;
+        }
+        counts.into_values().collect()
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_together_share_one_transaction_and_stay_balanced() {
+        let (store, names) = fleet();
+        let results = run_queued(Arc::clone(&store), names, DEFAULT_BATCH_LIMIT).await;
+        assert_eq!(store.begins.load(Ordering::SeqCst), 1);
+        assert_eq!(per_master(&results), [10, 10, 10, 10]);
+    }
+
+    #[tokio::test]
+    async fn the_limit_caps_a_transaction() {
+        let (store, names) = fleet();
+        let results = run_queued(Arc::clone(&store), names, 16).await;
+        assert_eq!(store.begins.load(Ordering::SeqCst), 3, "16 + 16 + 8");
+        assert_eq!(per_master(&results), [10, 10, 10, 10]);
+    }
+}

@@ -132,10 +132,10 @@ fn log_allocation(state: &AppState, a: &Allocation, peer: Option<SocketAddr>, st
     let peer = peer.map(|p| p.ip().to_string()).unwrap_or_default();
     tracing::info!(
         slave = %d.slave.name,
-        master,
+        master = %master,
         pool = d.slave.poolid,
-        reason = d.reason.as_str(),
-        peer,
+        reason = %d.reason.as_str(),
+        peer = %peer,
         "allocation"
     );
     state.metrics.allocation(
