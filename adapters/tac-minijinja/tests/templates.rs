@@ -149,6 +149,9 @@ fn malformed_minijinja_templates_are_invalid() {
     // Attributes of a known value are not placeholders, and strict
     // undefined behaviour refuses them instead of writing nothing.
     assert_invalid("{{ slavename.nope }}", "undefined");
+    // Even where writing nothing would pass unnoticed.
+    assert_invalid("{% if slavename.nope %}x = 1{% endif %}", "undefined");
+    assert_invalid("{% for x in port.digits %}{% endfor %}", "undefined");
 }
 
 #[test]
