@@ -23,6 +23,9 @@
 //! - a slave's custom template from `tac_templates`, written either in the
 //!   original's Python placeholders (`%(name)r`, `%(name)s`, `%(name)d`,
 //!   `%%`) or in minijinja (chosen by whether it holds a minijinja tag).
+//!   `%(name)s` writes a value unquoted, as the original did, so it refuses
+//!   a value holding a quote, a backslash or a control character, which
+//!   could end the string the template put it in.
 //!
 //! Every tac is ASCII and valid Python 2 and Python 3 source as long as the
 //! template is.
