@@ -217,6 +217,11 @@ impl State {
     }
 
     fn insert(&mut self, table: Table, mut row: Row) -> Result<(i32, Row), StoreError> {
+        // Rows carry every column: a create does not give state columns
+        // (`current_masterid`), which start NULL.
+        for c in table.columns().iter().filter(|c| c.nullable) {
+            row.entry(c.name.to_owned()).or_insert(Value::Null);
+        }
         let key = match table.id_column() {
             Some(id_col) => match int(&row, id_col) {
                 Some(id) => i32::try_from(id).map_err(|_| other(format!("{table}.{id_col} {id} is out of range")))?,

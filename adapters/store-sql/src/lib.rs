@@ -1,1 +1,288 @@
-//! Placeholder; see the crate description.
+//! # slavealloc-store-sql
+//!
+//! The storage ports of `slavealloc-domain` ([`AllocationStore`],
+//! [`InventoryStore`], [`DumpStore`]) on SQLite, MariaDB/MySQL and
+//! PostgreSQL, with sqlx. The backend is chosen at run time from the URL's
+//! scheme: `sqlite:`, `mysql:`/`mariadb:`, `postgres:`/`postgresql:`.
+//!
+//! Main design decision: one crate, and every query written once. The
+//! shared modules build their SQL from the schema metadata of the domain
+//! crate (`Table::columns()`), so there is one `INSERT`, one snapshot read,
+//! one dump loader for all three databases. Each backend module
+//! (`sqlite`, `mysql`, `postgres`) holds only what truly differs: its
+//! connection setup, its DDL (`sql/<backend>/schema.sql`), its way of
+//! binding and decoding values, its transaction start, its lock clause and
+//! its error codes. No module mixes backends with `cfg` or macros.
+//!
+//! The schema is the original's (ORIGINAL.md §1), so an existing slavealloc
+//! database works unchanged; the only addition is the `audit_log` table.
+//!
+//! SQLite URLs follow sqlx: `sqlite://slavealloc.db` and
+//! `sqlite:slavealloc.db` are relative to the working directory,
+//! `sqlite:///var/lib/slavealloc.db` is absolute, `sqlite::memory:` is a
+//! private in-memory database.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use slavealloc_domain::audit::{AuditEntry, AuditQuery};
+use slavealloc_domain::ports::AllocationUnit;
+use slavealloc_domain::schema::{Row, Table};
+use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, StoreError};
+
+mod allocation;
+mod driver;
+mod dump;
+mod inventory;
+mod mysql;
+mod postgres;
+mod rows;
+mod sqlite;
+pub mod testing;
+
+use driver::{Db, Mode, Sql};
+
+/// The database kinds this crate speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite (a file, or `:memory:`).
+    Sqlite,
+    /// MariaDB or MySQL.
+    MySql,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, from its scheme.
+    ///
+    /// # Errors
+    /// [`StoreError::Other`] for any other scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(StoreError::Other(format!(
+                "unsupported database URL scheme {scheme:?}: use sqlite:, mysql:, mariadb:, postgres: or postgresql:"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a caller waits for a connection before
+    /// [`StoreError::Unavailable`]: short, so that a dead database is
+    /// reported at once rather than after the client gave up.
+    pub acquire_timeout: Duration,
+    /// Idle connections are closed after this long, before the server's
+    /// own idle limit (MySQL's `wait_timeout`) closes them under us.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this long whatever their use, as the
+    /// original's `pool_recycle` did.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_secs(120)),
+            max_lifetime: Some(Duration::from_secs(400)),
+        }
+    }
+}
+
+/// Every storage port on one SQL database. Cheap to clone: clones share
+/// the connection pool.
+///
+/// Connections are checked before each use, so a server that closed idle
+/// connections (or was restarted) costs a reconnect, not an error.
+#[derive(Clone)]
+pub struct SqlStore {
+    db: Arc<dyn Db>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.db.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects with default [`SqlOptions`] and creates the schema if it is
+    /// missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached in
+    /// time; [`StoreError::Other`] for a bad URL or a failed schema creation.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        Self::connect_with(url, SqlOptions::default()).await
+    }
+
+    /// Connects and creates the schema if it is missing.
+    ///
+    /// # Errors
+    /// As for [`SqlStore::connect`].
+    pub async fn connect_with(url: &str, options: SqlOptions) -> Result<SqlStore, StoreError> {
+        let store = Self::open_lazy(url, options)?;
+        store.ensure_schema().await?;
+        Ok(store)
+    }
+
+    /// Builds the connection pool without connecting, so that a daemon can
+    /// start while its database is down; call [`SqlStore::ensure_schema`]
+    /// (with retries) before serving.
+    ///
+    /// # Errors
+    /// [`StoreError::Other`] for a URL that names no supported backend or
+    /// cannot be parsed.
+    pub fn open_lazy(url: &str, options: SqlOptions) -> Result<SqlStore, StoreError> {
+        let db: Arc<dyn Db> = match Backend::from_url(url)? {
+            Backend::Sqlite => Arc::new(sqlite::open(url, &options)?),
+            Backend::MySql => Arc::new(mysql::open(url, &options)?),
+            Backend::Postgres => Arc::new(postgres::open(url, &options)?),
+        };
+        Ok(SqlStore { db })
+    }
+
+    /// Creates every table and index that is missing; leaves existing ones
+    /// (and their rows) alone. Safe to call again, and from two processes at
+    /// once.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
+        self.db.ensure_schema().await
+    }
+
+    /// Drops every table of the schema, rows and all (`dbinit --force`).
+    /// [`SqlStore::ensure_schema`] creates them again.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Other`].
+    pub async fn drop_all(&self) -> Result<(), StoreError> {
+        let mut conn = self.db.begin(Mode::Read).await?;
+        // Referring tables first, so that no foreign key is left dangling.
+        for table in Table::ALL.iter().rev() {
+            conn.execute(&Sql::new(self.db.dialect(), &format!("DROP TABLE IF EXISTS {table}")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Closes every connection of the pool (and of its clones); calls made
+    /// afterwards fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
+#[async_trait]
+impl AllocationStore for SqlStore {
+    async fn begin(&self, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
+        allocation::begin(Arc::clone(&self.db), intent).await
+    }
+}
+
+#[async_trait]
+impl InventoryStore for SqlStore {
+    async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError> {
+        inventory::list(&*self.db, table).await
+    }
+
+    async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, StoreError> {
+        inventory::get(&*self.db, table, id).await
+    }
+
+    async fn find_by_name(&self, table: Table, name: &str) -> Result<Option<Row>, StoreError> {
+        inventory::find_by_name(&*self.db, table, name).await
+    }
+
+    async fn insert(&self, table: Table, row: Row, actor: Actor) -> Result<Row, StoreError> {
+        inventory::insert(&*self.db, table, row, actor).await
+    }
+
+    async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
+        inventory::update(&*self.db, table, id, changes, actor).await
+    }
+
+    async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
+        inventory::delete(&*self.db, table, id, actor).await
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        inventory::audit(&*self.db, query).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        inventory::ping(&*self.db).await
+    }
+}
+
+#[async_trait]
+impl DumpStore for SqlStore {
+    async fn export(&self) -> Result<Dump, StoreError> {
+        dump::export(&*self.db).await
+    }
+
+    async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError> {
+        dump::load(&*self.db, dump, true).await
+    }
+
+    async fn append(&self, dump: &Dump) -> Result<(), StoreError> {
+        dump::load(&*self.db, dump, false).await
+    }
+
+    async fn row_count(&self) -> Result<u64, StoreError> {
+        dump::row_count(&*self.db).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_backend() {
+        let cases = [
+            ("sqlite:slavealloc.db", Backend::Sqlite),
+            ("sqlite::memory:", Backend::Sqlite),
+            ("mysql://root@127.0.0.1/slavealloc", Backend::MySql),
+            ("mariadb://root@127.0.0.1/slavealloc", Backend::MySql),
+            ("postgres://postgres@127.0.0.1/slavealloc", Backend::Postgres),
+            ("PostgreSQL://postgres@127.0.0.1/slavealloc", Backend::Postgres),
+        ];
+        for (url, want) in cases {
+            assert_eq!(Backend::from_url(url).unwrap(), want, "{url}");
+        }
+        assert!(matches!(Backend::from_url("oracle://x"), Err(StoreError::Other(_))));
+        assert!(matches!(Backend::from_url("slavealloc.db"), Err(StoreError::Other(_))));
+    }
+}

@@ -1,0 +1,246 @@
+//! The allocation unit of work ([`AllocationUnit`]), once for every backend.
+//!
+//! A committing unit is one write transaction. On MariaDB and PostgreSQL
+//! it locks the rows of the pools its slaves are in, in ascending `poolid`
+//! order (so two units never wait for each other in a circle), then reads
+//! the slaves again and counts the loads under that lock: two allocators,
+//! in one process or in two, serialise per pool and never decide from the
+//! same counts. Both run at READ COMMITTED, so every read after the lock
+//! sees what the previous holder committed. On SQLite the transaction
+//! starts with `BEGIN IMMEDIATE`, which already excludes every other writer.
+//!
+//! A batch of names costs a fixed number of queries whatever its size: the
+//! slaves by name, the pool lock, the slaves again, then masters, passwords,
+//! templates and one grouped count.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use slavealloc_domain::audit::NewAuditEntry;
+use slavealloc_domain::entities::{MasterId, PoolId, Silo, Slave};
+use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot};
+use slavealloc_domain::schema::Table;
+use slavealloc_domain::{Intent, SlaveName, StoreError};
+
+use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::inventory::{write_audit, MAX_PARAMS};
+use crate::rows::{master, password, select_list, slave, template};
+
+/// How many times the pool set may grow while locking (a slave moved to
+/// another pool between the reads) before the unit asks to be retried.
+const LOCK_ROUNDS: usize = 3;
+
+/// Starts a unit of work.
+pub(crate) async fn begin(db: Arc<dyn Db>, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
+    let mode = match intent {
+        Intent::Peek => Mode::Read,
+        Intent::Commit => Mode::Write,
+    };
+    let tx = db.begin(mode).await?;
+    Ok(Box::new(SqlUnit { db, tx, intent }))
+}
+
+/// One allocation transaction.
+struct SqlUnit {
+    db: Arc<dyn Db>,
+    tx: Box<dyn Tx>,
+    intent: Intent,
+}
+
+fn int(v: i32) -> Param {
+    Param::Int(Some(v))
+}
+
+fn distinct_pools(slaves: &[Slave]) -> BTreeSet<PoolId> {
+    slaves.iter().map(|s| s.poolid).collect()
+}
+
+async fn slaves_by_name(tx: &mut dyn Tx, d: &Dialect, names: &[SlaveName]) -> Result<Vec<Slave>, StoreError> {
+    let (columns, out) = select_list(Table::Slaves);
+    let mut found = Vec::with_capacity(names.len());
+    for chunk in names.chunks(MAX_PARAMS) {
+        let mut sql = Sql::new(d, &format!("SELECT {columns} FROM slaves WHERE name IN ("));
+        sql.params(chunk.iter().map(|n| Param::Text(Some(n.as_str().to_owned()))))
+            .push(")");
+        for values in tx.fetch(&sql, &out).await? {
+            found.push(slave(&values)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Locks the pools' rows, in ascending order.
+async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
+    let mut sql = Sql::new(d, "SELECT poolid FROM pools WHERE poolid IN (");
+    sql.params(pools.iter().map(|p| int(*p)))
+        .push(") ORDER BY poolid")
+        .push(lock);
+    tx.fetch(&sql, &[Out::Int]).await?;
+    Ok(())
+}
+
+/// The slaves of each (pool, silo) per current master, as one grouped
+/// count over the wanted silos.
+async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -> Result<Vec<SiloLoad>, StoreError> {
+    const KEY: &str = "poolid, distroid, bitsid, purposeid, dcid, trustid, envid";
+    let mut per_silo: BTreeMap<(PoolId, Silo), Vec<(MasterId, u32)>> = silos.iter().map(|k| (*k, Vec::new())).collect();
+    let silos: Vec<_> = silos.iter().collect();
+    for chunk in silos.chunks(MAX_PARAMS / 7) {
+        let mut sql = Sql::new(
+            d,
+            &format!("SELECT {KEY}, current_masterid, COUNT(*) FROM slaves WHERE ({KEY}) IN ("),
+        );
+        for (i, (pool, s)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .params(
+                    [
+                        pool,
+                        &s.distroid,
+                        &s.bitsid,
+                        &s.purposeid,
+                        &s.dcid,
+                        &s.trustid,
+                        &s.envid,
+                    ]
+                    .map(|v| int(*v)),
+                )
+                .push(")");
+        }
+        sql.push(&format!(
+            ") AND current_masterid IS NOT NULL GROUP BY {KEY}, current_masterid"
+        ));
+        for row in tx.fetch(&sql, &[Out::Int; 9]).await? {
+            let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
+            let narrow =
+                |i: usize| i32::try_from(n[i]).map_err(|_| StoreError::Other(format!("id {} out of range", n[i])));
+            let key = (
+                narrow(0)?,
+                Silo {
+                    distroid: narrow(1)?,
+                    bitsid: narrow(2)?,
+                    purposeid: narrow(3)?,
+                    dcid: narrow(4)?,
+                    trustid: narrow(5)?,
+                    envid: narrow(6)?,
+                },
+            );
+            let count = u32::try_from(n[8]).unwrap_or(u32::MAX);
+            if let Some(masters) = per_silo.get_mut(&key) {
+                masters.push((narrow(7)?, count));
+            }
+        }
+    }
+    Ok(per_silo
+        .into_iter()
+        .map(|((poolid, silo), per_master)| SiloLoad {
+            poolid,
+            silo,
+            per_master,
+        })
+        .collect())
+}
+
+impl SqlUnit {
+    /// The slaves for `names`, with their pools locked when committing.
+    async fn locked_slaves(&mut self, names: &[SlaveName]) -> Result<Vec<Slave>, StoreError> {
+        let d = self.db.dialect();
+        let mut slaves = slaves_by_name(&mut *self.tx, d, names).await?;
+        let Some(lock) = d.pool_lock.filter(|_| self.intent == Intent::Commit) else {
+            return Ok(slaves);
+        };
+        let mut locked = BTreeSet::new();
+        for _ in 0..LOCK_ROUNDS {
+            let missing: BTreeSet<PoolId> = distinct_pools(&slaves).difference(&locked).copied().collect();
+            if missing.is_empty() {
+                return Ok(slaves);
+            }
+            lock_pools(&mut *self.tx, d, lock, &missing).await?;
+            locked.extend(missing);
+            // Read again: what another allocator committed while we waited.
+            slaves = slaves_by_name(&mut *self.tx, d, names).await?;
+        }
+        Err(StoreError::Retryable(
+            "slaves kept moving between pools while their pools were locked".to_owned(),
+        ))
+    }
+}
+
+#[async_trait]
+impl AllocationUnit for SqlUnit {
+    async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError> {
+        if names.is_empty() {
+            return Ok(Snapshot::default());
+        }
+        let slaves = self.locked_slaves(names).await?;
+        let d = self.db.dialect();
+        let tx = &mut *self.tx;
+        let pools = distinct_pools(&slaves);
+        let locked: BTreeSet<MasterId> = slaves.iter().filter_map(|s| s.locked_masterid).collect();
+        let templates: BTreeSet<i32> = slaves.iter().filter_map(|s| s.custom_tplid).collect();
+        let silos: BTreeSet<(PoolId, Silo)> = slaves.iter().map(|s| (s.poolid, s.silo())).collect();
+        let mut by_name: HashMap<String, Slave> = slaves.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let mut snapshot = Snapshot {
+            slaves: names.iter().map(|n| by_name.remove(n.as_str())).collect(),
+            ..Snapshot::default()
+        };
+        if pools.is_empty() {
+            return Ok(snapshot);
+        }
+
+        let (columns, out) = select_list(Table::Masters);
+        let mut sql = Sql::new(d, &format!("SELECT {columns} FROM masters WHERE poolid IN ("));
+        sql.params(pools.iter().map(|p| int(*p))).push(")");
+        if !locked.is_empty() {
+            sql.push(" OR masterid IN (")
+                .params(locked.iter().map(|m| int(*m)))
+                .push(")");
+        }
+        for values in tx.fetch(&sql, &out).await? {
+            snapshot.masters.push(master(&values)?);
+        }
+
+        let (columns, out) = select_list(Table::SlavePasswords);
+        let mut sql = Sql::new(d, &format!("SELECT {columns} FROM slave_passwords WHERE poolid IN ("));
+        sql.params(pools.iter().map(|p| int(*p))).push(")");
+        for values in tx.fetch(&sql, &out).await? {
+            snapshot.passwords.push(password(&values)?);
+        }
+
+        if !templates.is_empty() {
+            let (columns, out) = select_list(Table::TacTemplates);
+            let mut sql = Sql::new(d, &format!("SELECT {columns} FROM tac_templates WHERE tplid IN ("));
+            sql.params(templates.iter().map(|t| int(*t))).push(")");
+            for values in tx.fetch(&sql, &out).await? {
+                snapshot.templates.push(template(&values)?);
+            }
+        }
+
+        snapshot.loads = loads(tx, d, &silos).await?;
+        Ok(snapshot)
+    }
+
+    async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError> {
+        let d = self.db.dialect();
+        // One UPDATE per new master rather than one per slave.
+        let mut by_target: BTreeMap<Option<MasterId>, Vec<i32>> = BTreeMap::new();
+        for c in changes {
+            by_target.entry(c.to).or_default().push(c.slaveid);
+        }
+        for (to, slaves) in by_target {
+            for chunk in slaves.chunks(MAX_PARAMS) {
+                let mut sql = Sql::new(d, "UPDATE slaves SET current_masterid = ");
+                sql.param(Param::Int(to))
+                    .push(" WHERE slaveid IN (")
+                    .params(chunk.iter().map(|s| int(*s)))
+                    .push(")");
+                self.tx.execute(&sql).await?;
+            }
+        }
+        write_audit(&mut *self.tx, d, audit).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit().await
+    }
+}

@@ -1,0 +1,202 @@
+//! What the shared code needs from a backend: a way to run SQL text with
+//! typed parameters and get rows of domain [`Value`]s back.
+//!
+//! The shared modules (`inventory`, `allocation`, `dump`) build every query
+//! once, from the schema metadata, with [`Sql`]; each backend module
+//! (`sqlite`, `mysql`, `postgres`) implements [`Db`] and [`Tx`] with its own
+//! concrete sqlx types, its connection setup, its DDL and its error codes.
+//! That keeps the SQL in one place without generic sqlx bounds or `cfg`s.
+
+use std::fmt::{self, Write as _};
+
+use async_trait::async_trait;
+use slavealloc_domain::schema::Value;
+use slavealloc_domain::StoreError;
+
+use crate::Backend;
+
+/// A bound parameter. Typed even when NULL, because PostgreSQL wants to
+/// know the type of every parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Param {
+    /// A 32-bit integer (every integer column of the schema is one).
+    Int(Option<i32>),
+    /// A boolean.
+    Bool(Option<bool>),
+    /// A string.
+    Text(Option<String>),
+}
+
+/// How a result column is decoded. Integers of any width decode to
+/// [`Value::Int`]; NULL to [`Value::Null`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Out {
+    Int,
+    Bool,
+    Text,
+}
+
+/// What kind of connection a piece of work needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Statements on a pooled connection, each on its own: single reads.
+    Read,
+    /// One read-only transaction that sees a single consistent state.
+    Consistent,
+    /// A read-write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so it never fails half-way for want of it.
+    Write,
+}
+
+/// The SQL differences that the shared query builders need to know.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// `$1, $2, ...` (PostgreSQL) rather than `?`.
+    pub numbered_params: bool,
+    /// Appended to the `SELECT ... FROM pools` that serialises allocations
+    /// per pool; `None` where the write transaction itself is exclusive
+    /// (SQLite).
+    pub pool_lock: Option<&'static str>,
+    /// Appended to the read of a row that is about to be updated or deleted.
+    pub row_lock: &'static str,
+}
+
+/// A SQL statement being built: text plus its parameters, placeholders
+/// written in the dialect's style.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub params: Vec<Param>,
+    numbered: bool,
+}
+
+impl Sql {
+    pub fn new(dialect: &Dialect, text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            params: Vec::new(),
+            numbered: dialect.numbered_params,
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends one placeholder bound to `param`.
+    pub fn param(&mut self, param: Param) -> &mut Self {
+        self.params.push(param);
+        if self.numbered {
+            // Writing to a String cannot fail.
+            let _ = write!(self.text, "${}", self.params.len());
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    /// Appends comma-separated placeholders, one per parameter.
+    pub fn params(&mut self, params: impl IntoIterator<Item = Param>) -> &mut Self {
+        for (i, p) in params.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.param(p);
+        }
+        self
+    }
+}
+
+/// A backend: a connection pool plus what differs per database.
+#[async_trait]
+pub(crate) trait Db: Send + Sync + fmt::Debug {
+    fn backend(&self) -> Backend;
+    fn dialect(&self) -> &'static Dialect;
+    /// A connection or transaction for `mode`.
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError>;
+    /// Creates every missing table and index.
+    async fn ensure_schema(&self) -> Result<(), StoreError>;
+    /// After rows were inserted with their ids given, makes the table's next
+    /// generated id follow the largest one (PostgreSQL sequences; the other
+    /// backends do that by themselves).
+    async fn sync_id_sequence(&self, _tx: &mut dyn Tx, _table: &str, _id_column: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn close(&self);
+}
+
+/// A connection, inside a transaction or not. Dropping a transaction
+/// without [`Tx::commit`] rolls it back.
+#[async_trait]
+pub(crate) trait Tx: Send {
+    /// Runs a query and decodes every row as `out` says.
+    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError>;
+    /// Runs a statement; returns the number of rows affected.
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError>;
+    /// Runs an `INSERT` of one row into a table whose generated id column is
+    /// `id_column`, and returns the id it got.
+    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError>;
+    /// Makes the transaction's writes durable (nothing for a plain
+    /// connection).
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Translates an sqlx error. `classify` gives the backend's reading of a
+/// database error code, when it has one.
+pub(crate) fn translate(
+    e: sqlx::Error,
+    classify: impl FnOnce(&dyn sqlx::error::DatabaseError) -> Option<StoreError>,
+) -> StoreError {
+    use sqlx::error::ErrorKind;
+    match e {
+        sqlx::Error::Database(db) => {
+            if let Some(known) = classify(db.as_ref()) {
+                return known;
+            }
+            match db.kind() {
+                ErrorKind::UniqueViolation => StoreError::Duplicate(db.message().to_owned()),
+                // The stores check references before writing, so this is a
+                // race with a concurrent write; on a delete it is exactly
+                // "still in use".
+                ErrorKind::ForeignKeyViolation => StoreError::Referenced(db.message().to_owned()),
+                _ => StoreError::Other(db.to_string()),
+            }
+        }
+        sqlx::Error::PoolTimedOut => StoreError::Unavailable("no database connection could be had in time".to_owned()),
+        sqlx::Error::PoolClosed => StoreError::Unavailable("the connection pool is closed".to_owned()),
+        e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        e => StoreError::Other(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let numbered = Dialect {
+            numbered_params: true,
+            pool_lock: None,
+            row_lock: "",
+        };
+        let mut sql = Sql::new(&numbered, "SELECT 1 FROM t WHERE a = ");
+        sql.param(Param::Int(Some(1)))
+            .push(" AND b IN (")
+            .params([Param::Text(None), Param::Bool(Some(true))])
+            .push(")");
+        assert_eq!(sql.text, "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3)");
+        assert_eq!(sql.params.len(), 3);
+
+        let plain = Dialect {
+            numbered_params: false,
+            ..numbered
+        };
+        let mut sql = Sql::new(&plain, "VALUES (");
+        sql.params([Param::Int(None), Param::Int(Some(2))]).push(")");
+        assert_eq!(sql.text, "VALUES (?, ?)");
+    }
+}

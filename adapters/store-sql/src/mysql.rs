@@ -1,0 +1,168 @@
+//! MariaDB/MySQL. Every connection runs at READ COMMITTED (InnoDB's default
+//! REPEATABLE READ would keep showing an allocation the counts from its
+//! first read, taken before it had its pool lock); exports ask for a
+//! consistent snapshot explicitly. Deadlocks and lock wait timeouts are
+//! [`StoreError::Retryable`].
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use slavealloc_domain::schema::Value;
+use slavealloc_domain::StoreError;
+use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor as _, MySql, MySqlConnection, Row as _, Transaction};
+
+use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::{Backend, SqlOptions};
+
+const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
+
+static DIALECT: Dialect = Dialect {
+    numbered_params: false,
+    pool_lock: Some(" FOR UPDATE"),
+    row_lock: " FOR UPDATE",
+};
+
+#[derive(Debug)]
+pub(crate) struct MySqlDb {
+    pool: MySqlPool,
+}
+
+fn error(e: sqlx::Error) -> StoreError {
+    translate(e, |db| {
+        let number = db.try_downcast_ref::<MySqlDatabaseError>()?.number();
+        match number {
+            // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+            1213 | 1205 => Some(StoreError::Retryable(db.message().to_owned())),
+            // too many connections, server shutdown, gone away, lost
+            // connection, connection killed
+            1040 | 1053 | 2006 | 2013 | 1927 => Some(StoreError::Unavailable(db.message().to_owned())),
+            _ => None,
+        }
+    })
+}
+
+/// Opens the pool without connecting.
+pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreError> {
+    let connect = MySqlConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Other(format!("invalid MySQL URL: {e}")))?
+        .charset("utf8mb4");
+    let pool = MySqlPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .idle_timeout(options.idle_timeout)
+        .max_lifetime(options.max_lifetime)
+        .test_before_acquire(true)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(connect);
+    Ok(MySqlDb { pool })
+}
+
+enum Conn {
+    Plain(PoolConnection<MySql>),
+    Tx(Transaction<'static, MySql>),
+}
+
+impl Conn {
+    fn get(&mut self) -> &mut MySqlConnection {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+}
+
+fn query(sql: &Sql) -> sqlx::query::Query<'_, MySql, MySqlArguments> {
+    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
+        Param::Int(v) => q.bind(*v),
+        Param::Bool(v) => q.bind(*v),
+        Param::Text(v) => q.bind(v.as_deref()),
+    })
+}
+
+fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+    out.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(match o {
+                Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                // Unchecked: sqlx takes a column with a binary collation
+                // (utf8mb4_bin) for VARBINARY, but its bytes are UTF-8 text.
+                Out::Text => row
+                    .try_get_unchecked::<Option<String>, _>(i)?
+                    .map_or(Value::Null, Value::Text),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Tx for Conn {
+    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
+        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
+    }
+
+    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError> {
+        let id = query(sql).execute(self.get()).await.map_err(error)?.last_insert_id();
+        i64::try_from(id).map_err(|_| StoreError::Other(format!("{id_column} {id} out of range")))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        match *self {
+            Conn::Plain(_) => Ok(()),
+            Conn::Tx(t) => t.commit().await.map_err(error),
+        }
+    }
+}
+
+#[async_trait]
+impl Db for MySqlDb {
+    fn backend(&self) -> Backend {
+        Backend::MySql
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
+        let conn = match mode {
+            Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
+            // SET TRANSACTION applies to the next transaction only: the
+            // session stays at READ COMMITTED.
+            Mode::Consistent => Conn::Tx(
+                self.pool
+                    .begin_with(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+                         START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+                    )
+                    .await
+                    .map_err(error)?,
+            ),
+            Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
+        };
+        Ok(Box::new(conn))
+    }
+
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

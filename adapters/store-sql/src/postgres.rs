@@ -1,0 +1,185 @@
+//! PostgreSQL, at its default READ COMMITTED. Allocations lock their pools'
+//! rows `FOR NO KEY UPDATE`: that excludes other allocations but not the
+//! `KEY SHARE` locks that foreign key checks take, so creating a slave in a
+//! pool never waits for an allocation. Serialization failures, deadlocks
+//! and lock timeouts are [`StoreError::Retryable`].
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use slavealloc_domain::schema::Value;
+use slavealloc_domain::StoreError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, Transaction, TypeInfo as _};
+
+use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::{Backend, SqlOptions};
+
+const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
+
+/// Taken while the schema is created, so that two daemons starting at once
+/// do not both create the same table (PostgreSQL's `IF NOT EXISTS` is not
+/// safe against that race). The number is arbitrary but fixed.
+const SCHEMA_LOCK: i64 = 0x0005_1a4e_a110;
+
+static DIALECT: Dialect = Dialect {
+    numbered_params: true,
+    pool_lock: Some(" FOR NO KEY UPDATE"),
+    row_lock: " FOR UPDATE",
+};
+
+#[derive(Debug)]
+pub(crate) struct PgDb {
+    pool: PgPool,
+}
+
+fn error(e: sqlx::Error) -> StoreError {
+    translate(e, |db| {
+        let code = db.try_downcast_ref::<PgDatabaseError>()?.code();
+        match code {
+            // serialization_failure, deadlock_detected, lock_not_available
+            "40001" | "40P01" | "55P03" => Some(StoreError::Retryable(db.message().to_owned())),
+            // connection exceptions, shutdowns, too many connections
+            c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                Some(StoreError::Unavailable(db.message().to_owned()))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Opens the pool without connecting.
+pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> {
+    let connect =
+        PgConnectOptions::from_str(url).map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .idle_timeout(options.idle_timeout)
+        .max_lifetime(options.max_lifetime)
+        .test_before_acquire(true)
+        .connect_lazy_with(connect);
+    Ok(PgDb { pool })
+}
+
+enum Conn {
+    Plain(PoolConnection<Postgres>),
+    Tx(Transaction<'static, Postgres>),
+}
+
+impl Conn {
+    fn get(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+}
+
+fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
+        Param::Int(v) => q.bind(*v),
+        Param::Bool(v) => q.bind(*v),
+        Param::Text(v) => q.bind(v.as_deref()),
+    })
+}
+
+fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+    out.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(match o {
+                // Columns are INTEGER, counts BIGINT: PostgreSQL decodes
+                // each only as its own width.
+                Out::Int => match row.column(i).type_info().name() {
+                    "INT8" => row.try_get::<Option<i64>, _>(i)?,
+                    "INT2" => row.try_get::<Option<i16>, _>(i)?.map(i64::from),
+                    _ => row.try_get::<Option<i32>, _>(i)?.map(i64::from),
+                }
+                .map_or(Value::Null, Value::Int),
+                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Tx for Conn {
+    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
+        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
+    }
+
+    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError> {
+        let mut returning = sql.clone();
+        returning.push(&format!(" RETURNING {id_column}"));
+        let row = self.fetch(&returning, &[Out::Int]).await?.pop().unwrap_or_default();
+        row.first()
+            .and_then(Value::as_int)
+            .ok_or_else(|| StoreError::Other(format!("INSERT returned no {id_column}")))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        match *self {
+            Conn::Plain(_) => Ok(()),
+            Conn::Tx(t) => t.commit().await.map_err(error),
+        }
+    }
+}
+
+#[async_trait]
+impl Db for PgDb {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
+        let conn = match mode {
+            Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
+            Mode::Consistent => Conn::Tx(
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    .map_err(error)?,
+            ),
+            Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
+        };
+        Ok(Box::new(conn))
+    }
+
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEMA_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(error)?;
+        let conn: &mut PgConnection = &mut tx;
+        conn.execute(SCHEMA).await.map_err(error)?;
+        tx.commit().await.map_err(error)
+    }
+
+    async fn sync_id_sequence(&self, tx: &mut dyn Tx, table: &str, id_column: &str) -> Result<(), StoreError> {
+        // The next generated id is one above the largest stored one.
+        let sql = format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', '{id_column}'), \
+             COALESCE(MAX({id_column}), 0) + 1, false) FROM {table}"
+        );
+        tx.fetch(&Sql::new(&DIALECT, &sql), &[Out::Int]).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,163 @@
+//! SQLite: a file created if missing, in WAL mode (readers never wait for
+//! the writer) with a busy timeout (writers queue rather than fail), foreign
+//! keys enforced. Every write transaction starts with `BEGIN IMMEDIATE`, so
+//! it holds the single write lock from its first statement: allocations are
+//! serialised by that lock, and a transaction never fails half-way because
+//! another one upgraded to a writer first.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use slavealloc_domain::schema::Value;
+use slavealloc_domain::StoreError;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite, SqliteConnection, Transaction};
+
+use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::{Backend, SqlOptions};
+
+const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
+
+/// How long a writer waits for the write lock before its transaction is
+/// reported as [`StoreError::Retryable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static DIALECT: Dialect = Dialect {
+    numbered_params: false,
+    pool_lock: None,
+    row_lock: "",
+};
+
+#[derive(Debug)]
+pub(crate) struct SqliteDb {
+    pool: SqlitePool,
+}
+
+fn error(e: sqlx::Error) -> StoreError {
+    translate(e, |db| {
+        let code: i32 = db.code()?.parse().ok()?;
+        // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes: the
+        // write lock was not had within the busy timeout.
+        matches!(code & 0xff, 5 | 6).then(|| StoreError::Retryable(db.message().to_owned()))
+    })
+}
+
+/// Opens the pool without connecting.
+pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreError> {
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Other(format!("invalid SQLite URL: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
+    // An in-memory database lives only as long as a connection to it: keep
+    // exactly one, forever.
+    let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+        pool.max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        pool.max_connections(options.max_connections)
+            .idle_timeout(options.idle_timeout)
+            .max_lifetime(options.max_lifetime)
+    };
+    Ok(SqliteDb {
+        pool: pool.test_before_acquire(true).connect_lazy_with(connect),
+    })
+}
+
+enum Conn {
+    Plain(PoolConnection<Sqlite>),
+    Tx(Transaction<'static, Sqlite>),
+}
+
+impl Conn {
+    fn get(&mut self) -> &mut SqliteConnection {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+}
+
+fn query(sql: &Sql) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
+    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
+        Param::Int(v) => q.bind(*v),
+        Param::Bool(v) => q.bind(*v),
+        Param::Text(v) => q.bind(v.as_deref()),
+    })
+}
+
+fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+    out.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(match o {
+                Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Tx for Conn {
+    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
+        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
+    }
+
+    async fn insert(&mut self, sql: &Sql, _id_column: &str) -> Result<i64, StoreError> {
+        Ok(query(sql).execute(self.get()).await.map_err(error)?.last_insert_rowid())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        match *self {
+            Conn::Plain(_) => Ok(()),
+            Conn::Tx(t) => t.commit().await.map_err(error),
+        }
+    }
+}
+
+#[async_trait]
+impl Db for SqliteDb {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn dialect(&self) -> &'static Dialect {
+        &DIALECT
+    }
+
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
+        let conn = match mode {
+            Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
+            // A deferred transaction reads from one WAL snapshot.
+            Mode::Consistent => Conn::Tx(self.pool.begin().await.map_err(error)?),
+            Mode::Write => Conn::Tx(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?),
+        };
+        Ok(Box::new(conn))
+    }
+
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
