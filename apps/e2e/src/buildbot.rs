@@ -126,9 +126,11 @@ impl Master {
 
     /// Polls the REST API until `worker` is connected, at most `limit`.
     pub fn wait_connected(&self, worker: &str, limit: Duration) -> Result<()> {
-        wait_until(&format!("worker {worker} to connect to master {}", self.name), limit, || {
-            Ok(self.is_connected(worker)?.then_some(()))
-        })
+        wait_until(
+            &format!("worker {worker} to connect to master {}", self.name),
+            limit,
+            || Ok(self.is_connected(worker)?.then_some(())),
+        )
         .map_err(|e| format!("{e}\n{}", self.log_tail()))
     }
 

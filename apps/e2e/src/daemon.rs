@@ -2,10 +2,10 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ impl Slavealloc {
     /// `log_dir/slavealloc.log`.
     pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], log_dir: &Path) -> Result<Self> {
         let log = log_dir.join("slavealloc.log");
-        let mut log_file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let stderr = log_file.try_clone().map_err(|e| format!("cannot reuse a log: {e}"))?;
+        let log_file = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_file = Arc::new(Mutex::new(log_file));
         let mut guard = ChildGuard::spawn(
             "slavealloc serve",
             Command::new(bin)
@@ -43,25 +43,16 @@ impl Slavealloc {
                 .args(["--listen", "127.0.0.1:0"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(stderr),
+                .stderr(Stdio::piped()),
         )?;
-        let stdout = guard
-            .child_mut()
-            .stdout
-            .take()
-            .ok_or("slavealloc serve has no stdout")?;
         let (tx, rx) = mpsc::channel();
-        // Keeps draining stdout into the log for the daemon's whole life, so
-        // it never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(log_file, "{line}");
-                if let Some((_, addr)) = line.split_once(LISTENING) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
+        let child = guard.child_mut();
+        let stdout = child.stdout.take().ok_or("slavealloc serve has no stdout")?;
+        let stderr = child.stderr.take().ok_or("slavealloc serve has no stderr")?;
+        // The line may come on either stream. Both are drained into the log
+        // for the daemon's whole life, so it never blocks on a full pipe.
+        drain(stdout, Arc::clone(&log_file), tx.clone());
+        drain(stderr, log_file, tx);
         match rx.recv_timeout(START_LIMIT) {
             Ok(url) => Ok(Self {
                 url: url.trim_end_matches('/').to_owned(),
@@ -85,4 +76,20 @@ impl Slavealloc {
     pub fn log_tail(&self) -> String {
         tail(&self.log, 30)
     }
+}
+
+/// Copies `stream` line by line into `log` on a thread of its own, sending
+/// the address of a `listening on ADDR` line to `found`.
+fn drain(stream: impl Read + Send + 'static, log: Arc<Mutex<File>>, found: mpsc::Sender<String>) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                let _ = writeln!(log, "{line}");
+            }
+            if let Some((_, addr)) = line.split_once(LISTENING) {
+                let _ = found.send(addr.trim().to_owned());
+            }
+        }
+    });
 }

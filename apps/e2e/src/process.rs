@@ -12,6 +12,9 @@ use crate::Result;
 /// How often [`wait_until`] and [`run_bounded`] look again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long a child has to exit after SIGTERM before it gets SIGKILL.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
 /// A child process that is killed and reaped when the guard is dropped, so a
 /// panicking test leaves nothing running.
 #[derive(Debug)]
@@ -50,11 +53,17 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        // SIGKILL: every process the tests start keeps its state in a
-        // temporary directory that is deleted anyway, so a clean shutdown
-        // buys nothing, and SIGKILL cannot be ignored or delayed.
+        // SIGTERM first, so that a daemon shuts down as in production (and
+        // removes what it keeps in temporary directories); SIGKILL if it is
+        // still there after a while, since a test must never leave it behind.
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            signal(self.child.id(), "TERM");
+            let stopped = wait_until("a stopped child", STOP_LIMIT, || {
+                Ok(self.child.try_wait().ok().flatten().map(|_| ()))
+            });
+            if stopped.is_err() {
+                let _ = self.child.kill();
+            }
         }
         let _ = self.child.wait();
     }
@@ -131,7 +140,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
             let from = all.len().saturating_sub(lines);
-            format!("--- {} (last {} lines) ---\n{}", path.display(), lines, all[from..].join("\n"))
+            format!(
+                "--- {} (last {} lines) ---\n{}",
+                path.display(),
+                lines,
+                all[from..].join("\n")
+            )
         }
         Err(e) => format!("--- {}: {e} ---", path.display()),
     }
@@ -176,7 +190,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(done.status.code(), Some(3));
-        assert!(done.output.contains("out") && done.output.contains("err"), "{}", done.output);
+        assert!(
+            done.output.contains("out") && done.output.contains("err"),
+            "{}",
+            done.output
+        );
         let err = run_bounded("sleep", Command::new("sleep").arg("600"), &log, Duration::ZERO).unwrap_err();
         assert!(err.contains("sleep to finish"), "{err}");
     }

@@ -50,8 +50,8 @@ impl Venv {
 
     /// Makes `dir` a virtualenv with exactly `requirements` installed.
     pub fn ensure(dir: &Path, requirements: &Path) -> Result<Venv> {
-        let wanted = fs::read_to_string(requirements)
-            .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+        let wanted =
+            fs::read_to_string(requirements).map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
         let parent = dir.parent().ok_or_else(|| format!("{} has no parent", dir.display()))?;
         fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         let lock_path = dir.with_extension("lock");
@@ -77,8 +77,15 @@ impl Venv {
             }),
             ("pip install", {
                 let mut c = Command::new(venv.bin("python"));
-                c.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"])
-                    .arg(requirements);
+                c.args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                ])
+                .arg(requirements);
                 c
             }),
         ];
