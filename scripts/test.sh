@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 # clones) are quick; everything works when this directory is empty.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/slavealloc-target}"
 export SLAVEALLOC_TEST_MYSQL="${SLAVEALLOC_TEST_MYSQL:-mysql://root@127.0.0.1:3306}"
+# The tac tests also run the disabled tac under Python 2 when one is there.
+py2=$(ls -d /root/.pyenv/versions/2.7*/bin/python 2>/dev/null | head -n1 || true)
+if [ -n "$py2" ]; then export SLAVEALLOC_TEST_PYTHON2="${SLAVEALLOC_TEST_PYTHON2:-$py2}"; fi
 export SLAVEALLOC_TEST_POSTGRES="${SLAVEALLOC_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -22,6 +25,10 @@ install_missing_packages() {
     command -v mysqladmin >/dev/null || missing+=(mariadb-client)
     command -v pg_isready >/dev/null || missing+=(postgresql-client)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    # apps/e2e/tests/deploy.rs: nginx -t and a real nginx on the sites; the scripts linted.
+    command -v nginx >/dev/null || missing+=(nginx-light)
+    command -v shellcheck >/dev/null || missing+=(shellcheck)
+    command -v curl >/dev/null || missing+=(curl)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing ${missing[*]}"
         as_root apt-get update -qq

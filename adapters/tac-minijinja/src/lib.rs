@@ -251,6 +251,10 @@ impl MinijinjaRenderer {
 }
 
 impl TacRenderer for MinijinjaRenderer {
+    fn check_template(&self, text: &str) -> Result<(), RenderError> {
+        validate_template(text)
+    }
+
     fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
         let gendate = ctime(request.header.generated)?;
         let genhost = comment_safe(&request.header.host);
@@ -483,5 +487,26 @@ mod tests {
             assert_eq!(t.to_string().parse::<BuiltinTemplate>(), Ok(t));
         }
         assert!("buildbot_worker".parse::<BuiltinTemplate>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use slavealloc_domain::TacRenderer;
+
+    use super::*;
+
+    #[test]
+    fn the_port_refuses_a_template_with_an_unknown_placeholder() {
+        let err = MinijinjaRenderer::default()
+            .check_template("x = %(slave_name)r\n")
+            .unwrap_err();
+        assert!(
+            matches!(err, RenderError::UnknownPlaceholder { ref placeholder, .. } if placeholder.contains("slave_name")),
+            "{err:?}"
+        );
+        MinijinjaRenderer::default()
+            .check_template("x = %(slavename)r\n")
+            .unwrap();
     }
 }
