@@ -116,8 +116,15 @@ impl HttpAdmin {
         absent_ok: bool,
     ) -> Result<Option<serde_json::Value>, AdminError> {
         let (status, text) = self.send(method, url, body)?;
+        let is_json = serde_json::from_str::<serde_json::Value>(&text).is_ok();
         match status {
             200..=299 => parse_json(url, &text).map(Some),
+            // The API's 404s are JSON; any other means the URL is not the
+            // API (a wrong -A, a proxy's page), not that the row is absent.
+            404 if !is_json => Err(AdminError::BadResponse {
+                url: url.to_owned(),
+                reason: format!("HTTP 404, not the slavealloc API: {}", first_line(&text)),
+            }),
             404 if absent_ok => Ok(None),
             _ => Err(status_error(status, &text)),
         }

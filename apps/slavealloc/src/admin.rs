@@ -1,18 +1,304 @@
-//! The admin subcommands. (Being written: issue 4.)
+//! The admin subcommands: the original's command line (ORIGINAL.md §6) and
+//! a few new ones.
+//!
+//! Two families. `dbinit`, `dbdump`, `dbimport` and `dbcopy` work on a
+//! database directly (`-D/--db`), through the domain's [`slavealloc_domain::DumpStore`] port.
+//! `gettac`, `lock`, `enable`, `list`, ... go through a running allocator's
+//! REST API (`-A/--api`) through the domain's [`AdminApi`] port, so their
+//! logic ([`api`]) is tested in process over [`slavealloc_domain::LocalAdmin`].
 
 use std::process::ExitCode;
 
+use clap::{Args, Subcommand, ValueEnum};
+use slavealloc_domain::AdminApi;
+
+mod api;
+mod db;
+mod dumpfile;
+mod import;
+mod output;
+mod pickle;
+
+pub use output::Format;
+
+/// The default database: the original's `sqlite:///slavealloc.db`, a
+/// SQLite file in the working directory.
+pub const DEFAULT_DB: &str = "sqlite://slavealloc.db";
+/// The default REST API base.
+pub const DEFAULT_API: &str = "http://127.0.0.1:8010/api";
+
+/// Options of every subcommand that talks to the REST API; global, so they
+/// may come before or after the subcommand's name, as in the original.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The allocator's REST API base URL (`/gettac` is found next to it).
+    #[arg(short = 'A', long = "api", env = "SLAVEALLOC_API", default_value = DEFAULT_API, global = true)]
+    pub api: String,
+    /// A write token, sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "SLAVEALLOC_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// `-D/--db`, for the subcommands that work on a database directly.
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// Database URL: sqlite://FILE, mysql://USER@HOST/DB or
+    /// postgres://USER@HOST/DB.
+    #[arg(short = 'D', long = "db", env = "SLAVEALLOC_DB", default_value = DEFAULT_DB)]
+    pub db: String,
+}
+
 /// The admin subcommands.
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Create the schema in a database, optionally loading a dump (JSON from
+    /// dbdump, or a pickle from the original Python dbdump).
+    ///
+    /// A database that already holds rows is left alone unless --force; with
+    /// --force, a dump of what is about to be replaced is written first.
+    Dbinit(DbinitArgs),
+    /// Dump every table as versioned JSON, rows in primary-key order.
+    Dbdump(DbdumpArgs),
+    /// Add slaves, masters and passwords from the original's CSV files, in
+    /// one transaction: one bad row and nothing is written.
+    Dbimport(import::ImportArgs),
+    /// Copy a whole database to another, of any backend (refresh staging from
+    /// production).
+    Dbcopy(DbcopyArgs),
+    /// Print the buildbot.tac of each slave, allocating it a master.
+    Gettac(GettacArgs),
+    /// Lock a slave to a master (or, with -u, unlock it).
+    Lock(LockArgs),
+    /// Unlock a locked slave.
+    Unlock(SlaveArgs),
+    /// Enable a slave, optionally replacing its notes.
+    Enable(EnableArgs),
+    /// Disable a slave (its tac then refuses to start), optionally replacing
+    /// its notes.
+    Disable(EnableArgs),
+    /// Print a slave's notes, or set them with -m.
+    Notes(EnableArgs),
+    /// List slaves or masters.
+    List(ListArgs),
+    /// Show one slave or master, every column, with the names of what it
+    /// refers to.
+    Show(ShowArgs),
+    /// Disable a master and list the slaves still on it.
+    Drain(DrainArgs),
+    /// The silo × pool report: how many slaves each silo has in each pool.
+    Silos(FormatArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
     /// Print the version and exit.
     Version,
 }
 
+/// Options of `dbinit`.
+#[derive(Debug, Args)]
+pub struct DbinitArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// A dump to load: JSON from dbdump, or a pickle from the original's.
+    dumpfile: Option<std::path::PathBuf>,
+    /// Replace a database that already holds rows (after dumping them).
+    #[arg(long)]
+    force: bool,
+    /// Where the dump of replaced rows goes [default: beside the SQLite file,
+    /// or the working directory].
+    #[arg(long)]
+    backup_dir: Option<std::path::PathBuf>,
+}
+
+/// Options of `dbdump`.
+#[derive(Debug, Args)]
+pub struct DbdumpArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The file to write [default: standard output].
+    dumpfile: Option<std::path::PathBuf>,
+}
+
+/// Options of `dbcopy`.
+#[derive(Debug, Args)]
+pub struct DbcopyArgs {
+    /// The database to copy.
+    #[arg(long)]
+    from: String,
+    /// The database to replace.
+    #[arg(long)]
+    to: String,
+    /// Replace a target that already holds rows (after dumping them).
+    #[arg(long)]
+    force: bool,
+    /// Where the dump of replaced rows goes [default: beside the SQLite file,
+    /// or the working directory].
+    #[arg(long)]
+    backup_dir: Option<std::path::PathBuf>,
+}
+
+/// Options of `gettac`.
+#[derive(Debug, Args)]
+pub struct GettacArgs {
+    /// Slave host names (unqualified).
+    #[arg(required = true)]
+    slaves: Vec<String>,
+    /// Don't actually allocate: show the tac without recording anything.
+    #[arg(short = 'n', long = "noop")]
+    noop: bool,
+}
+
+/// Options of `lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The slave.
+    slave: String,
+    /// The master (nickname) to lock it to.
+    #[arg(required_unless_present = "unlock")]
+    master: Option<String>,
+    /// Unlock instead.
+    #[arg(short = 'u', long, conflicts_with = "master")]
+    unlock: bool,
+}
+
+/// A slave name alone.
+#[derive(Debug, Args)]
+pub struct SlaveArgs {
+    /// The slave.
+    slave: String,
+}
+
+/// Options of `enable`, `disable` and `notes`.
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    /// The slave.
+    slave: String,
+    /// New slave notes.
+    #[arg(short = 'm', long = "message")]
+    message: Option<String>,
+}
+
+/// What `list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListWhat {
+    /// Slaves (those of the decommissioned environment left out).
+    Slaves,
+    /// Masters.
+    Masters,
+}
+
+/// Options of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Slaves or masters.
+    what: ListWhat,
+    /// Only those of this pool (repeatable).
+    #[arg(long)]
+    pool: Vec<String>,
+    /// Only enabled ones.
+    #[arg(long, conflicts_with = "disabled")]
+    enabled: bool,
+    /// Only disabled ones.
+    #[arg(long)]
+    disabled: bool,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+/// `--format`.
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Options of `show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A slave name or a master nickname.
+    name: String,
+    /// Output format (`table`: one `column: value` line each).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Options of `drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The master's nickname.
+    master: String,
+}
+
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
 /// Runs one admin subcommand.
-pub async fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let mut term = api::Term {
+        out: &mut stdout,
+        err: &mut stderr,
+    };
     match cmd {
-        AdminCommand::Version => println!("slavealloc {}", env!("CARGO_PKG_VERSION")),
+        AdminCommand::Dbinit(a) => {
+            let store = db::open(&a.db.db).await?;
+            let backups = db::Backups::new(&a.db.db, a.backup_dir);
+            db::dbinit(&store, a.dumpfile.as_deref(), a.force, &backups, term.err).await?;
+        }
+        AdminCommand::Dbdump(a) => {
+            let store = db::open(&a.db.db).await?;
+            db::dbdump(&store, a.dumpfile.as_deref(), term.out).await?;
+        }
+        AdminCommand::Dbimport(a) => {
+            let store = db::open(&a.db.db).await?;
+            import::dbimport(&store, &a, term.err).await?;
+        }
+        AdminCommand::Dbcopy(a) => {
+            let from = db::open(&a.from).await?;
+            let to = db::open(&a.to).await?;
+            let backups = db::Backups::new(&a.to, a.backup_dir);
+            db::dbcopy(&from, &to, a.force, &backups, term.err).await?;
+        }
+        AdminCommand::Completions(a) => {
+            let mut cmd = <crate::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "slavealloc", term.out);
+        }
+        AdminCommand::Version => writeln!(term.out, "slavealloc {}", env!("CARGO_PKG_VERSION"))?,
+        cmd => {
+            let client = slavealloc_client_http::HttpAdmin::new(&global.api, global.token);
+            run_api(cmd, &client, &mut term).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a subcommand that goes through the REST API.
+async fn run_api(cmd: AdminCommand, client: &dyn AdminApi, term: &mut api::Term<'_>) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Gettac(a) => api::gettac(client, term, &a.slaves, !a.noop).await,
+        AdminCommand::Lock(a) => match (a.unlock, a.master) {
+            (false, Some(master)) => api::lock(client, term, &a.slave, &master).await,
+            _ => api::unlock(client, term, &a.slave).await,
+        },
+        AdminCommand::Unlock(a) => api::unlock(client, term, &a.slave).await,
+        AdminCommand::Enable(a) => api::set_enabled(client, term, &a.slave, true, a.message).await,
+        AdminCommand::Disable(a) => api::set_enabled(client, term, &a.slave, false, a.message).await,
+        AdminCommand::Notes(a) => api::notes(client, term, &a.slave, a.message).await,
+        AdminCommand::List(a) => {
+            let enabled = match (a.enabled, a.disabled) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            api::list(client, term, a.what, &a.pool, enabled, a.format.format).await
+        }
+        AdminCommand::Show(a) => api::show(client, term, &a.name, a.format).await,
+        AdminCommand::Drain(a) => api::drain(client, term, &a.master).await,
+        AdminCommand::Silos(a) => api::silos(client, term, a.format).await,
+        other => anyhow::bail!("{other:?} does not use the REST API"),
+    }
 }

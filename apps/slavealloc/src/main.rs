@@ -16,6 +16,8 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    admin: admin::GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,7 +33,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Admin(cmd) => admin::run(cmd, cli.admin).await,
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,691 @@
+//! The subcommands that go through the REST API, written against the
+//! [`AdminApi`] port, with the original's messages: results on stdout,
+//! what was done on stderr, failures as errors (exit status 1).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use slavealloc_domain::inventory::SlaveFilter;
+use slavealloc_domain::schema::{Kind, Row, Table, Value};
+use slavealloc_domain::{AdminApi, SlaveName};
+
+use super::output::{cell, write_rows, write_table, Format};
+use super::ListWhat;
+
+/// Where a subcommand writes: results to `out`, messages to `err`.
+pub struct Term<'a> {
+    /// Results (a tac, a listing, notes).
+    pub out: &'a mut dyn Write,
+    /// What was done, warnings.
+    pub err: &'a mut dyn Write,
+}
+
+/// The columns `list slaves` shows, as the UI's slave table.
+const SLAVE_COLUMNS: &[&str] = &[
+    "name",
+    "distro",
+    "bitlength",
+    "speed",
+    "datacenter",
+    "trustlevel",
+    "environment",
+    "purpose",
+    "pool",
+    "current_master",
+    "locked_master",
+    "enabled",
+    "notes",
+];
+
+/// The columns `list masters` shows, as the UI's master table.
+const MASTER_COLUMNS: &[&str] = &[
+    "nickname",
+    "fqdn",
+    "http_port",
+    "pb_port",
+    "datacenter",
+    "pool",
+    "enabled",
+    "notes",
+];
+
+/// The allocation silo's attributes, by their denormalized names (speed is
+/// not one: the allocator ignores it).
+const SILO_COLUMNS: &[&str] = &[
+    "environment",
+    "purpose",
+    "distro",
+    "bitlength",
+    "datacenter",
+    "trustlevel",
+];
+
+fn text<'r>(row: &'r Row, column: &str) -> Option<&'r str> {
+    row.get(column).and_then(Value::as_text).filter(|s| !s.is_empty())
+}
+
+fn int(row: &Row, column: &str) -> Option<i64> {
+    row.get(column).and_then(Value::as_int)
+}
+
+/// A boolean column; old MySQL databases answer 0/1.
+fn flag(row: &Row, column: &str) -> bool {
+    match row.get(column) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Int(i)) => *i != 0,
+        _ => false,
+    }
+}
+
+fn id(row: &Row, column: &str) -> anyhow::Result<i32> {
+    int(row, column)
+        .and_then(|i| i32::try_from(i).ok())
+        .with_context(|| format!("the server's row has no {column}"))
+}
+
+fn word(enabled: bool) -> &'static str {
+    if enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+/// A slave name from the command line; a qualified one is refused, as the
+/// original did.
+fn slave_name(raw: &str) -> anyhow::Result<SlaveName> {
+    SlaveName::parse(raw).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn find_slave(api: &dyn AdminApi, name: &SlaveName) -> anyhow::Result<(i32, Row)> {
+    let Some(slave) = api.find(Table::Slaves, name.as_str()).await? else {
+        bail!("No slave found named '{name}'.");
+    };
+    Ok((id(&slave, "slaveid")?, slave))
+}
+
+async fn find_master(api: &dyn AdminApi, nickname: &str) -> anyhow::Result<(i32, Row)> {
+    let Some(master) = api.find(Table::Masters, nickname).await? else {
+        bail!("No master found named '{nickname}'.");
+    };
+    Ok((id(&master, "masterid")?, master))
+}
+
+/// `'bm01' (bm01.example.com:9001)`
+fn describe_master(master: &Row) -> String {
+    format!(
+        "'{}' ({}:{})",
+        text(master, "nickname").unwrap_or_default(),
+        text(master, "fqdn").unwrap_or_default(),
+        cell(master.get("pb_port"))
+    )
+}
+
+/// `gettac [-n] SLAVE...`: each slave's tac on stdout; with `commit`, the
+/// allocation is recorded and reported on stderr. Stops at the first
+/// slave without a tac.
+pub async fn gettac(api: &dyn AdminApi, term: &mut Term<'_>, slaves: &[String], commit: bool) -> anyhow::Result<()> {
+    // Every name is checked before anything is allocated.
+    let names = slaves
+        .iter()
+        .map(|s| slave_name(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for name in &names {
+        let tac = api.gettac(name, commit).await?;
+        term.out.write_all(tac.as_bytes())?;
+        if !tac.ends_with('\n') {
+            writeln!(term.out)?;
+        }
+        term.out.flush()?;
+        if !commit {
+            continue;
+        }
+        let (_, slave) = find_slave(api, name).await?;
+        let master = match int(&slave, "current_masterid").and_then(|i| i32::try_from(i).ok()) {
+            Some(m) => api.get(Table::Masters, m).await?,
+            None => None,
+        };
+        match master {
+            Some(m) if flag(&slave, "enabled") => {
+                writeln!(term.err, "Allocated '{name}' to {}", describe_master(&m))?;
+            }
+            _ => writeln!(term.err, "Slave '{name}' is disabled; no allocation made")?,
+        }
+    }
+    Ok(())
+}
+
+/// `lock SLAVE MASTER`.
+pub async fn lock(api: &dyn AdminApi, term: &mut Term<'_>, slave: &str, master: &str) -> anyhow::Result<()> {
+    let name = slave_name(slave)?;
+    let (slaveid, _) = find_slave(api, &name).await?;
+    let (masterid, master) = find_master(api, master).await?;
+    let changes = Row::from([("locked_masterid".to_owned(), Value::Int(masterid.into()))]);
+    api.update(Table::Slaves, slaveid, changes).await?;
+    writeln!(term.err, "Locked '{name}' to {}", describe_master(&master))?;
+    Ok(())
+}
+
+/// `lock -u SLAVE` and `unlock SLAVE`.
+pub async fn unlock(api: &dyn AdminApi, term: &mut Term<'_>, slave: &str) -> anyhow::Result<()> {
+    let name = slave_name(slave)?;
+    let (slaveid, row) = find_slave(api, &name).await?;
+    if int(&row, "locked_masterid").is_none() {
+        bail!("Slave '{name}' is not locked");
+    }
+    let changes = Row::from([("locked_masterid".to_owned(), Value::Null)]);
+    api.update(Table::Slaves, slaveid, changes).await?;
+    writeln!(term.err, "Slave '{name}' unlocked")?;
+    Ok(())
+}
+
+/// `enable`/`disable SLAVE [-m MSG]`: sets `enabled` (and the notes, when
+/// given) unless it already has that state.
+pub async fn set_enabled(
+    api: &dyn AdminApi,
+    term: &mut Term<'_>,
+    slave: &str,
+    enabled: bool,
+    message: Option<String>,
+) -> anyhow::Result<()> {
+    let name = slave_name(slave)?;
+    let (slaveid, row) = find_slave(api, &name).await?;
+    if enabled && message.is_none() {
+        writeln!(term.err, "NOTE: not clearing slave notes")?;
+    }
+    if let Some(notes) = text(&row, "notes") {
+        writeln!(term.err, "previous slave notes: '{notes}'")?;
+    }
+    if flag(&row, "enabled") == enabled {
+        writeln!(term.err, "{name} is already {}", word(enabled))?;
+        return Ok(());
+    }
+    let mut changes = Row::from([("enabled".to_owned(), Value::Bool(enabled))]);
+    if let Some(m) = message {
+        changes.insert("notes".into(), Value::Text(m));
+    }
+    api.update(Table::Slaves, slaveid, changes).await?;
+    writeln!(term.err, "{name} {}", word(enabled))?;
+    Ok(())
+}
+
+/// `notes SLAVE [-m MSG]`: prints the notes, or replaces them.
+pub async fn notes(
+    api: &dyn AdminApi,
+    term: &mut Term<'_>,
+    slave: &str,
+    message: Option<String>,
+) -> anyhow::Result<()> {
+    let name = slave_name(slave)?;
+    let (slaveid, row) = find_slave(api, &name).await?;
+    let Some(message) = message else {
+        if let Some(notes) = text(&row, "notes") {
+            writeln!(term.out, "{notes}")?;
+        }
+        return Ok(());
+    };
+    writeln!(
+        term.err,
+        "previous slave notes: '{}'",
+        text(&row, "notes").unwrap_or_default()
+    )?;
+    let changes = Row::from([("notes".to_owned(), Value::Text(message.clone()))]);
+    api.update(Table::Slaves, slaveid, changes).await?;
+    writeln!(term.err, "notes set to '{message}'")?;
+    Ok(())
+}
+
+/// `list slaves|masters`.
+pub async fn list(
+    api: &dyn AdminApi,
+    term: &mut Term<'_>,
+    what: ListWhat,
+    pools: &[String],
+    enabled: Option<bool>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let (table, columns) = match what {
+        ListWhat::Slaves => (Table::Slaves, SLAVE_COLUMNS),
+        ListWhat::Masters => (Table::Masters, MASTER_COLUMNS),
+    };
+    let filter = SlaveFilter {
+        pool: pools.to_vec(),
+        enabled,
+        ..SlaveFilter::default()
+    };
+    let mut rows = api.list(table, &filter).await?;
+    // Filtered here too: masters have no server-side filter, and this way the
+    // answer does not depend on which filters a server version knows.
+    rows.retain(|r| {
+        (pools.is_empty() || text(r, "pool").is_some_and(|p| pools.iter().any(|w| w == p)))
+            && enabled.is_none_or(|e| flag(r, "enabled") == e)
+    });
+    write_rows(term.out, format, columns, &rows)?;
+    Ok(())
+}
+
+/// `show NAME`: a slave, else a master, with every column and the names of
+/// the rows it refers to.
+pub async fn show(api: &dyn AdminApi, term: &mut Term<'_>, name: &str, format: Format) -> anyhow::Result<()> {
+    let slave = match SlaveName::parse(name) {
+        Ok(n) => api.find(Table::Slaves, n.as_str()).await?,
+        Err(_) => None,
+    };
+    let (table, row) = match slave {
+        Some(row) => (Table::Slaves, row),
+        None => match api.find(Table::Masters, name).await? {
+            Some(row) => (Table::Masters, row),
+            None => bail!("No slave or master found named '{name}'."),
+        },
+    };
+    let mut lines: Vec<(String, Value)> = Vec::new();
+    let mut names: HashMap<(Table, i64), Value> = HashMap::new();
+    for c in table.columns() {
+        let value = row.get(c.name).cloned().unwrap_or(Value::Null);
+        lines.push((c.name.to_owned(), value.clone()));
+        let (Kind::Ref(target), Some(label), Some(ref_id)) = (c.kind, c.label, value.as_int()) else {
+            if let Some(label) = c.label {
+                lines.push((label.to_owned(), Value::Null));
+            }
+            continue;
+        };
+        let label_value = match names.get(&(target, ref_id)) {
+            Some(v) => v.clone(),
+            None => {
+                let found = match i32::try_from(ref_id) {
+                    Ok(i) => api.get(target, i).await?,
+                    Err(_) => None,
+                };
+                let name_column = target.name_column().unwrap_or("name");
+                let v = found.and_then(|r| r.get(name_column).cloned()).unwrap_or(Value::Null);
+                names.insert((target, ref_id), v.clone());
+                v
+            }
+        };
+        lines.push((label.to_owned(), label_value));
+    }
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = lines
+                .iter()
+                .map(|(k, v)| vec![format!("{k}:"), cell(Some(v))])
+                .collect();
+            let (header, body) = rows
+                .split_first()
+                .map_or((Vec::new(), &[][..]), |(h, b)| (h.clone(), b));
+            write_table(term.out, &header, body)?;
+        }
+        Format::Json | Format::Csv => {
+            let row: Row = lines.into_iter().collect();
+            let columns: Vec<&str> = row.keys().map(String::as_str).collect();
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut *term.out, &row)?;
+                    writeln!(term.out)?;
+                }
+                _ => write_rows(term.out, format, &columns, std::slice::from_ref(&row))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `drain MASTER`: disables the master, so that no slave is newly given it,
+/// and lists the slaves still on it (they move when they next boot), and
+/// warns about slaves locked to it, which keep getting it.
+pub async fn drain(api: &dyn AdminApi, term: &mut Term<'_>, nickname: &str) -> anyhow::Result<()> {
+    let (masterid, master) = find_master(api, nickname).await?;
+    if flag(&master, "enabled") {
+        let changes = Row::from([("enabled".to_owned(), Value::Bool(false))]);
+        api.update(Table::Masters, masterid, changes).await?;
+        writeln!(term.err, "Master '{nickname}' disabled")?;
+    } else {
+        writeln!(term.err, "Master '{nickname}' is already disabled")?;
+    }
+    let filter = SlaveFilter {
+        include_decomm: true,
+        ..SlaveFilter::default()
+    };
+    let slaves = api.list(Table::Slaves, &filter).await?;
+    let on = |column: &str| -> Vec<&str> {
+        slaves
+            .iter()
+            .filter(|s| int(s, column) == Some(masterid.into()))
+            .filter_map(|s| text(s, "name"))
+            .collect()
+    };
+    let current = on("current_masterid");
+    for name in &current {
+        writeln!(term.out, "{name}")?;
+    }
+    match current.len() {
+        0 => writeln!(term.err, "No slave is on '{nickname}'.")?,
+        n => writeln!(
+            term.err,
+            "{n} slave(s) still on '{nickname}'; they move to another master when they next boot."
+        )?,
+    }
+    let locked = on("locked_masterid");
+    if !locked.is_empty() {
+        writeln!(
+            term.err,
+            "Warning: locked to '{nickname}', so still given it while locked: {}",
+            locked.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// `silos`: one row per allocation silo, a column per pool with the number
+/// of slaves, and the total.
+pub async fn silos(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> anyhow::Result<()> {
+    let slaves = api.list(Table::Slaves, &SlaveFilter::default()).await?;
+    let mut pools: Vec<String> = slaves
+        .iter()
+        .filter_map(|s| text(s, "pool"))
+        .map(str::to_owned)
+        .collect();
+    pools.sort();
+    pools.dedup();
+    let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
+    for s in &slaves {
+        let key = SILO_COLUMNS.iter().map(|c| cell(s.get(*c))).collect();
+        let pool = text(s, "pool").unwrap_or_default().to_owned();
+        *counts.entry(key).or_default().entry(pool).or_default() += 1;
+    }
+    let rows: Vec<Row> = counts
+        .into_iter()
+        .map(|(key, per_pool)| {
+            let mut row: Row = SILO_COLUMNS
+                .iter()
+                .zip(key)
+                .map(|(c, v)| ((*c).to_owned(), Value::Text(v)))
+                .collect();
+            row.insert("total".into(), Value::Int(per_pool.values().sum()));
+            for p in &pools {
+                row.insert(p.clone(), Value::Int(per_pool.get(p).copied().unwrap_or(0)));
+            }
+            row
+        })
+        .collect();
+    let columns: Vec<&str> = SILO_COLUMNS
+        .iter()
+        .copied()
+        .chain(pools.iter().map(String::as_str))
+        .chain(["total"])
+        .collect();
+    write_rows(term.out, format, &columns, &rows)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use serde_json::json;
+    use slavealloc_domain::ports::{TacBody, TacRequest};
+    use slavealloc_domain::{Allocator, Dump, FixedHost, Inventory, LocalAdmin, RenderError, TacRenderer};
+    use slavealloc_store_memory::MemoryStore;
+
+    use super::*;
+
+    /// A renderer that says which master it was given.
+    struct PlainRenderer;
+
+    impl TacRenderer for PlainRenderer {
+        fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
+            Ok(match &request.body {
+                TacBody::Disabled { slavename } => {
+                    format!("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n{slavename} disabled\n")
+                }
+                TacBody::Enabled { values, .. } => format!(
+                    "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n{} -> {}:{}\n",
+                    values.slavename, values.buildmaster_host, values.port
+                ),
+            })
+        }
+    }
+
+    fn fleet() -> Dump {
+        let lookup = |id: &str, name: &str| json!([{ (id): 1, "name": name }]);
+        let slave = |id: i32, name: &str, notes: serde_json::Value, locked: serde_json::Value| {
+            json!({"slaveid": id, "name": name, "distroid": 1, "bitsid": 1, "speedid": 1, "purposeid": 1,
+                   "dcid": 1, "trustid": 1, "envid": 1, "poolid": 1, "basedir": "/builds/slave",
+                   "locked_masterid": locked, "custom_tplid": null, "enabled": true, "notes": notes,
+                   "current_masterid": null})
+        };
+        serde_json::from_value(json!({
+            "format": "slavealloc-dump", "version": 1,
+            "tables": {
+                "distros": lookup("distroid", "ubuntu64"), "bitlengths": lookup("bitsid", "64"),
+                "speeds": lookup("speedid", "fast"), "purposes": lookup("purposeid", "tests"),
+                "datacenters": lookup("dcid", "mdc1"), "trustlevels": lookup("trustid", "try"),
+                "environments": lookup("envid", "prod"), "pools": lookup("poolid", "tests-pool"),
+                "masters": [
+                    {"masterid": 1, "nickname": "bm01", "fqdn": "bm01.example.com", "http_port": 8001,
+                     "pb_port": 9001, "dcid": 1, "poolid": 1, "enabled": true, "notes": null},
+                    {"masterid": 2, "nickname": "bm02", "fqdn": "bm02.example.com", "http_port": 8002,
+                     "pb_port": 9002, "dcid": 1, "poolid": 1, "enabled": true, "notes": null}],
+                "slaves": [slave(1, "tst-01", json!("bug 123"), json!(null)),
+                           slave(2, "tst-02", json!(null), json!(2))],
+                "slave_passwords": [{"poolid": 1, "distroid": null, "password": "pw"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn admin() -> LocalAdmin {
+        let store = Arc::new(MemoryStore::from_dump(&fleet()).unwrap());
+        let host = Arc::new(FixedHost {
+            now: SystemTime::UNIX_EPOCH,
+            fqdn: "alloc.example".into(),
+        });
+        let allocator = Allocator::new(store.clone(), Arc::new(PlainRenderer), host.clone());
+        LocalAdmin::new(allocator, Inventory::new(store, host), "test")
+    }
+
+    /// What a subcommand wrote: (stdout, stderr, error).
+    struct Ran {
+        out: String,
+        err: String,
+        error: Option<String>,
+    }
+
+    macro_rules! run {
+        ($f:ident($api:expr $(, $arg:expr)*)) => {{
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let result = {
+                let mut term = Term { out: &mut out, err: &mut err };
+                $f($api, &mut term $(, $arg)*).await
+            };
+            Ran {
+                out: String::from_utf8(out).unwrap(),
+                err: String::from_utf8(err).unwrap(),
+                error: result.err().map(|e| format!("{e:#}")),
+            }
+        }};
+    }
+
+    async fn slave(api: &LocalAdmin, name: &str) -> Row {
+        api.find(Table::Slaves, name).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn gettac_commits_unless_noop_and_says_where() {
+        let api = admin();
+        let r = run!(gettac(&api, &["tst-01".into()], false));
+        assert_eq!(
+            r.out,
+            "# AUTOMATICALLY GENERATED - DO NOT MODIFY\ntst-01 -> bm01.example.com:9001\n"
+        );
+        assert_eq!(r.err, "");
+        assert_eq!(slave(&api, "tst-01").await["current_masterid"], Value::Null);
+
+        let r = run!(gettac(&api, &["TST-01".into(), "tst-02".into()], true));
+        assert_eq!(r.error, None);
+        assert_eq!(
+            r.err,
+            "Allocated 'tst-01' to 'bm01' (bm01.example.com:9001)\nAllocated 'tst-02' to 'bm02' (bm02.example.com:9002)\n"
+        );
+        assert_eq!(slave(&api, "tst-01").await["current_masterid"], Value::Int(1));
+    }
+
+    #[tokio::test]
+    async fn gettac_refuses_qualified_names_before_allocating_anything() {
+        let api = admin();
+        let r = run!(gettac(&api, &["tst-01".into(), "tst-02.example.com".into()], true));
+        assert!(r.error.unwrap().contains("give the unqualified hostname"));
+        assert_eq!(r.out, "");
+        assert_eq!(slave(&api, "tst-01").await["current_masterid"], Value::Null);
+        let r = run!(gettac(&api, &["nosuch".into()], true));
+        assert!(r.error.unwrap().contains("no allocation available for nosuch"));
+    }
+
+    #[tokio::test]
+    async fn disable_and_enable_report_as_the_original() {
+        let api = admin();
+        let r = run!(set_enabled(&api, "tst-01", false, Some("bug 456: bad disk".into())));
+        assert_eq!(r.err, "previous slave notes: 'bug 123'\ntst-01 disabled\n");
+        let row = slave(&api, "tst-01").await;
+        assert_eq!(row["enabled"], Value::Bool(false));
+        assert_eq!(row["notes"], Value::Text("bug 456: bad disk".into()));
+
+        let r = run!(set_enabled(&api, "tst-01", false, Some("ignored".into())));
+        assert_eq!(
+            r.err,
+            "previous slave notes: 'bug 456: bad disk'\ntst-01 is already disabled\n"
+        );
+        assert_eq!(
+            slave(&api, "tst-01").await["notes"],
+            Value::Text("bug 456: bad disk".into())
+        );
+
+        let r = run!(set_enabled(&api, "tst-01", true, None));
+        assert_eq!(
+            r.err,
+            "NOTE: not clearing slave notes\nprevious slave notes: 'bug 456: bad disk'\ntst-01 enabled\n"
+        );
+        assert_eq!(slave(&api, "tst-01").await["enabled"], Value::Bool(true));
+
+        let r = run!(set_enabled(&api, "nosuch", true, Some("x".into())));
+        assert_eq!(r.error.as_deref(), Some("No slave found named 'nosuch'."));
+        let r = run!(set_enabled(&api, "a.b", true, Some("x".into())));
+        assert!(r.error.unwrap().contains("give the unqualified hostname"));
+    }
+
+    #[tokio::test]
+    async fn notes_print_and_set() {
+        let api = admin();
+        assert_eq!(run!(notes(&api, "tst-01", None)).out, "bug 123\n");
+        assert_eq!(run!(notes(&api, "tst-02", None)).out, "");
+        let r = run!(notes(&api, "tst-02", Some("reimaged".into())));
+        assert_eq!(r.err, "previous slave notes: ''\nnotes set to 'reimaged'\n");
+        assert_eq!(run!(notes(&api, "tst-02", None)).out, "reimaged\n");
+    }
+
+    #[tokio::test]
+    async fn lock_and_unlock() {
+        let api = admin();
+        let r = run!(lock(&api, "tst-01", "bm02"));
+        assert_eq!(r.err, "Locked 'tst-01' to 'bm02' (bm02.example.com:9002)\n");
+        assert_eq!(slave(&api, "tst-01").await["locked_masterid"], Value::Int(2));
+        let r = run!(lock(&api, "tst-01", "bm99"));
+        assert_eq!(r.error.as_deref(), Some("No master found named 'bm99'."));
+        assert_eq!(run!(unlock(&api, "tst-01")).err, "Slave 'tst-01' unlocked\n");
+        assert_eq!(slave(&api, "tst-01").await["locked_masterid"], Value::Null);
+        let r = run!(unlock(&api, "tst-01"));
+        assert_eq!(r.error.as_deref(), Some("Slave 'tst-01' is not locked"));
+    }
+
+    #[tokio::test]
+    async fn list_filters_and_formats() {
+        let api = admin();
+        set_enabled(
+            &api,
+            &mut Term {
+                out: &mut Vec::new(),
+                err: &mut Vec::new(),
+            },
+            "tst-02",
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+        let r = run!(list(&api, ListWhat::Slaves, &[], Some(false), Format::Csv));
+        assert_eq!(
+            r.out,
+            "name,distro,bitlength,speed,datacenter,trustlevel,environment,purpose,pool,current_master,locked_master,enabled,notes\n\
+             tst-02,ubuntu64,64,fast,mdc1,try,prod,tests,tests-pool,,bm02,false,\n"
+        );
+        let r = run!(list(
+            &api,
+            ListWhat::Masters,
+            &["other-pool".into()],
+            None,
+            Format::Table
+        ));
+        assert_eq!(
+            r.out,
+            "nickname  fqdn  http_port  pb_port  datacenter  pool  enabled  notes\n"
+        );
+        let r = run!(list(&api, ListWhat::Masters, &[], None, Format::Json));
+        let masters: Vec<Row> = serde_json::from_str(&r.out).unwrap();
+        assert_eq!(masters.len(), 2);
+        assert_eq!(masters[0]["pool"], Value::Text("tests-pool".into()));
+    }
+
+    #[tokio::test]
+    async fn show_names_what_a_row_refers_to() {
+        let api = admin();
+        let r = run!(show(&api, "tst-02", Format::Table));
+        assert!(
+            r.out.contains("locked_masterid:   2\nlocked_master:     bm02\n"),
+            "{}",
+            r.out
+        );
+        assert!(r.out.contains("pool:              tests-pool\n"), "{}", r.out);
+        let r = run!(show(&api, "bm01", Format::Json));
+        let row: Row = serde_json::from_str(&r.out).unwrap();
+        assert_eq!(row["datacenter"], Value::Text("mdc1".into()));
+        let r = run!(show(&api, "nothing", Format::Table));
+        assert_eq!(r.error.as_deref(), Some("No slave or master found named 'nothing'."));
+    }
+
+    #[tokio::test]
+    async fn drain_disables_the_master_and_lists_its_slaves() {
+        let api = admin();
+        run!(gettac(&api, &["tst-01".into(), "tst-02".into()], true));
+        let r = run!(drain(&api, "bm02"));
+        assert_eq!(r.out, "tst-02\n");
+        assert!(
+            r.err.starts_with("Master 'bm02' disabled\n1 slave(s) still on 'bm02'"),
+            "{}",
+            r.err
+        );
+        assert!(
+            r.err
+                .contains("locked to 'bm02', so still given it while locked: tst-02"),
+            "{}",
+            r.err
+        );
+        let master = api.find(Table::Masters, "bm02").await.unwrap().unwrap();
+        assert_eq!(master["enabled"], Value::Bool(false));
+        assert!(run!(drain(&api, "bm02"))
+            .err
+            .starts_with("Master 'bm02' is already disabled\n"));
+    }
+
+    #[tokio::test]
+    async fn silos_count_slaves_per_pool() {
+        let api = admin();
+        let r = run!(silos(&api, Format::Table));
+        assert_eq!(
+            r.out,
+            "environment  purpose  distro    bitlength  datacenter  trustlevel  tests-pool  total\n\
+             prod         tests    ubuntu64  64         mdc1        try         2           2\n"
+        );
+    }
+}
