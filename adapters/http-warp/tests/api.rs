@@ -6,15 +6,11 @@
 
 mod common;
 
-use common::{Harness, PEER};
+use common::{Harness, Kind, PEER};
 use serde_json::{json, Value as Json};
 use slavealloc_domain::Table;
 use slavealloc_http_warp::{Readiness, ServerConfig, Tokens};
 use warp::Filter;
-
-fn harness() -> Harness {
-    Harness::memory(ServerConfig::default())
-}
 
 const TOKEN: &str = "relops-token-0123456789";
 
@@ -25,50 +21,70 @@ fn with_tokens() -> ServerConfig {
     }
 }
 
-#[tokio::test]
-async fn gettac_commits_the_allocation_and_answers_the_tac_as_text() {
-    let h = harness();
+async fn gettac_commits_the_allocation_and_answers_the_tac_as_text(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = h.get("/gettac/BLD-LINUX64-SPOT-003").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("text/plain"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
-    assert!(r.body.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n"), "{}", r.body);
+    assert!(
+        r.body.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("slave=bld-linux64-spot-003 "), "{}", r.body);
 
     let slave = h.row("slaves", 3).await;
     let master = h.row("masters", slave["current_masterid"].as_i64().unwrap()).await;
     assert!(
-        r.body.contains(&format!("master={} port={}", master["fqdn"].as_str().unwrap(), master["pb_port"])),
+        r.body.contains(&format!(
+            "master={} port={}",
+            master["fqdn"].as_str().unwrap(),
+            master["pb_port"]
+        )),
         "{}",
         r.body
     );
     assert_eq!(master["poolid"], 1);
     assert_eq!(master["enabled"], true);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn gettac_says_no_allocation_for_unknown_and_invalid_names() {
-    let h = harness();
-    for name in ["no-such-slave", "bld-linux64-spot-003.build.mozilla.org", "a%20b", "x'y"] {
+async fn gettac_says_no_allocation_for_unknown_and_invalid_names(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
+    for name in [
+        "no-such-slave",
+        "bld-linux64-spot-003.build.mozilla.org",
+        "a%20b",
+        "x'y",
+    ] {
         let r = h.get(&format!("/gettac/{name}")).await;
         assert_eq!((r.status, r.body.as_str()), (404, "no allocation available"), "{name}");
         assert_eq!(r.header("cache-control"), Some("no-cache"));
     }
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn a_disabled_slave_gets_the_disabled_tac_and_loses_its_master() {
-    let h = harness();
+async fn a_disabled_slave_gets_the_disabled_tac_and_loses_its_master(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     // t-w1064-ix-007 is disabled but still on bm10.
     let r = h.get("/gettac/t-w1064-ix-007").await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("SLAVE DISABLED t-w1064-ix-007"), "{}", r.body);
     assert_eq!(h.row("slaves", 41).await["current_masterid"], Json::Null);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn api_gettac_answers_json_and_commits_nothing() {
-    let h = harness();
+async fn api_gettac_answers_json_and_commits_nothing(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let before = h.dump().await;
     let r = h.get("/api/gettac/bld-linux64-spot-006").await;
     assert_eq!(r.status, 200);
@@ -79,11 +95,13 @@ async fn api_gettac_answers_json_and_commits_nothing() {
     let r = h.get("/api/gettac/nobody").await;
     assert_eq!((r.status, r.json()), (404, json!({"success": false})));
     assert_eq!(h.dump().await, before);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn every_table_lists_its_rows_and_slaves_and_masters_are_denormalized() {
-    let h = harness();
+async fn every_table_lists_its_rows_and_slaves_and_masters_are_denormalized(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let fleet = slavealloc_fixtures::sample_fleet();
     for table in Table::EXPOSED {
         let r = h.get(&format!("/api/{table}?include_decomm=1")).await;
@@ -106,33 +124,54 @@ async fn every_table_lists_its_rows_and_slaves_and_masters_are_denormalized() {
     let masters = h.get("/api/masters").await.json();
     assert_eq!(masters[0]["pool"], "build-linux");
     assert!(masters[0]["datacenter"].is_string());
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn slave_filters_and_the_decommissioned_environment() {
-    let h = harness();
+async fn slave_filters_and_the_decommissioned_environment(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let names = |r: common::Resp| -> Vec<String> {
         assert_eq!(r.status, 200, "{}", r.body);
-        r.json().as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect()
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     let all = names(h.get("/api/slaves").await);
     assert_eq!(all.len(), 60, "the two decomm tegras are left out");
     assert!(!all.iter().any(|n| n == "tegra-001"));
     assert_eq!(names(h.get("/api/slaves?include_decomm=1").await).len(), 62);
-    assert_eq!(names(h.get("/api/slaves?environment=decomm&include_decomm=1").await), ["tegra-001", "tegra-002"]);
-    assert_eq!(names(h.get("/api/slaves?environment=staging").await), ["tst-linux64-ec2-011", "tst-linux64-ec2-012"]);
+    assert_eq!(
+        names(h.get("/api/slaves?environment=decomm&include_decomm=1").await),
+        ["tegra-001", "tegra-002"]
+    );
+    assert_eq!(
+        names(h.get("/api/slaves?environment=staging").await),
+        ["tst-linux64-ec2-011", "tst-linux64-ec2-012"]
+    );
     let osx_and_mobile = names(h.get("/api/slaves?pool=tests-osx&pool=tests-mobile").await);
     assert_eq!(osx_and_mobile.len(), 6 + 7);
-    assert_eq!(names(h.get("/api/slaves?enabled=0").await), ["tst-linux64-ec2-004", "t-w1064-ix-007"]);
-    assert_eq!(names(h.get("/api/slaves?pool=tests-win&enabled=1&purpose=build").await), ["b-2012-ix-001"]);
+    assert_eq!(
+        names(h.get("/api/slaves?enabled=0").await),
+        ["tst-linux64-ec2-004", "t-w1064-ix-007"]
+    );
+    assert_eq!(
+        names(h.get("/api/slaves?pool=tests-win&enabled=1&purpose=build").await),
+        ["b-2012-ix-001"]
+    );
     let r = h.get("/api/slaves?enabled=maybe").await;
     assert_eq!(r.status, 400);
     assert!(r.error().contains("enabled"));
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn one_row_by_id_or_by_name_and_an_empty_object_when_missing() {
-    let h = harness();
+async fn one_row_by_id_or_by_name_and_an_empty_object_when_missing(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = h.get("/api/masters/2").await;
     assert_eq!(r.json()["nickname"], "bm02");
     assert!(r.json().get("pool").is_none(), "a single row is plain");
@@ -146,20 +185,28 @@ async fn one_row_by_id_or_by_name_and_an_empty_object_when_missing() {
     let r = h.get("/api/pools/abc").await;
     assert_eq!(r.status, 400);
     assert!(r.error().contains("id"));
+    h.finish().await;
 }
 
 /// The original web UI's sequence: load every table, then PUT back a whole
 /// denormalized slave row (names, `success` from an earlier answer, its own
 /// `custom_template` key) with a new pool from a text box and the enabled
 /// box unticked.
-#[tokio::test]
-async fn the_original_ui_request_sequence_works_unchanged() {
-    let h = harness();
+async fn the_original_ui_request_sequence_works_unchanged(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     for table in Table::EXPOSED {
         assert_eq!(h.get(&format!("/api/{table}")).await.status, 200);
     }
     let slaves = h.get("/api/slaves").await.json();
-    let mut row = slaves.as_array().unwrap().iter().find(|s| s["slaveid"] == 19).unwrap().clone();
+    let mut row = slaves
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slaveid"] == 19)
+        .unwrap()
+        .clone();
     let before = h.row("slaves", 19).await;
     row["poolid"] = json!("2");
     row["pool"] = json!("try-linux");
@@ -175,11 +222,13 @@ async fn the_original_ui_request_sequence_works_unchanged() {
     want["poolid"] = json!(2);
     want["enabled"] = json!(false);
     assert_eq!(after, want);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn bad_requests_get_clear_errors_and_change_nothing() {
-    let h = harness();
+async fn bad_requests_get_clear_errors_and_change_nothing(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let before = h.dump().await;
     let huge = format!("{{\"notes\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
     let long_text = json!({"notes": "x".repeat(65_536)}).to_string();
@@ -192,26 +241,56 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         ("PUT", "/api/slaves/1", Some(r#"{"poolid": "three"}"#), 400, "poolid"),
         ("PUT", "/api/slaves/1", Some(r#"{"poolid": 1.5}"#), 400, "poolid"),
         ("PUT", "/api/slaves/1", Some(r#"{"poolid": 999}"#), 400, "poolid"),
-        ("PUT", "/api/slaves/1", Some(r#"{"locked_masterid": 999}"#), 400, "locked_masterid"),
+        (
+            "PUT",
+            "/api/slaves/1",
+            Some(r#"{"locked_masterid": 999}"#),
+            400,
+            "locked_masterid",
+        ),
         ("PUT", "/api/slaves/1", Some(r#"{"enabled": "yes"}"#), 400, "enabled"),
         ("PUT", "/api/slaves/1", Some(r#"{"basedir": null}"#), 400, "basedir"),
-        ("PUT", "/api/slaves/1", Some(r#"{"basedir": "a\u0000b"}"#), 400, "basedir"),
+        (
+            "PUT",
+            "/api/slaves/1",
+            Some(r#"{"basedir": "a\u0000b"}"#),
+            400,
+            "basedir",
+        ),
         ("PUT", "/api/slaves/1", Some(long_text.as_str()), 400, "notes"),
         ("PUT", "/api/slaves/1", Some(huge.as_str()), 413, "larger"),
         ("PUT", "/api/masters/1", Some(r#"{"pb_port": 70000}"#), 400, "pb_port"),
-        ("PUT", "/api/masters/1", Some(r#"{"nickname": "bm02"}"#), 409, "duplicate"),
+        (
+            "PUT",
+            "/api/masters/1",
+            Some(r#"{"nickname": "bm02"}"#),
+            409,
+            "duplicate",
+        ),
         ("PUT", "/api/pools/1", Some(long_name.as_str()), 400, "name"),
         ("PUT", "/api/slaves/999", Some(r#"{"notes": "x"}"#), 404, "no such row"),
         ("PUT", "/api/slaves/abc", Some(r#"{"notes": "x"}"#), 400, "id"),
         ("PUT", "/api/nosuch/1", Some(r#"{"name": "x"}"#), 404, "not found"),
-        ("PUT", "/api/slave_passwords/1", Some(r#"{"password": "x"}"#), 404, "not found"),
+        (
+            "PUT",
+            "/api/slave_passwords/1",
+            Some(r#"{"password": "x"}"#),
+            404,
+            "not found",
+        ),
         ("GET", "/api/audit_log", None, 404, "not found"),
         ("GET", "/api/nosuch", None, 404, "not found"),
         ("PATCH", "/api/slaves/1", Some("{}"), 405, "method"),
         ("DELETE", "/api/slaves", None, 405, "method"),
         ("POST", "/api/slaves/1", Some("{}"), 405, "method"),
         ("PUT", "/api/gettac/bld-linux64-spot-001", Some("{}"), 405, "method"),
-        ("POST", "/api/pools", Some(r#"{"name": "build-linux"}"#), 409, "duplicate"),
+        (
+            "POST",
+            "/api/pools",
+            Some(r#"{"name": "build-linux"}"#),
+            409,
+            "duplicate",
+        ),
         ("POST", "/api/pools", Some(r#"{}"#), 400, "name"),
         ("POST", "/api/pools", Some(r#"{"name": ""}"#), 400, "name"),
         (
@@ -252,23 +331,29 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         );
     }
     assert_eq!(h.dump().await, before, "a refused request wrote something");
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn unknown_paths_and_methods_outside_the_api_answer_in_plain_text() {
-    let h = harness();
+async fn unknown_paths_and_methods_outside_the_api_answer_in_plain_text(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = h.get("/nowhere").await;
     assert_eq!((r.status, r.body.as_str()), (404, "not found"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
     let r = h.request("POST", "/gettac/bld-linux64-spot-001", None, &[]).await;
     assert_eq!(r.status, 405);
     assert_eq!(h.request("DELETE", "/healthz", None, &[]).await.status, 405);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn post_creates_and_delete_removes() {
-    let h = harness();
-    let r = h.send("POST", "/api/pools", &json!({"name": "new-pool", "ignored": 1})).await;
+async fn post_creates_and_delete_removes(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
+    let r = h
+        .send("POST", "/api/pools", &json!({"name": "new-pool", "ignored": 1}))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["poolid"].as_i64().unwrap();
     assert_eq!(r.json(), json!({"poolid": id, "name": "new-pool"}));
@@ -280,7 +365,10 @@ async fn post_creates_and_delete_removes() {
     let r = h.send("POST", "/api/slaves", &slave).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let created = r.json();
-    assert_eq!((created["name"].clone(), created["enabled"].clone()), (json!("w64-new-01"), json!(false)));
+    assert_eq!(
+        (created["name"].clone(), created["enabled"].clone()),
+        (json!("w64-new-01"), json!(false))
+    );
     assert_eq!(created["current_masterid"], Json::Null);
 
     let r = h.request("DELETE", &format!("/api/pools/{id}"), None, &[]).await;
@@ -291,11 +379,13 @@ async fn post_creates_and_delete_removes() {
     let r = h.request("DELETE", &format!("/api/pools/{id}"), None, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(h.get(&format!("/api/pools/{id}")).await.status, 404);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn with_tokens_writes_need_one_and_reads_and_gettac_do_not() {
-    let h = Harness::memory(with_tokens());
+async fn with_tokens_writes_need_one_and_reads_and_gettac_do_not(kind: Kind) {
+    let Some(h) = Harness::new(kind, with_tokens()).await else {
+        return;
+    };
     let before = h.dump().await;
     let body = br#"{"notes": "by someone"}"#;
     for headers in [
@@ -304,7 +394,11 @@ async fn with_tokens_writes_need_one_and_reads_and_gettac_do_not() {
         vec![("authorization", "Basic cmVsb3BzOnB3")],
         vec![("authorization", TOKEN)],
     ] {
-        for (method, path) in [("PUT", "/api/slaves/1"), ("POST", "/api/pools"), ("DELETE", "/api/slaves/1")] {
+        for (method, path) in [
+            ("PUT", "/api/slaves/1"),
+            ("POST", "/api/pools"),
+            ("DELETE", "/api/slaves/1"),
+        ] {
             let r = h.request(method, path, Some(body), &headers).await;
             assert_eq!(r.status, 401, "{method} {path} {headers:?}");
             assert_eq!(r.header("www-authenticate"), Some("Bearer"));
@@ -318,18 +412,24 @@ async fn with_tokens_writes_need_one_and_reads_and_gettac_do_not() {
     assert_eq!(h.get("/gettac/bld-linux64-spot-001").await.status, 200);
 
     let auth = format!("Bearer {TOKEN}");
-    let r = h.request("PUT", "/api/slaves/1", Some(body), &[("authorization", &auth)]).await;
+    let r = h
+        .request("PUT", "/api/slaves/1", Some(body), &[("authorization", &auth)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let audit = h.get("/api/audit?table=slaves&id=1&limit=1").await.json();
     assert_eq!(audit[0]["actor"], "relops");
     assert_eq!(audit[0]["new_values"], json!({"notes": "by someone"}));
     assert!(!h.get("/api/audit").await.body.contains(TOKEN));
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn the_audit_log_records_writes_and_allocations_newest_first() {
-    let h = harness();
-    let r = h.send("PUT", "/api/slaves/3", &json!({"notes": "bug 123", "enabled": true})).await;
+async fn the_audit_log_records_writes_and_allocations_newest_first(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
+    let r = h
+        .send("PUT", "/api/slaves/3", &json!({"notes": "bug 123", "enabled": true}))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(h.get("/gettac/bld-linux64-spot-003").await.status, 200);
     let master = h.row("slaves", 3).await["current_masterid"].clone();
@@ -340,7 +440,11 @@ async fn the_audit_log_records_writes_and_allocations_newest_first() {
     assert_eq!(entries[0]["actor"], "gettac");
     assert_eq!(entries[0]["old_values"], json!({"current_masterid": null}));
     assert_eq!(entries[0]["new_values"], json!({"current_masterid": master}));
-    assert_eq!(entries[1]["actor"], PEER.split(':').next().unwrap(), "without tokens the actor is the address");
+    assert_eq!(
+        entries[1]["actor"],
+        PEER.split(':').next().unwrap(),
+        "without tokens the actor is the address"
+    );
     assert_eq!(entries[1]["old_values"], json!({"notes": null}));
     assert_eq!(entries[1]["new_values"], json!({"notes": "bug 123"}));
     assert!(entries[0]["id"].as_i64() > entries[1]["id"].as_i64());
@@ -350,18 +454,23 @@ async fn the_audit_log_records_writes_and_allocations_newest_first() {
     for bad in ["/api/audit?limit=0", "/api/audit?table=nosuch", "/api/audit?id=x"] {
         assert_eq!(h.get(bad).await.status, 400, "{bad}");
     }
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn health_and_metrics() {
-    let h = harness();
+async fn health_and_metrics(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = h.get("/healthz").await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
     assert_eq!(h.get("/gettac/bld-linux64-spot-003").await.status, 200);
     assert_eq!(h.get("/gettac/nobody").await.status, 404);
     let r = h.get("/metrics").await;
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     for line in [
         r#"slavealloc_http_requests_total{route="/gettac/{slave}",method="GET",status="200"} 1"#,
         r#"slavealloc_http_requests_total{route="/gettac/{slave}",method="GET",status="404"} 1"#,
@@ -373,31 +482,53 @@ async fn health_and_metrics() {
     ] {
         assert!(r.body.contains(line), "missing {line:?} in\n{}", r.body);
     }
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn the_api_index_documents_every_route_and_lists_the_tables() {
-    let h = harness();
+async fn the_api_index_documents_every_route_and_lists_the_tables(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = h.get("/api/").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
     for table in Table::EXPOSED {
         assert!(r.body.contains(&format!("href=\"/api/{table}\"")), "{table}");
     }
-    for route in ["/gettac/", "/api/gettac/", "byname=1", "PUT", "POST", "DELETE", "/api/audit", "/healthz", "/metrics"] {
+    for route in [
+        "/gettac/",
+        "/api/gettac/",
+        "byname=1",
+        "PUT",
+        "POST",
+        "DELETE",
+        "/api/audit",
+        "/healthz",
+        "/metrics",
+    ] {
         assert!(r.body.contains(route), "{route}");
     }
     assert_eq!(h.get("/api").await.status, 200);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn everything_lives_under_the_base_url() {
-    let ui = warp::path::end().map(|| warp::reply::html("the ui")).map(warp::Reply::into_response).boxed();
-    let h = Harness::memory(ServerConfig {
-        base_url: "/slavealloc/".into(),
-        ui: Some(ui),
-        ..ServerConfig::default()
-    });
+async fn everything_lives_under_the_base_url(kind: Kind) {
+    let ui = warp::path::end()
+        .map(|| warp::reply::html("the ui"))
+        .map(warp::Reply::into_response)
+        .boxed();
+    let Some(h) = Harness::new(
+        kind,
+        ServerConfig {
+            base_url: "/slavealloc/".into(),
+            ui: Some(ui),
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     assert_eq!(h.get("/slavealloc/gettac/bld-linux64-spot-003").await.status, 200);
     assert_eq!(h.get("/slavealloc/api/pools").await.status, 200);
     assert_eq!(h.get("/slavealloc/healthz").await.status, 200);
@@ -406,35 +537,60 @@ async fn everything_lives_under_the_base_url() {
     let r = h.get("/slavealloc/").await;
     assert_eq!((r.status, r.header("location")), (302, Some("/slavealloc/ui/")));
     assert_eq!(h.get("/slavealloc/ui/").await.body, "the ui");
-    assert!(h.get("/slavealloc/api/").await.body.contains("href=\"/slavealloc/api/slaves\""));
+    assert!(h
+        .get("/slavealloc/api/")
+        .await
+        .body
+        .contains("href=\"/slavealloc/api/slaves\""));
     let doc = h.get("/slavealloc/api/openapi.json").await.json();
     assert_eq!(doc["servers"][0]["url"], "/slavealloc");
     let r = h.send("POST", "/slavealloc/api/pools", &json!({"name": "p"})).await;
     assert!(r.header("location").unwrap().starts_with("/slavealloc/api/pools/"));
 
-    let plain = harness();
+    let Some(plain) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
     let r = plain.get("/").await;
-    assert_eq!((r.status, r.header("location")), (302, Some("/api/")), "no UI: the API index");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("/api/")),
+        "no UI: the API index"
+    );
+    plain.finish().await;
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn without_the_allocator_there_is_no_gettac() {
-    let h = Harness::memory(ServerConfig {
-        allocator_enabled: false,
-        ..ServerConfig::default()
-    });
+async fn without_the_allocator_there_is_no_gettac(kind: Kind) {
+    let Some(h) = Harness::new(
+        kind,
+        ServerConfig {
+            allocator_enabled: false,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     assert_eq!(h.get("/gettac/bld-linux64-spot-003").await.status, 404);
     assert_eq!(h.get("/api/gettac/bld-linux64-spot-003").await.status, 404);
     assert_eq!(h.get("/api/slaves").await.status, 200);
+    h.finish().await;
 }
 
-#[tokio::test]
-async fn until_the_database_is_ready_requests_get_503_with_the_reason() {
+async fn until_the_database_is_ready_requests_get_503_with_the_reason(kind: Kind) {
     let readiness = Readiness::not_ready("cannot reach the database: connection refused");
-    let h = Harness::memory(ServerConfig {
-        readiness: readiness.clone(),
-        ..ServerConfig::default()
-    });
+    let Some(h) = Harness::new(
+        kind,
+        ServerConfig {
+            readiness: readiness.clone(),
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
     let before = h.dump().await;
     let r = h.get("/gettac/bld-linux64-spot-003").await;
     assert_eq!(r.status, 503);
@@ -451,4 +607,48 @@ async fn until_the_database_is_ready_requests_get_503_with_the_reason() {
     readiness.set_ready();
     assert_eq!(h.get("/gettac/bld-linux64-spot-003").await.status, 200);
     assert_eq!(h.get("/healthz").await.status, 200);
+    h.finish().await;
 }
+
+/// Runs each test against every store: memory, SQLite, MariaDB (skipped
+/// outside CI when the server is down; never in CI).
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::Kind;
+            #[tokio::test]
+            async fn memory() {
+                super::$name(Kind::Memory).await
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Kind::Sqlite).await
+            }
+            #[tokio::test]
+            async fn mariadb() {
+                super::$name(Kind::MySql).await
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    gettac_commits_the_allocation_and_answers_the_tac_as_text,
+    gettac_says_no_allocation_for_unknown_and_invalid_names,
+    a_disabled_slave_gets_the_disabled_tac_and_loses_its_master,
+    api_gettac_answers_json_and_commits_nothing,
+    every_table_lists_its_rows_and_slaves_and_masters_are_denormalized,
+    slave_filters_and_the_decommissioned_environment,
+    one_row_by_id_or_by_name_and_an_empty_object_when_missing,
+    the_original_ui_request_sequence_works_unchanged,
+    bad_requests_get_clear_errors_and_change_nothing,
+    unknown_paths_and_methods_outside_the_api_answer_in_plain_text,
+    post_creates_and_delete_removes,
+    with_tokens_writes_need_one_and_reads_and_gettac_do_not,
+    the_audit_log_records_writes_and_allocations_newest_first,
+    health_and_metrics,
+    the_api_index_documents_every_route_and_lists_the_tables,
+    everything_lives_under_the_base_url,
+    without_the_allocator_there_is_no_gettac,
+    until_the_database_is_ready_requests_get_503_with_the_reason,
+);

@@ -1,12 +1,554 @@
-//! `slavealloc serve`. (Being written: issue 3.)
+//! `slavealloc serve`: reads the configuration, wires the store, renderer
+//! and HTTP adapter, binds, prints `listening on http://ADDR` on stderr, and
+//! serves until SIGTERM or SIGINT (in-flight requests finish).
+//!
+//! Configuration precedence: command-line flags, then environment
+//! variables (`SLAVEALLOC_*`), then the TOML file (`--config`), then the
+//! built-in defaults (SQLite `slavealloc.db` in the working directory,
+//! `127.0.0.1:8010`). Production and staging differ only by their files
+//! (fixtures/production.toml, fixtures/staging.toml).
+//!
+//! The daemon listens before its database answers: the schema is checked
+//! (and created where missing) by a background task that retries with
+//! backoff and logs why; until it succeeds every request that needs the
+//! database gets 503 with that reason.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// Options of `slavealloc serve`.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use slavealloc_domain::{
+    AllocationStore, Allocator, DumpStore, Host, Inventory, InventoryStore, StoreError, TacRenderer,
+};
+use slavealloc_http_warp::{listening_line, Readiness, ServerConfig, Services, Tokens, UiFilter};
+use slavealloc_store_sql::{SqlOptions, SqlStore};
+use slavealloc_tac_minijinja::{MinijinjaRenderer, RendererConfig};
+
+/// The database when none is configured: SQLite in the working directory,
+/// created with its schema if missing, as the original's default.
+pub const DEFAULT_DB: &str = "sqlite:slavealloc.db";
+/// The address when none is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8010";
+
+/// Options of `slavealloc serve`. Each can also be set in the environment
+/// (`SLAVEALLOC_...`) or in the configuration file; flags win over the
+/// environment, which wins over the file.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see fixtures/production.toml).
+    #[arg(long, short = 'c', env = "SLAVEALLOC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite:FILE, mysql://..., postgres://... [default: sqlite:slavealloc.db]
+    #[arg(long, short = 'D', env = "SLAVEALLOC_DB", value_name = "URL")]
+    pub db: Option<String>,
+    /// Address to listen on, HOST:PORT (port 0: any free port) [default: 127.0.0.1:8010]
+    #[arg(long, env = "SLAVEALLOC_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Path prefix everything is served under, e.g. /slavealloc behind nginx [default: /]
+    #[arg(long, env = "SLAVEALLOC_BASE_URL", value_name = "PATH")]
+    pub base_url: Option<String>,
+    /// Do not serve the web UI.
+    #[arg(long, env = "SLAVEALLOC_NO_UI", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub no_ui: Option<bool>,
+    /// Do not serve /gettac and /api/gettac (an API-only instance).
+    #[arg(long, env = "SLAVEALLOC_NO_ALLOCATOR", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub no_allocator: Option<bool>,
+    /// Serve a fresh temporary SQLite database loaded with the sample fleet,
+    /// deleted at exit: a working allocator, API and UI in one command.
+    #[arg(long, env = "SLAVEALLOC_DEMO", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub demo: Option<bool>,
+    /// The host name written in every tac's header [default: this host's name]
+    #[arg(long, env = "SLAVEALLOC_FQDN", value_name = "NAME")]
+    pub fqdn: Option<String>,
+}
+
+/// The configuration file. Every key is optional; unknown keys are an
+/// error, so that a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Database URL.
+    pub db: Option<String>,
+    /// HOST:PORT.
+    pub listen: Option<String>,
+    /// Path prefix.
+    pub base_url: Option<String>,
+    /// Do not serve the web UI.
+    pub no_ui: Option<bool>,
+    /// Do not serve /gettac.
+    pub no_allocator: Option<bool>,
+    /// Serve the demo fleet.
+    pub demo: Option<bool>,
+    /// Host name for tac headers.
+    pub fqdn: Option<String>,
+    /// The most requests one group-commit transaction decides.
+    pub batch_limit: Option<usize>,
+    /// Tac rendering: `default_template` ("buildslave" or
+    /// "buildbot-worker") and `no_idleizer` (name fragments).
+    #[serde(default)]
+    pub tac: Option<RendererConfig>,
+    /// Connection pool settings.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Write tokens by name (`name = "secret"`); none: writes are open.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// `[database]`: the connection pool.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The most connections.
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a connection, in milliseconds.
+    pub acquire_timeout_ms: Option<u64>,
+    /// Idle connections are closed after this many seconds.
+    pub idle_timeout_s: Option<u64>,
+    /// Connections are replaced after this many seconds (the original's
+    /// `pool_recycle`).
+    pub max_lifetime_s: Option<u64>,
+    /// How long a request waits for the database before 503, in ms.
+    pub deadline_ms: Option<u64>,
+}
+
+/// Everything resolved: flags over environment over file over defaults.
+#[derive(Debug)]
+pub struct Settings {
+    /// Database URL (`None` for the demo's temporary database).
+    pub db: Option<String>,
+    /// HOST:PORT.
+    pub listen: String,
+    /// Path prefix.
+    pub base_url: String,
+    /// Serve the UI.
+    pub ui: bool,
+    /// Serve /gettac.
+    pub allocator: bool,
+    /// Host name for tac headers.
+    pub fqdn: String,
+    /// Group-commit cap.
+    pub batch_limit: usize,
+    /// Renderer configuration.
+    pub tac: RendererConfig,
+    /// Pool options.
+    pub pool: SqlOptions,
+    /// Request deadline for database calls.
+    pub deadline: Duration,
+    /// Write tokens.
+    pub tokens: Tokens,
+}
+
+/// Reads the file named by `--config` (if any) and merges it with the
+/// flags and environment that clap already merged.
+///
+/// # Errors
+/// An unreadable or invalid file, `--demo` together with `--db`, or a weak
+/// token.
+pub fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    resolve(args, file)
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("while reading the configuration file {}", path.display()))
+}
+
+fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
+    let demo = args.demo.or(file.demo).unwrap_or(false);
+    if demo && args.db.is_some() {
+        bail!("--demo serves a temporary database of its own: drop --db (or SLAVEALLOC_DB)");
+    }
+    let db = if demo {
+        None
+    } else {
+        Some(args.db.clone().or(file.db).unwrap_or_else(|| DEFAULT_DB.to_owned()))
+    };
+    let defaults = SqlOptions {
+        // Below the request deadline, so a dead database is a 503 from the
+        // pool rather than from the deadline.
+        acquire_timeout: Duration::from_millis(1000),
+        ..SqlOptions::default()
+    };
+    let d = &file.database;
+    let pool = SqlOptions {
+        max_connections: d.max_connections.unwrap_or(defaults.max_connections),
+        acquire_timeout: d
+            .acquire_timeout_ms
+            .map_or(defaults.acquire_timeout, Duration::from_millis),
+        idle_timeout: d.idle_timeout_s.map(Duration::from_secs).or(defaults.idle_timeout),
+        max_lifetime: d.max_lifetime_s.map(Duration::from_secs).or(defaults.max_lifetime),
+    };
+    let deadline = d
+        .deadline_ms
+        .map_or(slavealloc_http_warp::DEFAULT_DB_DEADLINE, Duration::from_millis);
+    let tokens = Tokens::new(file.tokens).context("while reading [tokens]")?;
+    Ok(Settings {
+        db,
+        listen: args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+        base_url: args
+            .base_url
+            .clone()
+            .or(file.base_url)
+            .unwrap_or_else(|| "/".to_owned()),
+        ui: !args.no_ui.or(file.no_ui).unwrap_or(false),
+        allocator: !args.no_allocator.or(file.no_allocator).unwrap_or(false),
+        fqdn: args.fqdn.clone().or(file.fqdn).unwrap_or_else(host_name),
+        batch_limit: file
+            .batch_limit
+            .unwrap_or(slavealloc_http_warp::batcher::DEFAULT_BATCH_LIMIT),
+        tac: file.tac.unwrap_or_default(),
+        pool,
+        deadline,
+        tokens,
+    })
+}
+
+fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// The real clock and this host's name.
+#[derive(Debug)]
+struct SystemHost {
+    fqdn: String,
+}
+
+impl Host for SystemHost {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn fqdn(&self) -> String {
+        self.fqdn.clone()
+    }
+}
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("serve is not built yet")
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let settings = settings(&args)?;
+    tracing::info!(
+        db = settings.db.as_deref().map_or("(demo)".to_owned(), redact),
+        base_url = %settings.base_url,
+        tokens = ?settings.tokens,
+        "starting"
+    );
+
+    // The demo's database lives in a directory removed when this returns.
+    let demo_dir;
+    let readiness;
+    let store = match &settings.db {
+        Some(url) => {
+            let store = SqlStore::open_lazy(url, settings.pool.clone())
+                .with_context(|| format!("while opening {}", redact(url)))?;
+            readiness = Readiness::not_ready("the database schema has not been checked yet");
+            tokio::spawn(prepare(store.clone(), readiness.clone()));
+            store
+        }
+        None => {
+            demo_dir = tempfile::tempdir().context("while creating the demo's directory")?;
+            let url = format!("sqlite://{}", demo_dir.path().join("demo.db").display());
+            let store = SqlStore::connect_with(&url, settings.pool.clone())
+                .await
+                .context("while creating the demo database")?;
+            store
+                .replace_all(&slavealloc_fixtures::sample_fleet())
+                .await
+                .context("while loading the sample fleet")?;
+            tracing::info!(db = %url, "demo: the sample fleet in a temporary SQLite database, deleted at exit");
+            readiness = Readiness::ready();
+            store
+        }
+    };
+
+    let renderer = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
+    let host = Arc::new(SystemHost {
+        fqdn: settings.fqdn.clone(),
+    });
+    let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
+    let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
+    let check: Arc<dyn TacRenderer> = renderer.clone();
+    let services = Services {
+        allocator: Allocator::new(allocation, renderer, host.clone()),
+        inventory: Inventory::new(inventory, host).with_template_check(check),
+    };
+
+    // ---- web UI (slavealloc-web-ui), mounted at <base>/ui ----
+    let ui: Option<UiFilter> = settings.ui.then(|| {
+        // UiConfig is growing (a database deadline is on its way): keep
+        // its defaults for what is not set here.
+        #[allow(clippy::needless_update)]
+        let config = slavealloc_web_ui::UiConfig {
+            base_url: settings.base_url.clone(),
+            write_auth: settings.tokens.required(),
+            ..slavealloc_web_ui::UiConfig::default()
+        };
+        slavealloc_web_ui::routes(config, services.inventory.clone())
+    });
+    // ---- end of web UI ----
+
+    let config = ServerConfig {
+        base_url: settings.base_url.clone(),
+        tokens: settings.tokens.clone(),
+        allocator_enabled: settings.allocator,
+        ui,
+        batch_limit: settings.batch_limit,
+        db_deadline: settings.deadline,
+        readiness,
+        pool_state: None,
+    };
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("while binding {}", settings.listen))?;
+    let addr = listener.local_addr().context("while reading the bound address")?;
+    let routes = slavealloc_http_warp::routes(services, config);
+    // The one line tests and scripts wait for (see listening_line).
+    eprintln!("{}", listening_line(addr));
+    slavealloc_http_warp::serve(listener, routes, shutdown_signal())
+        .await
+        .context("while serving")?;
+    tracing::info!("stopped");
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks (and creates where missing) the schema, retrying with backoff
+/// until it succeeds; marks the daemon ready then.
+async fn prepare(store: SqlStore, readiness: Readiness) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match store.ensure_schema().await {
+            Ok(()) => {
+                readiness.set_ready();
+                tracing::info!("database ready");
+                return;
+            }
+            Err(e) => {
+                let why = match &e {
+                    StoreError::Unavailable(_) => e.to_string(),
+                    other => format!("cannot prepare the database schema: {other}"),
+                };
+                tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                readiness.set_not_ready(why);
+                tokio::time::sleep(delay).await;
+                // Capped low so that a database that comes back is noticed
+                // within a couple of seconds.
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// A database URL without its password, for the log.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    if path.is_empty() && !rest.contains('/') {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://{authority}/{path}")
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr; a second init (tests) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_file() {
+        let s = resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(s.db.as_deref(), Some(DEFAULT_DB));
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.base_url, "/");
+        assert!(s.ui && s.allocator);
+        assert!(!s.tokens.required());
+        assert!(s.pool.acquire_timeout < s.deadline);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let f = || {
+            file(
+                r#"db = "mysql://u:p@db/slavealloc"
+                   listen = "0.0.0.0:1080"
+                   base_url = "/slavealloc"
+                   no_ui = true
+                   no_allocator = true"#,
+            )
+        };
+        let s = resolve(&parse(&[]), f()).unwrap();
+        assert_eq!(s.db.as_deref(), Some("mysql://u:p@db/slavealloc"));
+        assert_eq!(
+            (s.listen.as_str(), s.base_url.as_str(), s.ui, s.allocator),
+            ("0.0.0.0:1080", "/slavealloc", false, false)
+        );
+        let s = resolve(
+            &parse(&[
+                "--db",
+                "sqlite:x.db",
+                "--listen",
+                "127.0.0.1:0",
+                "--base-url",
+                "/",
+                "--no-ui=false",
+                "--no-allocator=0",
+            ]),
+            f(),
+        )
+        .unwrap();
+        assert_eq!(s.db.as_deref(), Some("sqlite:x.db"));
+        assert_eq!(
+            (s.listen.as_str(), s.base_url.as_str(), s.ui, s.allocator),
+            ("127.0.0.1:0", "/", true, true)
+        );
+        assert!(!resolve(&parse(&["--no-ui"]), FileConfig::default()).unwrap().ui);
+    }
+
+    #[test]
+    fn the_fixture_files_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        for (name, port) in [("production.toml", "1080"), ("staging.toml", "1079")] {
+            let f = read_config(&root.join(name)).unwrap();
+            let s = resolve(&ServeArgs::default(), f).unwrap();
+            assert!(s.listen.ends_with(port), "{name}: {}", s.listen);
+            assert!(s.db.as_deref().unwrap().starts_with("mysql://"), "{name}");
+            assert_eq!(
+                s.pool.max_lifetime,
+                Some(Duration::from_secs(400)),
+                "{name}: pool_recycle"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_and_renderer_settings_come_from_the_file() {
+        let s = resolve(
+            &ServeArgs::default(),
+            file(
+                r#"[tac]
+                   default_template = "buildbot-worker"
+                   no_idleizer = ["panda-"]
+                   [tokens]
+                   relops = "0123456789abcdef0123""#,
+            ),
+        )
+        .unwrap();
+        assert!(s.tokens.required());
+        assert_eq!(s.tac.no_idleizer, ["panda-"]);
+        assert_eq!(s.tac.default_template.name(), "buildbot-worker");
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef0123"),
+            "settings never show secrets"
+        );
+        let weak = resolve(&ServeArgs::default(), file("[tokens]\nrelops = \"pw\"")).unwrap_err();
+        assert!(!format!("{weak:#}").contains("\"pw\""), "{weak:#}");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        assert!(
+            toml::from_str::<FileConfig>("lisen = \"x\"").is_err(),
+            "typos are errors"
+        );
+        assert!(toml::from_str::<FileConfig>("[tac]\ndefault_template = \"nope\"").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_config(&dir.path().join("missing.toml")).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.toml"));
+    }
+
+    #[test]
+    fn demo_has_its_own_database() {
+        let s = resolve(&parse(&["--demo"]), file("db = \"mysql://db/x\"")).unwrap();
+        assert_eq!(s.db, None);
+        assert!(resolve(&parse(&["--demo", "--db", "sqlite:x.db"]), FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn passwords_stay_out_of_the_log() {
+        assert_eq!(
+            redact("mysql://slavealloc:s3cret@db.example.com:3306/slavealloc"),
+            "mysql://slavealloc:***@db.example.com:3306/slavealloc"
+        );
+        assert_eq!(redact("sqlite:slavealloc.db"), "sqlite:slavealloc.db");
+        assert_eq!(redact("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
+        assert_eq!(redact("postgres://db.example.com/x"), "postgres://db.example.com/x");
+    }
 }

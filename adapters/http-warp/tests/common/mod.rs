@@ -14,6 +14,8 @@ use slavealloc_domain::{
 };
 use slavealloc_http_warp::{routes, ServerConfig, Services};
 use slavealloc_store_memory::MemoryStore;
+use slavealloc_store_sql::testing::TestDatabase;
+use slavealloc_store_sql::{Backend, SqlStore};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
@@ -74,28 +76,59 @@ impl Resp {
     pub fn error(&self) -> String {
         let j = self.json();
         assert_eq!(j["success"], Json::Bool(false), "{}", self.body);
-        j["error"].as_str().unwrap_or_else(|| panic!("no error message: {}", self.body)).to_owned()
+        j["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {}", self.body))
+            .to_owned()
     }
+}
+
+/// Where a test's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Memory,
+    Sqlite,
+    MySql,
+}
+
+/// A fresh store of `kind` holding `fleet`, and the database to drop
+/// afterwards; `None` when the server is unreachable outside CI.
+pub async fn store(kind: Kind, fleet: &Dump) -> Option<(Arc<dyn Store>, Option<TestDatabase>)> {
+    let backend = match kind {
+        Kind::Memory => return Some((Arc::new(MemoryStore::from_dump(fleet).unwrap()), None)),
+        Kind::Sqlite => Backend::Sqlite,
+        Kind::MySql => Backend::MySql,
+    };
+    let db = TestDatabase::create(backend).await?;
+    let store: SqlStore = db.store().await;
+    store.replace_all(fleet).await.unwrap();
+    Some((Arc::new(store), Some(db)))
 }
 
 /// A daemon as a filter, over a store.
 pub struct Harness {
     pub filter: BoxedFilter<(Response,)>,
     pub store: Arc<dyn Store>,
+    db: Option<TestDatabase>,
 }
 
 pub const PEER: &str = "10.1.2.3:40000";
 
 impl Harness {
-    /// The sample fleet in a memory store.
-    pub fn memory(config: ServerConfig) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::from_dump(&slavealloc_fixtures::sample_fleet()).unwrap());
-        Self::over(store, config)
+    /// The sample fleet in a fresh store of `kind`.
+    pub async fn new(kind: Kind, config: ServerConfig) -> Option<Self> {
+        let (store, db) = store(kind, &slavealloc_fixtures::sample_fleet()).await?;
+        let filter = routes(services(Arc::clone(&store)), config);
+        Some(Self { filter, store, db })
     }
 
-    pub fn over(store: Arc<dyn Store>, config: ServerConfig) -> Self {
-        let filter = routes(services(Arc::clone(&store)), config);
-        Self { filter, store }
+    /// Drops the test database.
+    pub async fn finish(self) {
+        drop(self.filter);
+        drop(self.store);
+        if let Some(db) = self.db {
+            db.destroy().await;
+        }
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
@@ -122,8 +155,13 @@ impl Harness {
     }
 
     pub async fn send(&self, method: &str, path: &str, body: &Json) -> Resp {
-        self.request(method, path, Some(body.to_string().as_bytes()), &[("content-type", "application/json")])
-            .await
+        self.request(
+            method,
+            path,
+            Some(body.to_string().as_bytes()),
+            &[("content-type", "application/json")],
+        )
+        .await
     }
 
     pub async fn dump(&self) -> Dump {

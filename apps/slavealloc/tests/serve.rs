@@ -1,0 +1,464 @@
+//! End-to-end tests of `slavealloc serve`: the real binary on
+//! 127.0.0.1:0, found through the `listening on http://ADDR` line it
+//! prints, stopped with SIGTERM.
+//!
+//! The database-down story runs MariaDB through a TCP proxy this test
+//! controls, so the database can vanish, come back, and drop every
+//! connection while the daemon runs. Its 2 s and 5 s bounds are the
+//! issue's requirements, not performance measurements.
+// Test helpers outside #[test] functions: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::{Body, Client, Method, Request};
+use serde_json::{json, Value as Json};
+use slavealloc_domain::DumpStore;
+use slavealloc_store_sql::testing::TestDatabase;
+use slavealloc_store_sql::Backend;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// Settings the host's environment must not leak into a test daemon.
+const ENV: [&str; 8] = [
+    "SLAVEALLOC_CONFIG",
+    "SLAVEALLOC_DB",
+    "SLAVEALLOC_LISTEN",
+    "SLAVEALLOC_BASE_URL",
+    "SLAVEALLOC_NO_UI",
+    "SLAVEALLOC_NO_ALLOCATOR",
+    "SLAVEALLOC_DEMO",
+    "SLAVEALLOC_FQDN",
+];
+
+/// A running `slavealloc serve`.
+struct Daemon {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    drain: JoinHandle<()>,
+}
+
+impl Daemon {
+    async fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slavealloc"));
+        cmd.arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true);
+        for var in ENV {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no listening line within 60 s: {:?}", log.lock().unwrap()));
+            let Some(line) = line.unwrap() else {
+                panic!("serve exited before listening: {:?}", log.lock().unwrap());
+            };
+            log.lock().unwrap().push(line.clone());
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                break addr.to_owned();
+            }
+        };
+        let sink = Arc::clone(&log);
+        // Keeps reading so the daemon never blocks on a full pipe.
+        let drain = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            drain,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit.
+    async fn stop(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().unwrap();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("serve did not stop within 30 s of SIGTERM")
+            .unwrap();
+        let _ = (&mut self.drain).await;
+        (status, self.log())
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn request(method: &str, url: &str, body: Option<Json>, headers: &[(&str, &str)]) -> Resp {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let r = Client::new().request(req).await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let bytes = hyper::body::to_bytes(r.into_body()).await.unwrap();
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn get(url: &str) -> Resp {
+    request("GET", url, None, &[]).await
+}
+
+/// A GET that must be answered within `limit`.
+async fn get_within(url: &str, limit: Duration) -> Resp {
+    tokio::time::timeout(limit, get(url))
+        .await
+        .unwrap_or_else(|_| panic!("GET {url} was not answered within {limit:?}"))
+}
+
+/// Polls `url` until it answers 200; panics if that takes longer than
+/// `limit`.
+async fn until_ok(url: &str, limit: Duration) -> Resp {
+    let start = Instant::now();
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        if let Ok(r) = tokio::time::timeout(left, get(url)).await {
+            if r.status == 200 {
+                return r;
+            }
+        }
+        assert!(start.elapsed() < limit, "GET {url} did not answer 200 within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_takes_flags_over_environment_over_file_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slavealloc.toml");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    std::fs::write(&config, format!("db = \"{db}\"\nbase_url = \"/file\"\n")).unwrap();
+    let config = config.to_str().unwrap();
+
+    let d = Daemon::start(&["--config", config], &[], dir.path()).await;
+    until_ok(&d.url("/file/healthz"), Duration::from_secs(10)).await;
+    let (status, _) = d.stop().await;
+    assert!(status.success());
+
+    let env = [("SLAVEALLOC_BASE_URL", "/env")];
+    let d = Daemon::start(&["--config", config], &env, dir.path()).await;
+    until_ok(&d.url("/env/healthz"), Duration::from_secs(10)).await;
+    assert_eq!(get(&d.url("/file/healthz")).await.status, 404);
+    let (status, _) = d.stop().await;
+    assert!(status.success());
+
+    let d = Daemon::start(&["--config", config, "--base-url", "/flag"], &env, dir.path()).await;
+    let r = until_ok(&d.url("/flag/api/pools"), Duration::from_secs(10)).await;
+    assert_eq!(r.json(), json!([]), "a fresh database has the schema and no rows");
+    assert_eq!(get(&d.url("/env/healthz")).await.status, 404);
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn the_default_database_is_created_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&[], &[], dir.path()).await;
+    until_ok(&d.url("/api/slaves"), Duration::from_secs(10)).await;
+    assert!(dir.path().join("slavealloc.db").exists());
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn demo_serves_the_sample_fleet_with_its_ui_and_removes_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--demo"], &[], dir.path()).await;
+    let r = get(&d.url("/gettac/bld-linux64-spot-003")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers.get("content-type").unwrap(), "text/plain");
+    assert!(
+        r.body.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("slavename = 'bld-linux64-spot-003'"), "{}", r.body);
+    let r = get(&d.url("/")).await;
+    assert_eq!(
+        (r.status, r.headers.get("location").unwrap().to_str().unwrap()),
+        (302, "/ui/")
+    );
+    let r = get(&d.url("/ui/")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<html"), "{}", r.body);
+    assert_eq!(
+        get(&d.url("/api/slaves?include_decomm=1"))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        62
+    );
+
+    let log = d.log();
+    let path = log
+        .split("db=sqlite://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo logs its database: {log}"))
+        .to_owned();
+    assert!(Path::new(&path).exists());
+    assert!(
+        !dir.path().join("slavealloc.db").exists(),
+        "the demo leaves the working directory alone"
+    );
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+    assert!(!Path::new(&path).exists(), "the demo database is removed at exit");
+}
+
+#[tokio::test]
+async fn write_tokens_from_the_configuration_file_guard_writes_and_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-for-relops-0123";
+    let config = dir.path().join("slavealloc.toml");
+    std::fs::write(&config, format!("demo = true\n[tokens]\nrelops = \"{token}\"\n")).unwrap();
+    let d = Daemon::start(&["--config", config.to_str().unwrap()], &[], dir.path()).await;
+    let body = json!({"notes": "from the test"});
+    let r = request("PUT", &d.url("/api/slaves/1"), Some(body.clone()), &[]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let auth = format!("Bearer {token}");
+    let r = request("PUT", &d.url("/api/slaves/1"), Some(body), &[("authorization", &auth)]).await;
+    assert_eq!((r.status, r.json()), (200, json!({"success": true})));
+    let audit = get(&d.url("/api/audit?table=slaves&id=1")).await.json();
+    assert_eq!(audit[0]["actor"], "relops");
+    let (status, log) = d.stop().await;
+    assert!(status.success());
+    assert!(log.contains("relops"), "the token's name is logged: {log}");
+    assert!(!log.contains(token), "the token itself never is: {log}");
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slavealloc"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("lisen"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+/// A TCP proxy to the database that the test can take down, bring back,
+/// and make drop every open connection.
+struct Proxy {
+    port: u16,
+    target: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    /// A proxy on a free port, down.
+    async fn new(target: SocketAddr) -> Proxy {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Proxy {
+            port,
+            target,
+            accept: None,
+            conns: Arc::default(),
+        }
+    }
+
+    fn up(&mut self) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], self.port))).unwrap();
+        let listener = socket.listen(64).unwrap();
+        let (target, conns) = (self.target, Arc::clone(&self.conns));
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn);
+            }
+        }));
+    }
+
+    /// Closes every proxied connection, as a database restart would.
+    fn drop_connections(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Nothing listens any more and every connection is gone.
+    async fn down(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
+        self.drop_connections();
+    }
+}
+
+/// `mysql://user@host:port/db` with host and port replaced.
+fn via(url: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (userinfo, hostport) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
+    let at = if userinfo.is_empty() {
+        String::new()
+    } else {
+        format!("{userinfo}@")
+    };
+    (format!("{scheme}://{at}127.0.0.1:{port}/{path}"), hostport.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_the_daemon_listens_answers_503_fast_and_recovers_without_restart() {
+    let Some(db) = TestDatabase::create(Backend::MySql).await else {
+        return;
+    };
+    let store = db.store().await;
+    store.replace_all(&slavealloc_fixtures::sample_fleet()).await.unwrap();
+    store.close().await;
+    let (_, target) = via(db.url(), 0);
+    let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
+    let mut proxy = Proxy::new(target).await;
+    let (url, _) = via(db.url(), proxy.port);
+
+    // Down from the start: the daemon still listens.
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--db", &url], &[], dir.path()).await;
+    let fast = Duration::from_secs(2);
+    let gettac = d.url("/gettac/bld-linux64-spot-003");
+    let check_down = |when: &'static str| {
+        let (gettac, slaves, health) = (gettac.clone(), d.url("/api/slaves"), d.url("/healthz"));
+        async move {
+            let r = get_within(&gettac, fast).await;
+            assert_eq!(r.status, 503, "{when}: {}", r.body);
+            assert!(r
+                .headers
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"));
+            assert!(!r.body.is_empty());
+            let r = get_within(&slaves, fast).await;
+            assert_eq!(r.status, 503, "{when}: {}", r.body);
+            assert_eq!(r.json()["success"], false);
+            assert!(r.json()["error"].as_str().unwrap().contains("database"), "{}", r.body);
+            assert_eq!(get_within(&health, fast).await.status, 503, "{when}");
+        }
+    };
+    check_down("before the database ever answered").await;
+    // The first connection attempt fails after the pool's acquire timeout.
+    let start = Instant::now();
+    while !d.log().contains("database not ready") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the daemon says why: {}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Back: requests succeed within 5 s, no restart.
+    proxy.up();
+    let r = until_ok(&gettac, Duration::from_secs(5)).await;
+    assert!(r.body.contains("slavename = 'bld-linux64-spot-003'"));
+
+    // Every connection dropped behind the pool's back (a database restart,
+    // or MySQL's idle timeout): no request may get one of them.
+    for round in 0..3 {
+        proxy.drop_connections();
+        let mut requests = Vec::new();
+        for path in [
+            "/gettac/bld-linux64-spot-006",
+            "/api/slaves",
+            "/api/masters/1",
+            "/healthz",
+        ] {
+            let u = d.url(path);
+            requests.push(tokio::spawn(async move { (u.clone(), get(&u).await) }));
+        }
+        for r in requests {
+            let (u, r) = r.await.unwrap();
+            assert_eq!(r.status, 200, "round {round}, {u}: {}", r.body);
+        }
+    }
+
+    // Gone while running, then back.
+    proxy.down().await;
+    check_down("after the database went away").await;
+    proxy.up();
+    until_ok(&gettac, Duration::from_secs(5)).await;
+    until_ok(&d.url("/api/slaves"), Duration::from_secs(5)).await;
+
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+    proxy.down().await;
+    db.destroy().await;
+}
