@@ -23,7 +23,7 @@ pub use output::Format;
 
 /// The default database: the original's `sqlite:///slavealloc.db`, a
 /// SQLite file in the working directory.
-pub const DEFAULT_DB: &str = "sqlite://slavealloc.db";
+pub const DEFAULT_DB: &str = "sqlite:slavealloc.db";
 /// The default REST API base.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8010/api";
 
@@ -238,7 +238,8 @@ pub struct CompletionsArgs {
 
 /// Runs one admin subcommand.
 pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCode> {
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    // Not locked: dbimport's progress bar writes to stderr too.
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let mut term = api::Term {
         out: &mut stdout,
         err: &mut stderr,
