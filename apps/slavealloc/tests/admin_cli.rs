@@ -1,0 +1,533 @@
+//! The admin command line end to end: the real `slavealloc` binary against
+//! real databases (a temporary SQLite file; MariaDB and PostgreSQL for the
+//! dump round trips) and against a running `slavealloc serve`.
+
+// Test helpers outside #[test] functions: a panic is the failure report we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use slavealloc_store_sql::testing::TestDatabase;
+use slavealloc_store_sql::Backend;
+
+const MARKER: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY";
+/// A write token long enough for the daemon to accept it.
+const TOKEN: &str = "3c1f0e9b7a52d48e6f10a2b3c4d5e6f7";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// `slavealloc ARGS`, with no SLAVEALLOC_* variable of the caller's leaking in.
+fn slavealloc(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slavealloc"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLAVEALLOC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "failed: {}{}", stdout(&o), stderr(&o));
+    o
+}
+
+/// A failure: exit status 1, one line on stderr, no panic; returns the line.
+#[track_caller]
+fn fails(o: Output) -> String {
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {}\nstderr: {err}", stdout(&o));
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    err
+}
+
+/// A temporary SQLite database.
+struct Sqlite {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("slavealloc.db").display());
+        Self { dir, url }
+    }
+
+    fn dump(&self) -> Vec<u8> {
+        ok(slavealloc(&["dbdump", "-D", &self.url])).stdout
+    }
+}
+
+/// A running `slavealloc serve`, stopped when dropped.
+struct Daemon {
+    child: Child,
+    api: String,
+    root: String,
+}
+
+impl Daemon {
+    fn start(db: &str, config: Option<&Path>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slavealloc"));
+        cmd.args([
+            "serve",
+            "--db",
+            db,
+            "--listen",
+            "127.0.0.1:0",
+            "--fqdn",
+            "alloc.example.com",
+        ]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let root = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the daemon stopped: {seen:?}"))
+                .unwrap();
+            if let Some(at) = line.find("listening on ") {
+                break line[at + "listening on ".len()..]
+                    .trim()
+                    .trim_end_matches('/')
+                    .to_owned();
+            }
+            seen.push(line);
+        };
+        // Keep reading its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            api: format!("{root}/api"),
+            root,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-A", self.api.as_str()];
+        all.extend_from_slice(args);
+        slavealloc(&all)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SQLite database holding the pickle fixture's fleet.
+fn fleet() -> Sqlite {
+    let db = Sqlite::new();
+    let pickle = fixtures().join("pickle/original-proto0.pkl");
+    ok(slavealloc(&["dbinit", "-D", &db.url, pickle.to_str().unwrap()]));
+    db
+}
+
+fn import_args<'a>(db: &'a str, files: &'a [(&'a str, String)]) -> Vec<&'a str> {
+    let mut args = vec!["dbimport", "-D", db];
+    for (flag, path) in files {
+        args.push(flag);
+        args.push(path);
+    }
+    args
+}
+
+#[test]
+fn dbinit_dbimport_dbdump_on_sqlite() {
+    let db = Sqlite::new();
+    let out = ok(slavealloc(&["dbinit", "-D", &db.url]));
+    assert!(stderr(&out).contains("holds 0 rows"), "{}", stderr(&out));
+    let import = |f: &str| fixtures().join("import").join(f).display().to_string();
+    let files = [
+        ("--master-data", import("masters.csv")),
+        ("--slave-data", import("slaves.csv")),
+        ("--password-data", import("passwords.csv")),
+    ];
+    let mut args = import_args(&db.url, &files);
+    args.push("--enable");
+    let out = ok(slavealloc(&args));
+    assert!(
+        stderr(&out).contains("added 3 masters, 4 slaves, 3 passwords"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dump_file = db.dir.path().join("dump.json");
+    ok(slavealloc(&["dbdump", "-D", &db.url, dump_file.to_str().unwrap()]));
+    let dump = std::fs::read(&dump_file).unwrap();
+    assert_eq!(db.dump(), dump, "stdout and file dumps are the same bytes");
+    let json: serde_json::Value = serde_json::from_slice(&dump).unwrap();
+    assert_eq!(json["format"], "slavealloc-dump");
+    assert_eq!(
+        json["tables"]["slaves"][2]["name"], "t-w864-ix-001",
+        "names are lower-cased"
+    );
+    assert_eq!(json["tables"]["slaves"][2]["enabled"], true);
+
+    // A database with rows is not replaced without --force ...
+    let err = fails(slavealloc(&["dbinit", "-D", &db.url]));
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(db.dump(), dump);
+    // ... and with it, only after a dump of it is written beside it.
+    let out = ok(slavealloc(&[
+        "dbinit",
+        "--force",
+        "-D",
+        &db.url,
+        dump_file.to_str().unwrap(),
+    ]));
+    let backups: Vec<PathBuf> = std::fs::read_dir(db.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".before-dbinit-"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(
+        stderr(&out).contains(&backups[0].display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&backups[0]).unwrap(), dump);
+    assert_eq!(db.dump(), dump, "dbdump → dbinit → dbdump is byte-identical");
+}
+
+#[test]
+fn dbimport_errors_name_file_line_and_column_and_change_nothing() {
+    let db = fleet();
+    let before = db.dump();
+    let bad = |f: &str| fixtures().join("import/bad").join(f).display().to_string();
+    let cases = [
+        (
+            "--slave-data",
+            bad("missing-column.csv"),
+            "missing-column.csv:1: missing column \"basedir\"",
+        ),
+        (
+            "--slave-data",
+            bad("duplicate-name.csv"),
+            "duplicate-name.csv:3: column \"name\"",
+        ),
+        ("--master-data", bad("port.csv"), "port.csv:3: column \"pb_port\""),
+        (
+            "--password-data",
+            bad("unknown-pool.csv"),
+            "unknown-pool.csv:2: column \"pool\": unknown pool",
+        ),
+        (
+            "--slave-data",
+            bad("qualified-name.csv"),
+            "qualified-name.csv:3: column \"name\"",
+        ),
+        ("--slave-data", bad("short-row.csv"), "short-row.csv:3:"),
+        (
+            "--slave-data",
+            "/nonexistent/slaves.csv".to_owned(),
+            "/nonexistent/slaves.csv",
+        ),
+    ];
+    for (flag, path, want) in cases {
+        let files = [(flag, path)];
+        let err = fails(slavealloc(&import_args(&db.url, &files)));
+        assert!(err.contains(want), "{err}\nshould contain {want}");
+        assert_eq!(db.dump(), before, "{want}: nothing written");
+    }
+    // A slave that is already in the database.
+    let dup = fixtures().join("import/more-slaves.csv").display().to_string();
+    ok(slavealloc(&import_args(&db.url, &[("--slave-data", dup.clone())])));
+    let after_first = db.dump();
+    let err = fails(slavealloc(&import_args(&db.url, &[("--slave-data", dup)])));
+    assert!(err.contains("already exists (in the database)"), "{err}");
+    assert_eq!(db.dump(), after_first);
+}
+
+#[test]
+fn the_originals_pickles_load_through_dbinit() {
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("pickle/expected.json")).unwrap()).unwrap();
+    let mut dumps = Vec::new();
+    for file in ["original-proto0.pkl", "original-proto2.pkl"] {
+        let db = Sqlite::new();
+        let pickle = fixtures().join("pickle").join(file);
+        ok(slavealloc(&["dbinit", "-D", &db.url, pickle.to_str().unwrap()]));
+        let dump = db.dump();
+        let json: serde_json::Value = serde_json::from_slice(&dump).unwrap();
+        assert_eq!(json, expected, "{file}");
+        dumps.push(dump);
+    }
+    assert_eq!(dumps[0], dumps[1]);
+    // Not a dump at all: refused before the database is touched.
+    let db = fleet();
+    let before = db.dump();
+    let csv = fixtures().join("import/slaves.csv");
+    let err = fails(slavealloc(&["dbinit", "--force", "-D", &db.url, csv.to_str().unwrap()]));
+    assert!(err.contains("neither a JSON dump"), "{err}");
+    assert_eq!(db.dump(), before);
+}
+
+/// dbdump → dbinit → dbdump, and dbcopy, between SQLite, MariaDB and
+/// PostgreSQL: every copy dumps to the same bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn dumps_round_trip_on_every_backend_and_across_them() {
+    // The source: the pickle fleet with allocations and audit entries made
+    // through the daemon, so that every table and value kind is in the dump.
+    let source = fleet();
+    {
+        let daemon = Daemon::start(&source.url, None);
+        ok(daemon.cli(&["gettac", "tst-linux64-01", "bld-centos6-01"]));
+        ok(daemon.cli(&["disable", "tst-linux64-02", "-m", "quotes ' \" and ünïcode"]));
+    }
+    let reference = source.dump();
+    let reference_file = source.dir.path().join("reference.json");
+    std::fs::write(&reference_file, &reference).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&reference).unwrap();
+    assert!(!json["tables"]["audit_log"].as_array().unwrap().is_empty());
+
+    let mut databases = Vec::new();
+    for backend in [Backend::MySql, Backend::Postgres, Backend::Sqlite] {
+        // Unreachable server: None outside CI; a panic (failure) in CI.
+        if let Some(db) = TestDatabase::create(backend).await {
+            databases.push(db);
+        }
+    }
+    // Every step runs (and every database is dropped) before anything is
+    // asserted, so a failure leaves no database behind.
+    let mut problems = Vec::new();
+    let mut previous = source.url.clone();
+    for db in &databases {
+        let (url, backend) = (db.url().to_owned(), db.backend());
+        let file = reference_file.display().to_string();
+        let backups = source.dir.path().display().to_string();
+        let from = previous.clone();
+        let reference = reference.clone();
+        let steps = tokio::task::spawn_blocking(move || {
+            let loaded = ok(slavealloc(&["dbinit", "-D", &url, &file])).status.success()
+                && ok(slavealloc(&["dbdump", "-D", &url])).stdout == reference;
+            ok(slavealloc(&[
+                "dbcopy",
+                "--from",
+                &from,
+                "--to",
+                &url,
+                "--force",
+                "--backup-dir",
+                &backups,
+            ]));
+            let copied = ok(slavealloc(&["dbdump", "-D", &url])).stdout == reference;
+            (loaded, copied)
+        })
+        .await;
+        match steps {
+            Ok((true, true)) => {}
+            Ok((loaded, copied)) => problems.push(format!(
+                "{backend:?}: dbinit+dbdump identical: {loaded}; dbcopy from {previous} identical: {copied}"
+            )),
+            Err(e) => problems.push(format!("{backend:?}: {e}")),
+        }
+        previous = db.url().to_owned();
+    }
+    for db in databases {
+        db.destroy().await;
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn api_subcommands_against_a_running_daemon() {
+    let db = fleet();
+    let daemon = Daemon::start(&db.url, None);
+
+    // gettac -n shows without recording; gettac records and says where.
+    let out = ok(daemon.cli(&["gettac", "-n", "tst-linux64-01"]));
+    assert!(stdout(&out).starts_with(MARKER), "{}", stdout(&out));
+    let out = ok(daemon.cli(&["gettac", "TST-LINUX64-01"]));
+    assert!(stdout(&out).contains("bm01.build.example.com"));
+    assert_eq!(
+        stderr(&out),
+        "Allocated 'tst-linux64-01' to 'bm01-tests' (bm01.build.example.com:9201)\n"
+    );
+    let out = ok(daemon.cli(&["gettac", "w64-ix-slave01"]));
+    assert_eq!(stderr(&out), "Slave 'w64-ix-slave01' is disabled; no allocation made\n");
+
+    // lock / unlock
+    let out = ok(daemon.cli(&["lock", "tst-linux64-01", "bm03-build"]));
+    assert_eq!(
+        stderr(&out),
+        "Locked 'tst-linux64-01' to 'bm03-build' (bm03.build.example.com:9001)\n"
+    );
+    ok(daemon.cli(&["lock", "-u", "tst-linux64-01"]));
+    let err = fails(daemon.cli(&["unlock", "tst-linux64-01"]));
+    assert!(err.contains("is not locked"), "{err}");
+
+    // disable / enable / notes, with the original's messages.
+    let out = ok(daemon.cli(&["disable", "tst-linux64-01", "-m", "bug 42: reimage"]));
+    assert_eq!(stderr(&out), "tst-linux64-01 disabled\n");
+    let out = ok(daemon.cli(&["disable", "tst-linux64-01"]));
+    assert_eq!(
+        stderr(&out),
+        "previous slave notes: 'bug 42: reimage'\ntst-linux64-01 is already disabled\n"
+    );
+    assert_eq!(
+        stdout(&ok(daemon.cli(&["notes", "tst-linux64-01"]))),
+        "bug 42: reimage\n"
+    );
+    ok(daemon.cli(&["enable", "tst-linux64-01", "-m", ""]));
+    assert_eq!(stdout(&ok(daemon.cli(&["notes", "tst-linux64-01"]))), "");
+
+    // list / show / silos
+    let out = ok(daemon.cli(&["list", "slaves", "--disabled", "--format", "csv"]));
+    let text = stdout(&out);
+    let names: Vec<&str> = text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(names, ["w64-ix-slave01"], "decommissioned slaves are left out");
+    let out = ok(daemon.cli(&["list", "masters", "--pool", "tests-mdc1", "--format", "json"]));
+    let masters: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(masters.as_array().unwrap().len(), 2);
+    let out = ok(daemon.cli(&["show", "tst-linux64-02"]));
+    assert!(
+        stdout(&out).contains("locked_master:") && stdout(&out).contains("bm02-tests"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ok(daemon.cli(&["silos", "--format", "csv"]));
+    assert!(
+        stdout(&out)
+            .starts_with("environment,purpose,distro,bitlength,datacenter,trustlevel,build-mdc2,tests-mdc1,total\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    // drain
+    let out = ok(daemon.cli(&["drain", "bm01-tests"]));
+    assert_eq!(stdout(&out), "tst-linux64-01\n");
+    assert!(
+        stderr(&out).starts_with("Master 'bm01-tests' disabled\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Errors: one line, exit status 1.
+    assert_eq!(
+        fails(daemon.cli(&["enable", "nosuch"])),
+        "slavealloc: No slave found named 'nosuch'.\n"
+    );
+    let err = fails(daemon.cli(&["gettac", "nosuch"]));
+    assert!(err.contains("no allocation available for nosuch"), "{err}");
+    let err = fails(daemon.cli(&["disable", "tst-linux64-01.build.example.com"]));
+    assert!(err.contains("give the unqualified hostname"), "{err}");
+    let err = fails(slavealloc(&["-A", "http://127.0.0.1:9/api", "notes", "tst-linux64-01"]));
+    assert!(
+        err.contains("cannot reach the slavealloc server at http://127.0.0.1:9/api/slaves/"),
+        "{err}"
+    );
+    let err = fails(slavealloc(&[
+        "-A",
+        &format!("{}/ui", daemon.root),
+        "notes",
+        "tst-linux64-01",
+    ]));
+    assert!(err.contains("unexpected answer") || err.contains("HTTP"), "{err}");
+}
+
+#[test]
+fn writes_need_the_token_when_the_daemon_has_tokens() {
+    let db = fleet();
+    let config = db.dir.path().join("slavealloc.toml");
+    std::fs::write(&config, format!("[tokens]\nrelops = \"{TOKEN}\"\n")).unwrap();
+    let daemon = Daemon::start(&db.url, Some(&config));
+    let before = db.dump();
+    let err = fails(daemon.cli(&["disable", "tst-linux64-01"]));
+    assert!(err.contains("not authorized"), "{err}");
+    assert_eq!(db.dump(), before);
+    let err = fails(daemon.cli(&["--token", "wrong-token-wrong-token-wrong", "disable", "tst-linux64-01"]));
+    assert!(err.contains("not authorized"), "{err}");
+    ok(daemon.cli(&["disable", "tst-linux64-01", "--token", TOKEN]));
+    assert_eq!(
+        stderr(&ok(daemon.cli(&["disable", "tst-linux64-01"]))),
+        "tst-linux64-01 is already disabled\n"
+    );
+}
+
+#[test]
+fn runslave_gets_its_tac_from_a_live_daemon() {
+    let runslave = Path::new(env!("CARGO_BIN_EXE_slavealloc")).with_file_name("runslave");
+    if !runslave.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "-p", "runslave", "--bin", "runslave"])
+            .status()
+            .unwrap();
+        assert!(built.success());
+    }
+    let db = fleet();
+    let daemon = Daemon::start(&db.url, None);
+    let basedir = tempfile::tempdir().unwrap();
+    let out = Command::new(&runslave)
+        .args([
+            "-a",
+            &format!("{}/gettac/SLAVE", daemon.root),
+            "-n",
+            "tst-linux64-02",
+            "--no-start",
+            "-d",
+        ])
+        .arg(basedir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tac = std::fs::read_to_string(basedir.path().join("buildbot.tac")).unwrap();
+    assert!(tac.starts_with(MARKER), "{tac}");
+    assert!(tac.contains("bm02.build.example.com"), "locked to bm02: {tac}");
+    // The allocation was recorded.
+    let json: serde_json::Value = serde_json::from_slice(&db.dump()).unwrap();
+    assert_eq!(json["tables"]["slaves"][1]["current_masterid"], 2);
+}
+
+#[test]
+fn help_on_every_subcommand_and_completions() {
+    let subcommands = [
+        "dbinit",
+        "dbdump",
+        "dbimport",
+        "dbcopy",
+        "gettac",
+        "lock",
+        "unlock",
+        "enable",
+        "disable",
+        "notes",
+        "list",
+        "show",
+        "drain",
+        "silos",
+        "completions",
+        "serve",
+    ];
+    for sub in subcommands {
+        let out = ok(slavealloc(&[sub, "--help"]));
+        assert!(stdout(&out).contains("Usage: slavealloc"), "{sub}: {}", stdout(&out));
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ok(slavealloc(&["completions", shell]));
+        let script = stdout(&out);
+        assert!(script.contains("slavealloc") && script.contains("dbimport"), "{shell}");
+    }
+    let out = slavealloc(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
