@@ -37,7 +37,7 @@ pub struct ImportArgs {
     pub master_data: Option<PathBuf>,
     /// JSON of masters, e.g. production-masters.json (disabled masters are
     /// skipped; datacentre scl/mv/mpt becomes scl1/mtv1/sjc1, the pool is
-    /// <first role>-<datacenter>).
+    /// `<first role>-<datacenter>`).
     #[arg(long)]
     pub master_json: Option<PathBuf>,
     /// CSV of passwords (columns: pool, distro, password); a distro of `*`
