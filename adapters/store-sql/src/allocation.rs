@@ -82,33 +82,31 @@ async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<P
 
 /// The slaves of each (pool, silo) per current master, as one grouped
 /// count over the wanted silos.
+///
+/// The silos are an OR of equalities rather than a row-value `IN`: with
+/// several silos SQLite scans the whole table for the latter, and uses the
+/// `slave_poolid` index for the former (as do MariaDB and PostgreSQL).
 async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -> Result<Vec<SiloLoad>, StoreError> {
-    const KEY: &str = "poolid, distroid, bitsid, purposeid, dcid, trustid, envid";
+    const KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
+    let key = KEY.join(", ");
     let mut per_silo: BTreeMap<(PoolId, Silo), Vec<(MasterId, u32)>> = silos.iter().map(|k| (*k, Vec::new())).collect();
     let silos: Vec<_> = silos.iter().collect();
-    for chunk in silos.chunks(MAX_PARAMS / 7) {
+    for chunk in silos.chunks(MAX_PARAMS / KEY.len()) {
         let mut sql = Sql::new(
             d,
-            &format!("SELECT {KEY}, current_masterid, COUNT(*) FROM slaves WHERE ({KEY}) IN ("),
+            &format!("SELECT {key}, current_masterid, COUNT(*) FROM slaves WHERE ("),
         );
         for (i, (pool, s)) in chunk.iter().enumerate() {
-            sql.push(if i == 0 { "(" } else { ", (" })
-                .params(
-                    [
-                        pool,
-                        &s.distroid,
-                        &s.bitsid,
-                        &s.purposeid,
-                        &s.dcid,
-                        &s.trustid,
-                        &s.envid,
-                    ]
-                    .map(|v| int(*v)),
-                )
-                .push(")");
+            sql.push(if i == 0 { "(" } else { " OR (" });
+            let values = [*pool, s.distroid, s.bitsid, s.purposeid, s.dcid, s.trustid, s.envid];
+            for (j, (column, value)) in KEY.iter().zip(values).enumerate() {
+                sql.push(&format!("{}{column} = ", if j == 0 { "" } else { " AND " }))
+                    .param(int(value));
+            }
+            sql.push(")");
         }
         sql.push(&format!(
-            ") AND current_masterid IS NOT NULL GROUP BY {KEY}, current_masterid"
+            ") AND current_masterid IS NOT NULL GROUP BY {key}, current_masterid"
         ));
         for row in tx.fetch(&sql, &[Out::Int; 9]).await? {
             let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
