@@ -276,8 +276,10 @@ mod tests {
         SlaveName::parse(s).unwrap()
     }
 
+    type Outcome = Result<(Option<MasterId>, Reason, Option<String>), AllocationError>;
+
     /// Decides for one slave of `snap` (index 0).
-    fn check(snap: &Snapshot) -> Result<(Option<MasterId>, Reason, Option<String>), AllocationError> {
+    fn check(snap: &Snapshot) -> Outcome {
         Planner::new(snap)
             .decide(0, &name("s1"))
             .map(|d| (d.master.map(|m| m.masterid), d.reason, d.password))
@@ -308,11 +310,7 @@ mod tests {
             ]
         };
         let ok = Some("pw".to_owned());
-        let cases: Vec<(
-            &str,
-            Snapshot,
-            Result<(Option<MasterId>, Reason, Option<String>), AllocationError>,
-        )> = vec![
+        let cases: Vec<(&str, Snapshot, Outcome)> = vec![
             (
                 "ties go to the lowest masterid",
                 snap(slave(1, 1), ms(), &[]),
