@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::process::{tail, ChildGuard};
+use crate::process::{tail, wait_until, ChildGuard};
 use crate::Result;
 
 /// Binding a socket and opening a SQLite file take milliseconds; the bound
@@ -28,8 +28,8 @@ pub struct Slavealloc {
 }
 
 impl Slavealloc {
-    /// Runs `slavealloc serve ARGS... --listen 127.0.0.1:0` and waits for
-    /// the `listening on http://ADDR` line. Its output goes to
+    /// Runs `slavealloc serve ARGS... --listen 127.0.0.1:0`, waits for the
+    /// `listening on http://ADDR` line, then for `/healthz` to answer 200. Its output goes to
     /// `log_dir/slavealloc.log`.
     pub fn start<S: AsRef<OsStr>>(bin: &Path, args: &[S], log_dir: &Path) -> Result<Self> {
         let log = log_dir.join("slavealloc.log");
@@ -53,18 +53,36 @@ impl Slavealloc {
         // for the daemon's whole life, so it never blocks on a full pipe.
         drain(stdout, Arc::clone(&log_file), tx.clone());
         drain(stderr, log_file, tx);
-        match rx.recv_timeout(START_LIMIT) {
-            Ok(url) => Ok(Self {
-                url: url.trim_end_matches('/').to_owned(),
-                log,
-                _guard: guard,
-            }),
-            Err(_) => Err(format!(
-                "slavealloc serve did not print `{LISTENING}...` (exit: {:?})\n{}",
-                guard.exited()?,
-                tail(&log, 30)
-            )),
-        }
+        let url = match rx.recv_timeout(START_LIMIT) {
+            Ok(url) => url.trim_end_matches('/').to_owned(),
+            Err(_) => {
+                return Err(format!(
+                    "slavealloc serve did not print `{LISTENING}...` (exit: {:?})\n{}",
+                    guard.exited()?,
+                    tail(&log, 30)
+                ))
+            }
+        };
+        // It listens before its database is ready (and answers 503 until
+        // then): wait for /healthz to say ok, as a load balancer would.
+        let health = format!("{url}/healthz");
+        let mut last = String::new();
+        wait_until("slavealloc's /healthz to answer 200", START_LIMIT, || {
+            match ureq::get(&health).call() {
+                Ok(_) => return Ok(Some(())),
+                Err(e) => last = e.to_string(),
+            }
+            match guard.exited()? {
+                Some(status) => Err(format!("slavealloc serve exited ({status})")),
+                None => Ok(None),
+            }
+        })
+        .map_err(|e| format!("{e}; last answer: {last}\n{}", tail(&log, 30)))?;
+        Ok(Self {
+            url,
+            log,
+            _guard: guard,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
