@@ -71,4 +71,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "rustdoc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 say "cargo test"
+# cargo test builds both binaries for their own integration tests; the
+# end-to-end tests use those rather than building them again with other
+# features.
+export SLAVEALLOC_E2E_BIN_DIR="${SLAVEALLOC_E2E_BIN_DIR:-$CARGO_TARGET_DIR/debug}"
 cargo test --workspace --locked
