@@ -166,7 +166,25 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, String> {
     if args.no_start {
         return Ok(ExitCode::SUCCESS);
     }
+    if is_disabled_tac(&tac_path) {
+        // Starting it would only print the same line and, with buildbot-worker
+        // 4.x, then wait 10 s for a twistd.log that never comes and exit 1.
+        println!("{DISABLED_MESSAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
     start(&args.buildslave_cmd, &args.basedir, log)
+}
+
+/// What the allocator's tac for a disabled slave prints.
+const DISABLED_MESSAGE: &str = "SLAVE DISABLED; NOT STARTING";
+
+/// Whether the tac is the allocator's "disabled" program rather than a
+/// worker configuration.
+fn is_disabled_tac(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|tac| {
+        tac.lines()
+            .any(|l| l.trim() == format!("print(\"{DISABLED_MESSAGE}\")"))
+    })
 }
 
 /// This host's name up to the first dot, lower-cased (some Windows hosts

@@ -166,6 +166,27 @@ fn a_new_tac_is_written_and_the_worker_started() {
 }
 
 #[test]
+fn a_disabled_slave_is_told_so_and_no_worker_is_started() {
+    const DISABLED: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: x on alloc\n\nimport sys\nprint(\"SLAVE DISABLED; NOT STARTING\")\nsys.exit(0)\n";
+    let server = Server::start(Answer::Ok(DISABLED));
+    let basedir = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let worker = fake_worker(bin.path(), 0);
+    let out = run(&server.url, basedir.path(), &["-c", &worker]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "SLAVE DISABLED; NOT STARTING"
+    );
+    assert_eq!(
+        tac_in(basedir.path()).as_deref(),
+        Some(DISABLED),
+        "the tac is still written"
+    );
+    assert!(!bin.path().join("args").exists(), "the worker command was not run");
+}
+
+#[test]
 fn the_worker_commands_exit_status_is_runslaves() {
     let server = Server::start(Answer::Ok(TAC));
     let basedir = tempfile::tempdir().unwrap();
