@@ -424,14 +424,20 @@
       buttons.forEach((b) => { b.disabled = false; });
       status.className = 'status error';
       status.textContent = 'Not saved: ' + e.message;
+      // Disabling the buttons dropped the focus: give it back to the form.
+      const first = $('.changed select, .changed input', form) || $('button[type="submit"]', form);
+      if (first) first.focus();
       toast('Not saved: ' + name + ': ' + e.message, 'error');
       return;
     }
-    toast('Saved ' + name + ' (' + Object.keys(changes).join(', ') + ')');
+    // Show what the server now has, then say so: the toast means "done".
     const id = String(row[kind.id]);
+    let refreshed = false;
     try {
-      await refresh(location.href);
-    } catch (_) {
+      refreshed = await refresh(location.href);
+    } catch (_) { /* shown below */ }
+    toast('Saved ' + name + ' (' + Object.keys(changes).join(', ') + ')');
+    if (!refreshed) {
       location.reload();
       return;
     }
@@ -513,6 +519,12 @@
     }
   });
 
+  // A double click on a row edits it too.
+  document.addEventListener('dblclick', (e) => {
+    const tr = e.target.closest('#results tbody tr[data-id]');
+    if (tr && !e.target.closest('a, button') && !tr.classList.contains('is-editing')) openEditor(tr);
+  });
+
   // ------------------------------------------------------------ keyboard
   let pendingG = false;
   const GOTO = { d: '', s: 'slaves', m: 'masters', i: 'silos', a: 'audit' };
@@ -534,7 +546,7 @@
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     const typing = t.matches && t.matches('input, select, textarea, [contenteditable]');
-    if (e.key === 'Escape' && t.closest && t.closest('tr.editor-row')) {
+    if (e.key === 'Escape' && $('tr.editor-row') && !document.querySelector('dialog[open]')) {
       e.preventDefault();
       closeEditor();
       return;

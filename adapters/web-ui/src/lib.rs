@@ -20,8 +20,10 @@
 //! `ServerConfig::ui`): the filter sees only the path after `/ui`.
 
 use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use slavealloc_domain::Inventory;
@@ -43,6 +45,10 @@ pub struct UiConfig {
     /// Whether the API wants `Authorization: Bearer <token>` on writes: the
     /// UI then asks once for a token and keeps it for the browser session.
     pub write_auth: bool,
+    /// How long a page may wait for the database before it is answered with
+    /// 503 instead (the daemon passes its own database deadline); `None`
+    /// waits as long as the store does.
+    pub db_deadline: Option<Duration>,
 }
 
 impl UiConfig {
@@ -81,6 +87,7 @@ pub(crate) struct Ui {
     env: Environment<'static>,
     base: String,
     write_auth: bool,
+    db_deadline: Option<Duration>,
     /// Changes whenever an asset does, so browsers never run stale
     /// JavaScript against new pages (assets are cached for a day).
     asset_version: String,
@@ -118,6 +125,7 @@ impl Ui {
             env,
             base: config.base_path(),
             write_auth: config.write_auth,
+            db_deadline: config.db_deadline,
             asset_version: format!("{:x}", hasher.finish() & 0xffff_ffff),
             inventory,
         }
@@ -142,6 +150,27 @@ impl Ui {
                 let mut r = format!("cannot render this page: {e}").into_response();
                 *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 r
+            }
+        }
+    }
+
+    /// Runs a page, bounded by the database deadline.
+    async fn page(&self, page: impl Future<Output = Response>) -> Response {
+        let Some(deadline) = self.db_deadline else {
+            return page.await;
+        };
+        match tokio::time::timeout(deadline, page).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "a UI page timed out on the database"
+                );
+                self.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database did not answer",
+                    &format!("No answer within {} ms. Try again in a moment.", deadline.as_millis()),
+                )
             }
         }
     }
@@ -207,27 +236,27 @@ pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let dashboard = warp::path::end()
         .and(with_ui.clone())
-        .then(|ui: Arc<Ui>| async move { pages::dashboard(&ui).await });
+        .then(|ui: Arc<Ui>| async move { ui.page(pages::dashboard(&ui)).await });
     let slaves = warp::path("slaves")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
-        .then(|ui: Arc<Ui>, q: String| async move { pages::slaves(&ui, &q).await });
+        .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::slaves(&ui, &q)).await });
     let masters = warp::path("masters")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
-        .then(|ui: Arc<Ui>, q: String| async move { pages::masters(&ui, &q).await });
+        .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::masters(&ui, &q)).await });
     let silos = warp::path("silos")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
-        .then(|ui: Arc<Ui>, q: String| async move { pages::silos(&ui, &q).await });
+        .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::silos(&ui, &q)).await });
     let audit = warp::path("audit")
         .and(warp::path::end())
         .and(with_ui.clone())
         .and(raw_query)
-        .then(|ui: Arc<Ui>, q: String| async move { pages::audit(&ui, &q).await });
+        .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::audit(&ui, &q)).await });
     let statics = warp::path("static")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -271,7 +300,7 @@ mod tests {
         let base = |s: &str| {
             UiConfig {
                 base_url: s.into(),
-                write_auth: false,
+                ..UiConfig::default()
             }
             .base_path()
         };

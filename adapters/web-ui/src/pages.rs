@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use slavealloc_domain::audit::format_at;
+use slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT;
 use slavealloc_domain::schema::Kind;
 use slavealloc_domain::{AuditEntry, AuditQuery, Row, SlaveFilter, StoreError, Table, Value};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::view::{display, href, natural_cmp, query, sort_rows, Paging, Params, TextFilter};
+use crate::view::{display, href, natural_cmp, query, sort_rows, sorted_indices, Cell, Paging, Params, TextFilter};
 use crate::Ui;
 
 /// The slaves table's columns: (row key, header).
@@ -177,6 +178,62 @@ const SLAVE_LOOKUPS: &[Table] = &[
     Table::TacTemplates,
 ];
 
+/// Resolves the names a slave row refers to, on demand. The store lists
+/// plain rows; naming all 10,000 of them up front (as the REST API's
+/// denormalized list does) costs more than the rest of the page, so only
+/// the rows shown are denormalized.
+struct SlaveNames {
+    /// (label, column, id → name) per labelled reference of `slaves`.
+    refs: Vec<(&'static str, &'static str, HashMap<i64, String>)>,
+}
+
+impl SlaveNames {
+    /// From lookups holding every table in [`SLAVE_LOOKUPS`].
+    fn new(lookups: &Lookups) -> Self {
+        let refs = Table::Slaves
+            .columns()
+            .iter()
+            .filter_map(|c| match (c.kind, c.label) {
+                (Kind::Ref(target), Some(label)) => {
+                    let names = lookups
+                        .0
+                        .get(target.name())
+                        .map(|cs| cs.iter().map(|c| (c.id, c.name.clone())).collect())
+                        .unwrap_or_default();
+                    Some((label, c.name, names))
+                }
+                _ => None,
+            })
+            .collect();
+        Self { refs }
+    }
+
+    /// What the slaves table shows under `key`: a reference's name by its
+    /// label (`pool`, `current_master`, ...), else the row's own column.
+    fn cell<'a>(&'a self, row: &'a Row, key: &str) -> Cell<'a> {
+        match self.refs.iter().find(|(label, _, _)| *label == key) {
+            Some((_, column, names)) => int(row, column)
+                .and_then(|id| names.get(&id))
+                .map_or(Cell::Null, |n| Cell::Text(n)),
+            None => Cell::from(row.get(key)),
+        }
+    }
+
+    /// A copy of the row with every reference's name added under its label,
+    /// as `GET /api/slaves` has it.
+    fn denormalize(&self, row: &Row) -> Row {
+        let mut out = row.clone();
+        for (label, _, _) in &self.refs {
+            let name = match self.cell(row, label) {
+                Cell::Text(n) => Value::Text(n.to_owned()),
+                _ => Value::Null,
+            };
+            out.insert((*label).to_owned(), name);
+        }
+        out
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct ColumnHead {
     key: &'static str,
@@ -305,11 +362,24 @@ impl SlaveQuery {
         self.link_without(sort, desc, page, None)
     }
 
-    fn keeps(&self, row: &Row) -> bool {
-        EXACT_FILTERS
-            .iter()
-            .zip(&self.exact)
-            .all(|((_, key), want)| want.is_empty() || text(row, key) == want)
+    /// Whether a row passes every filter but the text filter.
+    fn keeps(&self, row: &Row, names: &SlaveNames) -> bool {
+        let is = |key: &str, want: &str| want.is_empty() || names.cell(row, key) == Cell::Text(want);
+        let decomm = names.cell(row, "environment") == Cell::Text(DECOMMISSIONED_ENVIRONMENT);
+        // Asking for the decommissioned environment by name shows it.
+        (!decomm || self.decomm || !self.environment.is_empty())
+            && is("pool", &self.pool)
+            && is("environment", &self.environment)
+            && is("purpose", &self.purpose)
+            && match self.enabled.as_str() {
+                "yes" => row.get("enabled") == Some(&Value::Bool(true)),
+                "no" => row.get("enabled") == Some(&Value::Bool(false)),
+                _ => true,
+            }
+            && EXACT_FILTERS
+                .iter()
+                .zip(&self.exact)
+                .all(|((_, key), want)| is(key, want))
     }
 
     fn is_filtered(&self) -> bool {
@@ -319,22 +389,6 @@ impl SlaveQuery {
             && self.purpose.is_empty()
             && self.enabled.is_empty()
             && self.exact.iter().all(String::is_empty))
-    }
-
-    fn filter(&self) -> SlaveFilter {
-        let one = |s: &str| if s.is_empty() { vec![] } else { vec![s.to_owned()] };
-        SlaveFilter {
-            environment: one(&self.environment),
-            purpose: one(&self.purpose),
-            pool: one(&self.pool),
-            enabled: match self.enabled.as_str() {
-                "yes" => Some(true),
-                "no" => Some(false),
-                _ => None,
-            },
-            // Asking for the decommissioned environment by name shows it.
-            include_decomm: self.decomm || !self.environment.is_empty(),
-        }
     }
 }
 
@@ -357,18 +411,34 @@ struct Pager {
 /// `GET /ui/slaves`.
 pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
     let sq = SlaveQuery::parse(&Params::parse(raw));
-    let mut rows = try_page!(ui, ui.inventory.list(Table::Slaves, &sq.filter()).await);
+    let all = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
     let lookups = try_page!(ui, Lookups::load(ui, SLAVE_LOOKUPS).await);
+    let names = SlaveNames::new(&lookups);
 
     let text_filter = TextFilter::new(&sq.q);
-    rows.retain(|r| text_filter.matches(r, SLAVE_SEARCHED) && sq.keeps(r));
-    sort_rows(&mut rows, sq.sort, sq.desc, "name");
-    let paging = Paging::new(rows.len(), sq.per, sq.page);
-    let enabled = rows
+    let matching: Vec<&Row> = all
+        .iter()
+        .filter(|r| {
+            sq.keeps(r, &names)
+                && (text_filter.is_empty()
+                    || text_filter.matches_cells(SLAVE_SEARCHED.iter().map(|k| names.cell(r, k))))
+        })
+        .collect();
+    let order = sorted_indices(
+        &matching,
+        |r| names.cell(r, sq.sort),
+        |r| Cell::from(r.get("name")),
+        sq.desc,
+    );
+    let paging = Paging::new(matching.len(), sq.per, sq.page);
+    let enabled = matching
         .iter()
         .filter(|r| r.get("enabled") == Some(&Value::Bool(true)))
         .count();
-    let rows: Vec<Row> = rows.drain(paging.range()).collect();
+    let rows: Vec<Row> = order[paging.range()]
+        .iter()
+        .map(|&i| names.denormalize(matching[i]))
+        .collect();
 
     let path = ui_path(ui, "slaves");
     let at = |page: usize| href(&path, &sq.link(sq.sort, sq.desc, page));
@@ -379,6 +449,25 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
         last: (paging.page < paging.pages).then(|| at(paging.pages)),
     };
     let columns = column_heads(SLAVE_COLUMNS, sq.sort, sq.desc, |k, d| href(&path, &sq.link(k, d, 1)));
+    // After a drain the list shows a disabled master's slaves: say what
+    // happens to them.
+    let master = EXACT_FILTERS
+        .iter()
+        .zip(&sq.exact)
+        .find(|((param, _), _)| *param == "master")
+        .map_or("", |(_, v)| v.as_str());
+    let notice = lookups
+        .0
+        .get(Table::Masters.name())
+        .and_then(|ms| ms.iter().find(|m| !master.is_empty() && m.name == master))
+        .filter(|m| m.enabled == Some(false))
+        .map(|m| {
+            format!(
+                "{} is disabled: the allocator gives it no more slaves, and these move to another master of their \
+                 pool when they next reboot (unless locked to it).",
+                m.name
+            )
+        });
     let chips: Vec<Chip> = EXACT_FILTERS
         .iter()
         .zip(&sq.exact)
@@ -400,6 +489,7 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
         matching_enabled => enabled,
         filtered => sq.is_filtered(),
         chips => chips,
+        notice => notice,
         clear_href => path,
         f => minijinja::context! {
             q => sq.q, pool => sq.pool, environment => sq.environment, purpose => sq.purpose,
@@ -509,14 +599,17 @@ const ALLOCATION_SILO: &[&str] = &[
     "environment",
 ];
 
-fn key_of(row: &Row, keys: &[&str]) -> Vec<String> {
-    keys.iter().map(|k| text(row, k).to_owned()).collect()
+fn cell_text(c: Cell<'_>) -> &str {
+    match c {
+        Cell::Text(t) => t,
+        _ => "",
+    }
 }
 
-fn cmp_keys(a: &[String], b: &[String]) -> std::cmp::Ordering {
+fn cmp_keys<S: AsRef<str>>(a: &[S], b: &[S]) -> std::cmp::Ordering {
     a.iter()
         .zip(b)
-        .map(|(x, y)| natural_cmp(x, y))
+        .map(|(x, y)| natural_cmp(x.as_ref(), y.as_ref()))
         .find(|o| o.is_ne())
         .unwrap_or(std::cmp::Ordering::Equal)
 }
@@ -538,7 +631,8 @@ struct SpreadGroup {
     masters: Vec<MasterBar>,
     /// Slaves of the group on no master now.
     unallocated: u64,
-    /// Slaves on a master of another pool (locked there).
+    /// Slaves on a master of another pool (locked there, or moved to this
+    /// pool since they last booted).
     elsewhere: u64,
     /// Largest minus smallest count over the pool's enabled masters.
     spread: u64,
@@ -562,26 +656,23 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     let p = Params::parse(raw);
     let pool_filter = p.text("pool");
     let only_imbalanced = p.flag("imbalanced");
-    let all = SlaveFilter {
-        include_decomm: true,
-        ..SlaveFilter::default()
+    let slaves = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
+    let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
+    let lookups = try_page!(ui, Lookups::load(ui, SLAVE_LOOKUPS).await);
+    let names = SlaveNames::new(&lookups);
+    let key = |s: &Row, keys: &[&str]| -> Vec<String> {
+        keys.iter().map(|k| cell_text(names.cell(s, k)).to_owned()).collect()
     };
-    let slaves = try_page!(ui, ui.inventory.list(Table::Slaves, &all).await);
-    let masters = try_page!(ui, ui.inventory.list(Table::Masters, &all).await);
 
     // The silo × pool report.
-    let mut report: BTreeMap<Vec<String>, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut report: HashMap<Vec<String>, HashMap<&str, u64>> = HashMap::new();
     let mut pools_seen = BTreeSet::new();
     for s in &slaves {
-        let pool = text(s, "pool").to_owned();
-        *report
-            .entry(key_of(s, REPORT_SILO))
-            .or_default()
-            .entry(pool.clone())
-            .or_default() += 1;
+        let pool = cell_text(names.cell(s, "pool"));
+        *report.entry(key(s, REPORT_SILO)).or_default().entry(pool).or_default() += 1;
         pools_seen.insert(pool);
     }
-    let mut pools: Vec<String> = pools_seen.into_iter().collect();
+    let mut pools: Vec<&str> = pools_seen.into_iter().collect();
     pools.sort_by(|a, b| natural_cmp(a, b));
     let mut report_rows: Vec<ReportRow> = report
         .into_iter()
@@ -600,17 +691,23 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
         .collect();
 
     // Per pool × allocation silo: the spread over the pool's masters.
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<&Row>> = BTreeMap::new();
+    let mut groups: HashMap<(Option<i64>, Vec<String>), Vec<&Row>> = HashMap::new();
     for s in &slaves {
         groups
-            .entry((text(s, "pool").to_owned(), key_of(s, ALLOCATION_SILO)))
+            .entry((int(s, "poolid"), key(s, ALLOCATION_SILO)))
             .or_default()
             .push(s);
     }
     let slaves_path = ui_path(ui, "slaves");
     let mut spread: Vec<SpreadGroup> = groups
         .into_iter()
-        .map(|((pool, silo), members)| spread_group(&pool, silo, &members, &masters, &slaves_path))
+        .map(|((poolid, silo), members)| {
+            let pool = poolid
+                .and_then(|id| lookups.name_of(Table::Pools, id))
+                .unwrap_or_default();
+            let pool_masters: Vec<&Row> = masters.iter().filter(|m| int(m, "poolid") == poolid).collect();
+            spread_group(pool, silo, &members, &pool_masters, &slaves_path)
+        })
         .collect();
     spread.sort_by(|a, b| natural_cmp(&a.pool, &b.pool).then_with(|| cmp_keys(&a.silo, &b.silo)));
     let group_count = spread.len();
@@ -635,40 +732,30 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     ui.render(StatusCode::OK, "silos.html", ctx)
 }
 
-fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[Row], slaves_path: &str) -> SpreadGroup {
-    let mut pool_masters: Vec<&Row> = masters.iter().filter(|m| text(m, "pool") == pool).collect();
-    pool_masters.sort_by(|a, b| natural_cmp(text(a, "nickname"), text(b, "nickname")));
-    let mut on: HashMap<&str, u64> = HashMap::new();
+fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[&Row], slaves_path: &str) -> SpreadGroup {
+    let mut masters: Vec<&Row> = masters.to_vec();
+    masters.sort_by(|a, b| natural_cmp(text(a, "nickname"), text(b, "nickname")));
+    let mut on: HashMap<i64, u64> = HashMap::new();
     let (mut unallocated, mut enabled) = (0, 0);
     for s in members {
         if s.get("enabled") == Some(&Value::Bool(true)) {
             enabled += 1;
         }
-        match s.get("current_master").and_then(Value::as_text) {
+        match int(s, "current_masterid") {
             Some(m) => *on.entry(m).or_default() += 1,
             None => unallocated += 1,
         }
     }
-    let in_pool: u64 = pool_masters
-        .iter()
-        .map(|m| on.get(text(m, "nickname")).copied().unwrap_or(0))
-        .sum();
-    let elsewhere = members.len() as u64 - unallocated - in_pool;
-    let enabled_counts: Vec<u64> = pool_masters
-        .iter()
-        .filter(|m| m.get("enabled") == Some(&Value::Bool(true)))
-        .map(|m| on.get(text(m, "nickname")).copied().unwrap_or(0))
-        .collect();
+    let count = |m: &Row| int(m, "masterid").and_then(|id| on.get(&id)).copied().unwrap_or(0);
+    let is_enabled = |m: &Row| m.get("enabled") == Some(&Value::Bool(true));
+    let in_pool: u64 = masters.iter().map(|m| count(m)).sum();
+    let elsewhere = (members.len() as u64).saturating_sub(unallocated + in_pool);
+    let enabled_counts: Vec<u64> = masters.iter().filter(|m| is_enabled(m)).map(|m| count(m)).collect();
     let spread = match (enabled_counts.iter().max(), enabled_counts.iter().min()) {
         (Some(max), Some(min)) => max - min,
         _ => 0,
     };
-    let max = pool_masters
-        .iter()
-        .map(|m| on.get(text(m, "nickname")).copied().unwrap_or(0))
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let max = masters.iter().map(|m| count(m)).max().unwrap_or(0).max(1);
     let group_query = |master: &str| {
         let mut pairs = vec![("pool", pool), ("master", master), ("decomm", "1")];
         pairs.extend(ALLOCATION_SILO.iter().copied().zip(silo.iter().map(String::as_str)));
@@ -676,14 +763,14 @@ fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[Row]
     };
     SpreadGroup {
         pool: pool.to_owned(),
-        masters: pool_masters
+        masters: masters
             .iter()
             .map(|m| {
                 let nickname = text(m, "nickname");
-                let count = on.get(nickname).copied().unwrap_or(0);
+                let count = count(m);
                 MasterBar {
                     nickname: nickname.to_owned(),
-                    enabled: m.get("enabled") == Some(&Value::Bool(true)),
+                    enabled: is_enabled(m),
                     count,
                     percent: count * 100 / max,
                     href: group_query(nickname),
@@ -751,13 +838,9 @@ struct PoolSummary {
 
 /// `GET /ui/` — the dashboard.
 pub(crate) async fn dashboard(ui: &Ui) -> Response {
-    let all = SlaveFilter {
-        include_decomm: true,
-        ..SlaveFilter::default()
-    };
-    let slaves = try_page!(ui, ui.inventory.list(Table::Slaves, &all).await);
-    let masters = try_page!(ui, ui.inventory.list(Table::Masters, &all).await);
-    let pools = try_page!(ui, Lookups::load(ui, &[Table::Pools]).await).names(Table::Pools);
+    let slaves = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
+    let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
+    let lookups = try_page!(ui, Lookups::load(ui, &[Table::Pools, Table::Environments]).await);
     let cutoff = format_at(SystemTime::now() - Duration::from_secs(3600));
     let (allocated, truncated) = try_page!(ui, allocations_since(ui, &cutoff).await);
     let recent = try_page!(
@@ -775,47 +858,54 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
 
     let is_true = |r: &Row, k: &str| r.get(k) == Some(&Value::Bool(true));
     let slaves_path = ui_path(ui, "slaves");
-    let mut per_pool: BTreeMap<&str, PoolSummary> = pools
-        .iter()
+    let mut per_pool: HashMap<i64, PoolSummary> = lookups
+        .0
+        .get(Table::Pools.name())
+        .into_iter()
+        .flatten()
         .map(|p| {
             let summary = PoolSummary {
-                pool: p.clone(),
-                href: href(&slaves_path, &query(&[("pool", p)])),
+                pool: p.name.clone(),
+                href: href(&slaves_path, &query(&[("pool", &p.name)])),
                 ..PoolSummary::default()
             };
-            (p.as_str(), summary)
+            (p.id, summary)
         })
         .collect();
-    let mut pool_of: HashMap<i64, &str> = HashMap::new();
+    let mut pool_of: HashMap<i64, i64> = HashMap::new();
     for s in &slaves {
-        let Some(sum) = per_pool.get_mut(text(s, "pool")) else {
-            continue;
-        };
+        let Some(poolid) = int(s, "poolid") else { continue };
+        if let Some(id) = int(s, "slaveid") {
+            pool_of.insert(id, poolid);
+        }
+        let Some(sum) = per_pool.get_mut(&poolid) else { continue };
         sum.slaves += 1;
         sum.enabled += u64::from(is_true(s, "enabled"));
         sum.on_master += u64::from(int(s, "current_masterid").is_some());
-        if let Some(id) = int(s, "slaveid") {
-            pool_of.insert(id, text(s, "pool"));
-        }
     }
     for m in &masters {
-        let Some(sum) = per_pool.get_mut(text(m, "pool")) else {
+        let Some(sum) = int(m, "poolid").and_then(|p| per_pool.get_mut(&p)) else {
             continue;
         };
         sum.masters += 1;
         sum.masters_enabled += u64::from(is_true(m, "enabled"));
     }
     for id in &allocated {
-        if let Some(sum) = pool_of.get(id).and_then(|p| per_pool.get_mut(*p)) {
+        if let Some(sum) = pool_of.get(id).and_then(|p| per_pool.get_mut(p)) {
             sum.allocated_last_hour += 1;
         }
     }
     let mut per_pool: Vec<PoolSummary> = per_pool.into_values().collect();
     per_pool.sort_by(|a, b| natural_cmp(&a.pool, &b.pool));
 
+    let decomm_env = lookups
+        .0
+        .get(Table::Environments.name())
+        .and_then(|envs| envs.iter().find(|e| e.name == DECOMMISSIONED_ENVIRONMENT))
+        .map(|e| e.id);
     let decomm = slaves
         .iter()
-        .filter(|s| text(s, "environment") == slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT)
+        .filter(|s| decomm_env.is_some() && int(s, "envid") == decomm_env)
         .count();
     let ctx = minijinja::context! {
         page => "dashboard",
@@ -829,14 +919,14 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
             locked => slaves.iter().filter(|s| int(s, "locked_masterid").is_some()).count(),
             masters => masters.len(),
             masters_enabled => masters.iter().filter(|m| is_true(m, "enabled")).count(),
-            pools => pools.len(),
+            pools => per_pool.len(),
             allocated_last_hour => allocated.len(),
             allocated_distinct => allocated.iter().collect::<BTreeSet<_>>().len(),
             allocated_truncated => truncated,
         },
         per_pool => per_pool,
         recent => recent,
-        decomm_name => slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT,
+        decomm_name => DECOMMISSIONED_ENVIRONMENT,
     };
     ui.render(StatusCode::OK, "dashboard.html", ctx)
 }

@@ -35,7 +35,7 @@ fn fleet(dump: &Dump) -> (Arc<MemoryStore>, Inventory) {
 fn ui(inventory: Inventory, base: &str) -> BoxedFilter<(Response,)> {
     let config = UiConfig {
         base_url: base.into(),
-        write_auth: false,
+        ..UiConfig::default()
     };
     warp::path("ui").and(routes(config, inventory)).boxed()
 }
@@ -356,5 +356,67 @@ async fn a_database_failure_is_an_error_page_not_a_panic() {
             body.contains("database unavailable: connection refused"),
             "{path}: {body}"
         );
+    }
+}
+
+/// A database that never answers.
+struct Hanging;
+
+#[async_trait::async_trait]
+impl slavealloc_domain::InventoryStore for Hanging {
+    async fn list(&self, _: slavealloc_domain::Table) -> Result<Vec<slavealloc_domain::Row>, StoreError> {
+        std::future::pending().await
+    }
+    async fn get(&self, _: slavealloc_domain::Table, _: i32) -> Result<Option<slavealloc_domain::Row>, StoreError> {
+        std::future::pending().await
+    }
+    async fn find_by_name(
+        &self,
+        _: slavealloc_domain::Table,
+        _: &str,
+    ) -> Result<Option<slavealloc_domain::Row>, StoreError> {
+        std::future::pending().await
+    }
+    async fn insert(
+        &self,
+        _: slavealloc_domain::Table,
+        _: slavealloc_domain::Row,
+        _: slavealloc_domain::Actor,
+    ) -> Result<slavealloc_domain::Row, StoreError> {
+        std::future::pending().await
+    }
+    async fn update(
+        &self,
+        _: slavealloc_domain::Table,
+        _: i32,
+        _: slavealloc_domain::Row,
+        _: slavealloc_domain::Actor,
+    ) -> Result<slavealloc_domain::Row, StoreError> {
+        std::future::pending().await
+    }
+    async fn delete(&self, _: slavealloc_domain::Table, _: i32, _: slavealloc_domain::Actor) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+    async fn audit(&self, _: slavealloc_domain::AuditQuery) -> Result<Vec<slavealloc_domain::AuditEntry>, StoreError> {
+        std::future::pending().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_gives_503_within_the_deadline() {
+    let config = UiConfig {
+        db_deadline: Some(std::time::Duration::from_millis(50)),
+        ..UiConfig::default()
+    };
+    let ui = warp::path("ui")
+        .and(routes(config, Inventory::new(Arc::new(Hanging), host())))
+        .boxed();
+    for path in ["/ui/", "/ui/slaves", "/ui/masters", "/ui/silos", "/ui/audit"] {
+        let (status, body) = get(&ui, path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(body.contains("No answer within 50 ms"), "{path}: {body}");
     }
 }

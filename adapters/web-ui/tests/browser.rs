@@ -1,0 +1,543 @@
+//! The real-browser test: the daemon's own routes (REST API, write tokens,
+//! audit) with this UI mounted, served on `127.0.0.1:0` from a fresh SQLite
+//! database holding the sample fleet, driven by headless Chromium through
+//! chromedriver (Debian's `chromium` and `chromium-driver` packages).
+//!
+//! It loads every page, edits a slave's pool and enabled flag through the
+//! inline editor (giving the API token once) and checks the database and
+//! the audit page, provokes a duplicate master nickname and checks that the
+//! UI shows the server's own message, drains a master, and saves a
+//! screenshot of each page under `<target>/ui-screenshots/` for review.
+//!
+//! Without Chromium the test says so and passes, except under `CI=true`,
+//! where it fails.
+
+// Test helpers may unwrap: a panic is the failure report we want.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value as Json};
+use slavealloc_domain::{
+    AllocationStore, Allocator, DumpStore, FixedHost, Inventory, InventoryStore, Row, Table, Value,
+};
+use slavealloc_fixtures::sample_fleet;
+use slavealloc_http_warp::{ServerConfig, Services, Tokens};
+use slavealloc_store_sql::SqlStore;
+use slavealloc_tac_minijinja::MinijinjaRenderer;
+use slavealloc_web_ui::UiConfig;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Served under a prefix, as behind nginx, so every link and request of the
+/// UI is checked to carry it.
+const BASE: &str = "/relops";
+const TOKEN_NAME: &str = "ui-test";
+const TOKEN: &str = "s3cret-ui-token-0123";
+/// How long any one wait for the page may take before the test fails.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Stops chromedriver (and with it the browser) however the test ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts chromedriver on a free port and waits for its "started" line.
+fn start_chromedriver() -> (Driver, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let driver = Driver(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("started successfully") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT)
+        .expect("chromedriver did not report that it started");
+    (driver, port)
+}
+
+fn browser_present() -> bool {
+    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !present {
+        let why = format!("{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipping the browser test: {why}");
+    }
+    present
+}
+
+/// `$CARGO_TARGET_DIR/ui-screenshots`, or beside this test's executable
+/// (`<target>/debug/deps/..`) when the variable is not set.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(3).unwrap().to_path_buf()
+        });
+    let dir = target.join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Ui {
+    c: Client,
+    origin: String,
+    shots: PathBuf,
+}
+
+impl Ui {
+    fn url(&self, path: &str) -> String {
+        format!("{}{BASE}{path}", self.origin)
+    }
+
+    async fn goto(&self, path: &str) {
+        self.c.goto(&self.url(path)).await.unwrap();
+        // The script ran (it marks the body) before anything is clicked.
+        self.wait(Locator::Css("body.js")).await;
+        // Errors of the page's script from here on fail the test.
+        self.js("window.__errors = [];
+             addEventListener('error', e => __errors.push(e.message));
+             addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));")
+            .await;
+    }
+
+    /// The page's script errors since it was loaded.
+    async fn script_errors(&self) -> Json {
+        self.js("return window.__errors || []").await
+    }
+
+    async fn wait(&self, locator: Locator<'_>) -> Element {
+        let what = format!("{locator:?}");
+        match self.c.wait().at_most(WAIT).for_element(locator).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.shot("failure").await;
+                let errors = self.script_errors().await;
+                panic!("waiting for {what}: {e}; script errors: {errors}; see failure.png")
+            }
+        }
+    }
+
+    /// Waits until the element `css` holds `needle`; returns its text.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null";
+        loop {
+            let text = self.c.execute(script, vec![json!(css)]).await.unwrap();
+            if let Some(t) = text.as_str().filter(|t| t.contains(needle)) {
+                return t.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {needle:?}; it shows {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.c.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn js(&self, script: &str) -> Json {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    async fn press(&self, keys: &[char]) {
+        let mut actions = KeyActions::new("keyboard".into());
+        for &k in keys {
+            actions = actions
+                .then(KeyAction::Down { value: k })
+                .then(KeyAction::Up { value: k });
+        }
+        self.c.perform_actions(actions).await.unwrap();
+    }
+}
+
+fn text(row: &Row, col: &str) -> String {
+    row.get(col).and_then(Value::as_text).unwrap_or_default().to_owned()
+}
+
+fn int(row: &Row, col: &str) -> i64 {
+    row.get(col).and_then(Value::as_int).unwrap()
+}
+
+/// Name → id of a lookup table.
+async fn ids(store: &SqlStore, table: Table) -> Vec<(i64, String)> {
+    let id = table.id_column().unwrap();
+    InventoryStore::list(store, table)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (int(r, id), text(r, table.name_column().unwrap())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_in_a_real_browser() {
+    if !browser_present() {
+        return;
+    }
+
+    // ---- the daemon, as `serve` wires it, over a fresh SQLite database
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("ui.db").display()))
+        .await
+        .unwrap();
+    store.replace_all(&sample_fleet()).await.unwrap();
+    let host = Arc::new(FixedHost {
+        now: SystemTime::now(),
+        fqdn: "slavealloc.test".into(),
+    });
+    let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
+    let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
+    let services = Services {
+        allocator: Allocator::new(allocation, Arc::new(MinijinjaRenderer::default()), host.clone()),
+        inventory: Inventory::new(inventory, host),
+    };
+    let ui = slavealloc_web_ui::routes(
+        UiConfig {
+            base_url: BASE.into(),
+            write_auth: true,
+            db_deadline: Some(Duration::from_secs(5)),
+        },
+        services.inventory.clone(),
+    );
+    let config = ServerConfig {
+        base_url: BASE.into(),
+        tokens: Tokens::new([(TOKEN_NAME, TOKEN)]).unwrap(),
+        ui: Some(ui),
+        ..ServerConfig::default()
+    };
+    let filter = slavealloc_http_warp::routes(services, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(slavealloc_http_warp::serve(listener, filter, async {
+        let _ = stopped.await;
+    }));
+
+    // ---- the browser
+    let (_driver, port) = start_chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1440,900", "--force-device-scale-factor=1",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }
+    });
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps.as_object().unwrap().clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let ui = Ui {
+        c: c.clone(),
+        origin: format!("http://{addr}"),
+        shots: screenshot_dir(),
+    };
+    // Run the walk as its own task so that a failed assertion still ends
+    // the browser session and the server before the test reports it.
+    let walk = tokio::spawn(async move { drive(&ui, &store).await });
+    let result = walk.await;
+    let _ = c.close().await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The whole walk through the UI.
+async fn drive(ui: &Ui, store: &SqlStore) {
+    let fleet = sample_fleet();
+    let pools = ids(store, Table::Pools).await;
+
+    // ---- `/` redirects to the dashboard; its counts are live
+    ui.goto("/").await;
+    let url = ui.c.current_url().await.unwrap();
+    assert_eq!(url.path(), format!("{BASE}/ui/"), "the root redirects to the UI");
+    let count = ui.wait(Locator::Id("count-slaves")).await.text().await.unwrap();
+    assert_eq!(count, fleet.rows(Table::Slaves).len().to_string());
+    ui.shot("1-dashboard").await;
+
+    // ---- slaves: the live text filter
+    ui.wait(Locator::LinkText("Slaves")).await.click().await.unwrap();
+    ui.wait(Locator::Id("slaves-table")).await;
+    ui.shot("2-slaves").await;
+    ui.wait(Locator::Id("q")).await.send_keys("tst-linux64").await.unwrap();
+    ui.wait_text("#summary", "matching").await;
+    let names: Vec<String> = ui
+        .js("return [...document.querySelectorAll('#slaves-table tbody tr[data-id]')].map(r => r.dataset.name)")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.contains("tst-linux64")),
+        "{names:?}"
+    );
+    assert!(ui
+        .c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap_or_default()
+        .contains("q=tst-linux64"));
+
+    // ---- edit one slave's pool and enabled flag
+    let slaves = InventoryStore::list(store, Table::Slaves).await.unwrap();
+    let target = slaves
+        .iter()
+        .find(|s| names.contains(&text(s, "name")) && s.get("enabled") == Some(&Value::Bool(true)))
+        .unwrap()
+        .clone();
+    let (name, id) = (text(&target, "name"), int(&target, "slaveid"));
+    let old_pool = pools
+        .iter()
+        .find(|(i, _)| *i == int(&target, "poolid"))
+        .unwrap()
+        .clone();
+    let new_pool = pools.iter().find(|(i, _)| *i != old_pool.0).unwrap().clone();
+
+    let row = ui.wait(Locator::Css(&format!("tr[data-name='{name}']"))).await;
+    row.find(Locator::Css("[data-action='edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let pool = ui.wait(Locator::Css("tr.editor-row select[name='poolid']")).await;
+    pool.select_by_label(&new_pool.1).await.unwrap();
+    ui.wait(Locator::Css("tr.editor-row input[name='enabled']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.shot("3-slave-editor").await;
+    ui.wait(Locator::Css("tr.editor-row button[type='submit']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+
+    // Write auth is on: the UI asks for the token once.
+    let token = ui.wait(Locator::Css("#token-dialog[open] #token-input")).await;
+    ui.shot("4-token").await;
+    token.send_keys(TOKEN).await.unwrap();
+    ui.wait(Locator::Css("#token-dialog[open] button[type='submit']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.wait_text("#toasts", &format!("Saved {name}")).await;
+    let saved = InventoryStore::get(store, Table::Slaves, i32::try_from(id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(int(&saved, "poolid"), new_pool.0, "the pool was written");
+    assert_eq!(
+        saved.get("enabled"),
+        Some(&Value::Bool(false)),
+        "the slave was disabled"
+    );
+    // The row shows the saved values, from the server.
+    let cell = ui
+        .js(&format!(
+            "const r = document.querySelector(\"tr[data-name='{name}']\"); return r && r.querySelector('.col-pool').textContent"
+        ))
+        .await;
+    assert_eq!(cell, Json::String(new_pool.1.clone()));
+
+    // A second change does not ask again, and Enter in a field saves.
+    let other = names.iter().find(|n| **n != name).unwrap().clone();
+    let row = ui.wait(Locator::Css(&format!("tr[data-name='{other}']"))).await;
+    row.find(Locator::Css("[data-action='edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notes = ui.wait(Locator::Css("tr.editor-row input[name='notes']")).await;
+    notes.clear().await.unwrap();
+    notes
+        .send_keys(&format!("reimage, bug 4242{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    ui.wait_text("#toasts", &format!("Saved {other}")).await;
+    assert_eq!(
+        ui.js("return document.querySelector('#token-dialog').open").await,
+        json!(false)
+    );
+    let other_row = InventoryStore::find_by_name(store, Table::Slaves, &other)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&other_row, "notes"), "reimage, bug 4242");
+
+    // ---- the audit page shows the change, by whom
+    ui.goto(&format!("/ui/audit?table=slaves&row={name}")).await;
+    let audit = ui.wait(Locator::Id("audit-table")).await.text().await.unwrap();
+    for expected in [
+        format!("{} (#{})", old_pool.1, old_pool.0),
+        format!("{} (#{})", new_pool.1, new_pool.0),
+        TOKEN_NAME.to_owned(),
+        name.clone(),
+    ] {
+        assert!(audit.contains(&expected), "the audit page lacks {expected:?}:\n{audit}");
+    }
+    assert!(audit.contains("enabled") && audit.contains("yes") && audit.contains("no"));
+    ui.goto("/ui/audit").await;
+    ui.shot("5-audit").await;
+
+    // ---- masters: a duplicate nickname shows the server's own message
+    ui.goto("/ui/masters").await;
+    ui.wait(Locator::Id("masters-table")).await;
+    ui.shot("6-masters").await;
+    let row = ui.wait(Locator::Css("tr[data-name='bm02']")).await;
+    row.find(Locator::Css("[data-action='edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let nick = ui.wait(Locator::Css("tr.editor-row input[name='nickname']")).await;
+    nick.clear().await.unwrap();
+    nick.send_keys("bm01").await.unwrap();
+    ui.wait(Locator::Css("tr.editor-row button[type='submit']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let shown = ui
+        .wait(Locator::Css("tr.editor-row output.status.error"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    // What the server itself says to the same request.
+    let server_says =
+        ui.c.execute_async(
+            &format!(
+                "const done = arguments[arguments.length - 1];
+                 fetch('{BASE}/api/masters/2', {{method: 'PUT',
+                   headers: {{'Content-Type': 'application/json', Authorization: 'Bearer {TOKEN}'}},
+                   body: JSON.stringify({{nickname: 'bm01'}})}})
+                 .then(r => r.json().then(j => done([r.status, j.error])));"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let status = server_says[0].as_u64().unwrap();
+    let message = server_says[1].as_str().unwrap();
+    assert_eq!(status, 409, "a duplicate nickname is a conflict");
+    assert_eq!(shown, format!("Not saved: {message}"));
+    let bm02 = InventoryStore::get(store, Table::Masters, 2).await.unwrap().unwrap();
+    assert_eq!(text(&bm02, "nickname"), "bm02", "nothing was written");
+    ui.shot("7-masters-error").await;
+
+    // ---- keyboard: Esc closes the editor; j moves to a row, e edits it
+    ui.press(&[char::from(Key::Escape)]).await;
+    assert_eq!(
+        ui.js("return document.querySelectorAll('tr.editor-row').length").await,
+        json!(0)
+    );
+    ui.js("document.activeElement.blur()").await;
+    ui.press(&['j', 'e']).await;
+    ui.wait(Locator::Css("tr.editor-row input[name='nickname']")).await;
+    ui.press(&[char::from(Key::Escape)]).await;
+
+    // ---- drain: disable the master, then its slaves are listed
+    let drained = "bm06";
+    let on_it = slaves
+        .iter()
+        .filter(|s| s.get("current_masterid") == Some(&Value::Int(6)))
+        .count();
+    assert!(on_it > 0, "the sample fleet has slaves on {drained}");
+    let row = ui.wait(Locator::Css(&format!("tr[data-name='{drained}']"))).await;
+    row.find(Locator::Css("[data-action='drain']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    ui.wait(Locator::Css("#confirm-dialog[open] #confirm-ok"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    ui.wait(Locator::Id("slaves-table")).await;
+    let url = ui.c.current_url().await.unwrap();
+    assert!(
+        url.query().unwrap_or_default().contains(&format!("master={drained}")),
+        "{url}"
+    );
+    let listed = ui
+        .js("return document.querySelectorAll('#slaves-table tbody tr[data-id]').length")
+        .await;
+    assert_eq!(listed, json!(on_it));
+    let bm06 = InventoryStore::get(store, Table::Masters, 6).await.unwrap().unwrap();
+    assert_eq!(bm06.get("enabled"), Some(&Value::Bool(false)), "drained means disabled");
+    let notice = ui.wait(Locator::Css("#results .notice")).await.text().await.unwrap();
+    assert!(notice.starts_with(&format!("{drained} is disabled")), "{notice}");
+    ui.shot("8-drained-master-slaves").await;
+
+    // ---- silos
+    ui.goto("/ui/silos").await;
+    ui.wait(Locator::Css(".spread")).await;
+    ui.shot("9-silos").await;
+    ui.js("document.querySelector('.spread-grid').scrollIntoView()").await;
+    ui.shot("9b-silos-spread").await;
+
+    // ---- every link the pages hold stays under the base
+    for page in ["/ui/", "/ui/slaves", "/ui/masters", "/ui/silos", "/ui/audit"] {
+        ui.goto(page).await;
+        let outside = ui
+            .js(&format!(
+                "return [...document.querySelectorAll('a[href], link[href], script[src], form[action]')]
+                   .map(e => new URL(e.href || e.src || e.action, location.href))
+                   .filter(u => u.origin === location.origin && !u.pathname.startsWith('{BASE}/'))
+                   .map(u => u.href)"
+            ))
+            .await;
+        assert_eq!(outside, json!([]), "{page}: links outside {BASE}");
+    }
+}
