@@ -290,13 +290,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // ---- web UI (slavealloc-web-ui), mounted at <base>/ui ----
     let ui: Option<UiFilter> = settings.ui.then(|| {
-        // UiConfig is growing (a database deadline is on its way): keep
-        // its defaults for what is not set here.
-        #[allow(clippy::needless_update)]
+        // Pages wait for the database no longer than API requests do.
         let config = slavealloc_web_ui::UiConfig {
             base_url: settings.base_url.clone(),
             write_auth: settings.tokens.required(),
-            ..slavealloc_web_ui::UiConfig::default()
+            db_deadline: Some(settings.deadline),
         };
         slavealloc_web_ui::routes(config, services.inventory.clone())
     });
