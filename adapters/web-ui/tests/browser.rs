@@ -119,6 +119,7 @@ impl Ui {
     }
 
     async fn goto(&self, path: &str) {
+        self.assert_no_script_errors().await;
         self.c.goto(&self.url(path)).await.unwrap();
         // The script ran (it marks the body) before anything is clicked.
         self.wait(Locator::Css("body.js")).await;
@@ -132,6 +133,30 @@ impl Ui {
     /// The page's script errors since it was loaded.
     async fn script_errors(&self) -> Json {
         self.js("return window.__errors || []").await
+    }
+
+    async fn assert_no_script_errors(&self) {
+        let errors = self.script_errors().await;
+        assert_eq!(
+            errors,
+            json!([]),
+            "script errors on {}",
+            self.c.current_url().await.unwrap()
+        );
+    }
+
+    /// Waits until the page's query string holds `needle` (the live filter
+    /// updates it when the results it swapped in are those of its query).
+    async fn wait_query(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let search = self.js("return location.search").await;
+            if search.as_str().is_some_and(|s| s.contains(needle)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the query never held {needle:?}: {search}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait(&self, locator: Locator<'_>) -> Element {
@@ -300,6 +325,7 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     ui.wait(Locator::Id("slaves-table")).await;
     ui.shot("2-slaves").await;
     ui.wait(Locator::Id("q")).await.send_keys("tst-linux64").await.unwrap();
+    ui.wait_query("q=tst-linux64").await;
     ui.wait_text("#summary", "matching").await;
     let names: Vec<String> = ui
         .js("return [...document.querySelectorAll('#slaves-table tbody tr[data-id]')].map(r => r.dataset.name)")
@@ -540,4 +566,5 @@ async fn drive(ui: &Ui, store: &SqlStore) {
             .await;
         assert_eq!(outside, json!([]), "{page}: links outside {BASE}");
     }
+    ui.assert_no_script_errors().await;
 }
