@@ -438,6 +438,26 @@ async fn drive(ui: &Ui, store: &SqlStore) {
         .unwrap();
     assert_eq!(text(&other_row, "notes"), "reimage, bug 4242");
 
+    // ---- the tac a slave would get, without recording anything
+    let row = ui.wait(Locator::Css(&format!("tr[data-name='{other}']"))).await;
+    row.find(Locator::Css("[data-action='edit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    ui.wait(Locator::Css("tr.editor-row [data-action='tac']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let tac = ui
+        .wait_text("#tac-text", "AUTOMATICALLY GENERATED - DO NOT MODIFY")
+        .await;
+    assert!(tac.contains(&format!("'{other}'")), "the tac names the slave:\n{tac}");
+    ui.shot("3b-tac-preview").await;
+    ui.press(&[char::from(Key::Escape)]).await;
+
     // ---- the audit page shows the change, by whom
     ui.goto(&format!("/ui/audit?table=slaves&row={name}")).await;
     let audit = ui.wait(Locator::Id("audit-table")).await.text().await.unwrap();
