@@ -1,4 +1,4 @@
-//! The page handlers: read through the [`Inventory`], shape what the
+//! The page handlers: read through the inventory's store, shape what the
 //! templates show, render. Nothing here writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -72,14 +72,14 @@ const AUDIT_MAX: u32 = 1000;
 
 fn store_error(ui: &Ui, e: &StoreError) -> Response {
     tracing::warn!(error = %e, "a UI page could not read the database");
-    let status = match e {
-        StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    let (status, title) = match e {
+        StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "The database did not answer"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "The database gave an error"),
     };
-    ui.error(status, "The database did not answer", &e.to_string())
+    ui.error(status, title, &e.to_string())
 }
 
-/// Runs a page builder; a store error becomes an error page.
+/// Unwraps a store result; an error ends the page with an error page.
 macro_rules! try_page {
     ($ui:expr, $e:expr) => {
         match $e {
