@@ -244,8 +244,9 @@ const SLAVES: &[Column] = &[
     col("name", Kind::SlaveName),
     upd(labelled(col("distroid", Kind::Ref(Table::Distros)), "distro")),
     upd(labelled(col("bitsid", Kind::Ref(Table::Bitlengths)), "bitlength")),
-    // The original did not let a PUT change speed; kept so for compatibility.
-    labelled(col("speedid", Kind::Ref(Table::Speeds)), "speed"),
+    // The original's PUT ignored speed; writing it is harmless to its UI,
+    // which sends back the value it read, and lets ours edit it.
+    upd(labelled(col("speedid", Kind::Ref(Table::Speeds)), "speed")),
     upd(labelled(col("purposeid", Kind::Ref(Table::Purposes)), "purpose")),
     upd(labelled(col("dcid", Kind::Ref(Table::Datacenters)), "datacenter")),
     upd(labelled(col("trustid", Kind::Ref(Table::Trustlevels)), "trustlevel")),
@@ -544,7 +545,7 @@ mod tests {
     fn put_keeps_updatable_columns_and_ignores_the_rest() {
         let row = update(
             Table::Slaves,
-            json!({"slaveid": 9, "name": "x", "poolid": "3", "enabled": 0, "pool": "p", "success": true,
+            json!({"slaveid": 9, "name": "x", "poolid": "3", "enabled": 0, "pool": "p", "success": true, "speed": "fast", "speedid": 2,
                    "custom_template": null, "current_masterid": 4, "notes": null}),
         )
         .unwrap();
@@ -552,6 +553,7 @@ mod tests {
             ("enabled".to_owned(), Value::Bool(false)),
             ("notes".to_owned(), Value::Null),
             ("poolid".to_owned(), Value::Int(3)),
+            ("speedid".to_owned(), Value::Int(2)),
         ]
         .into();
         assert_eq!(row, want);

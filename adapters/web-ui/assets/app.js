@@ -219,7 +219,7 @@
   const SLAVE_FIELDS = [
     { col: 'distroid', label: 'distro', list: 'distros' },
     { col: 'bitsid', label: 'bits', list: 'bitlengths' },
-    { col: 'speedid', label: 'speed', list: 'speeds', readonly: 'the API does not change speed (nor did the original)' },
+    { col: 'speedid', label: 'speed', list: 'speeds' },
     { col: 'purposeid', label: 'purpose', list: 'purposes' },
     { col: 'dcid', label: 'datacenter', list: 'datacenters' },
     { col: 'trustid', label: 'trust level', list: 'trustlevels' },
