@@ -33,6 +33,9 @@ use slavealloc_tac_minijinja::{MinijinjaRenderer, RendererConfig};
 pub const DEFAULT_DB: &str = "sqlite:slavealloc.db";
 /// The address when none is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8010";
+/// Connections to a SQLite database when `[database] max_connections` is
+/// not set (10 for the network databases).
+pub const SQLITE_CONNECTIONS: u32 = 2;
 
 /// Options of `slavealloc serve`. Each can also be set in the environment
 /// (`SLAVEALLOC_...`) or in the configuration file; flags win over the
@@ -175,7 +178,16 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
     } else {
         Some(args.db.clone().or(file.db).unwrap_or_else(|| DEFAULT_DB.to_owned()))
     };
+    let sqlite = db.as_deref().is_none_or(|url| url.starts_with("sqlite:"));
     let defaults = SqlOptions {
+        // SQLite has one writer and a local file: two connections let a
+        // read run beside the write, and each more connection only adds
+        // its own page cache to the daemon's memory.
+        max_connections: if sqlite {
+            SQLITE_CONNECTIONS
+        } else {
+            SqlOptions::default().max_connections
+        },
         // Below the request deadline, so a dead database is a 503 from the
         // pool rather than from the deadline.
         acquire_timeout: Duration::from_millis(1000),
@@ -439,6 +451,11 @@ mod tests {
         assert!(s.ui && s.allocator);
         assert!(!s.tokens.required());
         assert!(s.pool.acquire_timeout < s.deadline);
+        assert_eq!(s.pool.max_connections, SQLITE_CONNECTIONS);
+        let mysql = resolve(&parse(&["--db", "mysql://db/x"]), FileConfig::default()).unwrap();
+        assert_eq!(mysql.pool.max_connections, 10);
+        let set = resolve(&ServeArgs::default(), file("[database]\nmax_connections = 5")).unwrap();
+        assert_eq!(set.pool.max_connections, 5);
     }
 
     #[test]
