@@ -15,12 +15,10 @@
 //! one snapshot and commit them in one transaction, with the same result as
 //! one transaction per request.
 
-use std::collections::HashMap;
-
 use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlavePassword, TacTemplate};
 use crate::error::AllocationError;
 use crate::name::SlaveName;
-use crate::ports::{MasterChange, Snapshot};
+use crate::ports::{MasterChange, SiloLoad, Snapshot};
 
 /// Why a slave got the answer it got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -91,37 +89,32 @@ pub fn choose_master<'m>(
 }
 
 /// Applies the rule to the slaves of one [`Snapshot`], in order.
+///
+/// Lookups scan the snapshot's vectors rather than building maps: a
+/// snapshot holds a handful of masters, templates and silos, and building
+/// hash maps for them cost more than every scan of a decision together.
 #[derive(Debug)]
 pub struct Planner<'s> {
     snapshot: &'s Snapshot,
-    masters: HashMap<MasterId, &'s Master>,
-    /// Enabled masters per pool: the balancing candidates.
-    candidates: HashMap<PoolId, Vec<&'s Master>>,
-    templates: HashMap<i32, &'s TacTemplate>,
-    loads: HashMap<(PoolId, Silo), HashMap<MasterId, u32>>,
+    /// The snapshot's loads, moved by each accepted decision.
+    loads: Vec<SiloLoad>,
 }
 
 impl<'s> Planner<'s> {
     /// Indexes a snapshot.
     pub fn new(snapshot: &'s Snapshot) -> Self {
-        let masters = snapshot.masters.iter().map(|m| (m.masterid, m)).collect();
-        let mut candidates: HashMap<PoolId, Vec<&Master>> = HashMap::new();
-        for m in snapshot.masters.iter().filter(|m| m.enabled) {
-            candidates.entry(m.poolid).or_default().push(m);
-        }
-        let templates = snapshot.templates.iter().map(|t| (t.tplid, t)).collect();
-        let loads = snapshot
-            .loads
-            .iter()
-            .map(|l| ((l.poolid, l.silo), l.per_master.iter().copied().collect()))
-            .collect();
         Self {
             snapshot,
-            masters,
-            candidates,
-            templates,
-            loads,
+            loads: snapshot.loads.clone(),
         }
+    }
+
+    fn master(&self, id: MasterId) -> Option<&'s Master> {
+        self.snapshot.masters.iter().find(|m| m.masterid == id)
+    }
+
+    fn silo_load(&self, pool: PoolId, silo: Silo) -> Option<&SiloLoad> {
+        self.loads.iter().find(|l| l.poolid == pool && l.silo == silo)
     }
 
     /// The decision for the `index`-th slave of the snapshot, named `name`,
@@ -154,27 +147,25 @@ impl<'s> Planner<'s> {
         })?;
         let (master, reason) = match slave.locked_masterid {
             Some(id) => {
-                let locked = self
-                    .masters
-                    .get(&id)
-                    .ok_or_else(|| AllocationError::MissingLockedMaster {
-                        slave: name.clone(),
-                        masterid: id,
-                    })?;
-                (*locked, Reason::Locked)
+                let locked = self.master(id).ok_or_else(|| AllocationError::MissingLockedMaster {
+                    slave: name.clone(),
+                    masterid: id,
+                })?;
+                (locked, Reason::Locked)
             }
             None => (self.balanced(slave, name)?, Reason::Balanced),
         };
         let template = match slave.custom_tplid {
             Some(id) => Some(
-                (*self
+                self.snapshot
                     .templates
-                    .get(&id)
+                    .iter()
+                    .find(|t| t.tplid == id)
                     .ok_or_else(|| AllocationError::MissingTemplate {
                         slave: name.clone(),
                         tplid: id,
-                    })?)
-                .clone(),
+                    })?
+                    .clone(),
             ),
             None => None,
         };
@@ -188,18 +179,22 @@ impl<'s> Planner<'s> {
     }
 
     fn balanced(&self, slave: &Slave, name: &SlaveName) -> Result<&'s Master, AllocationError> {
-        let counts = self.loads.get(&(slave.poolid, slave.silo()));
+        let counts = self
+            .silo_load(slave.poolid, slave.silo())
+            .map(|l| l.per_master.as_slice());
         // The requester is not its own peer.
         let peers = |m: MasterId| {
-            let all = counts.and_then(|c| c.get(&m)).copied().unwrap_or(0);
+            let all = counts
+                .and_then(|c| c.iter().find(|(id, _)| *id == m))
+                .map_or(0, |(_, n)| *n);
             all.saturating_sub(u32::from(slave.current_masterid == Some(m)))
         };
         let candidates = self
-            .candidates
-            .get(&slave.poolid)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        choose_master(candidates.iter().copied(), peers).ok_or_else(|| AllocationError::NoMaster {
+            .snapshot
+            .masters
+            .iter()
+            .filter(|m| m.enabled && m.poolid == slave.poolid);
+        choose_master(candidates, peers).ok_or_else(|| AllocationError::NoMaster {
             slave: name.clone(),
             poolid: slave.poolid,
         })
@@ -209,17 +204,30 @@ impl<'s> Planner<'s> {
     /// it for each decision that will be recorded.
     pub fn accept(&mut self, decision: &Decision) {
         let Some(change) = decision.change() else { return };
-        let counts = self
-            .loads
-            .entry((decision.slave.poolid, decision.slave.silo()))
-            .or_default();
-        if let Some(from) = change.from {
-            if let Some(n) = counts.get_mut(&from) {
-                *n = n.saturating_sub(1);
+        let (poolid, silo) = (decision.slave.poolid, decision.slave.silo());
+        let index = match self.loads.iter().position(|l| l.poolid == poolid && l.silo == silo) {
+            Some(i) => i,
+            None => {
+                self.loads.push(SiloLoad {
+                    poolid,
+                    silo,
+                    per_master: Vec::new(),
+                });
+                self.loads.len() - 1
             }
+        };
+        let counts = &mut self.loads[index].per_master;
+        if let Some((_, n)) = change
+            .from
+            .and_then(|from| counts.iter_mut().find(|(id, _)| *id == from))
+        {
+            *n = n.saturating_sub(1);
         }
         if let Some(to) = change.to {
-            *counts.entry(to).or_default() += 1;
+            match counts.iter_mut().find(|(id, _)| *id == to) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((to, 1)),
+            }
         }
     }
 }
@@ -227,7 +235,6 @@ impl<'s> Planner<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::SiloLoad;
 
     fn master(id: MasterId, pool: PoolId, enabled: bool) -> Master {
         Master {
