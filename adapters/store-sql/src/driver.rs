@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
 
-use crate::Backend;
+use crate::{Backend, PoolStats};
 
 /// A bound parameter. Typed even when NULL, because PostgreSQL wants to
 /// know the type of every parameter.
@@ -124,6 +124,8 @@ pub(crate) trait Db: Send + Sync + fmt::Debug {
         Ok(())
     }
     async fn close(&self);
+    /// The connection pool's state, for monitoring.
+    fn pool_stats(&self) -> PoolStats;
 }
 
 /// A connection, inside a transaction or not. Dropping a transaction

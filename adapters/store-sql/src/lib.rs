@@ -130,7 +130,24 @@ impl fmt::Debug for SqlStore {
     }
 }
 
+/// A connection pool's state: what `/metrics` reports as the database
+/// pool's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    /// Open connections waiting for work.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 impl SqlStore {
+    /// The connection pool's state now.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.db.pool_stats()
+    }
+
     /// Connects with default [`SqlOptions`] and creates the schema if it is
     /// missing.
     ///

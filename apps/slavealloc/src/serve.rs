@@ -320,7 +320,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         batch_limit: settings.batch_limit,
         db_deadline: settings.deadline,
         readiness,
-        pool_state: None,
+        pool_state: Some(pool_state(store.clone())),
     };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -418,6 +418,18 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// Reads the store's connection pool for `/metrics`.
+fn pool_state(store: SqlStore) -> slavealloc_http_warp::PoolStateFn {
+    Arc::new(move || {
+        let s = store.pool_stats();
+        Some(slavealloc_http_warp::PoolState {
+            size: s.size,
+            idle: s.idle,
+            max: s.max,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -213,6 +213,22 @@ async fn the_default_database_is_created_in_the_working_directory() {
     let d = Daemon::start(&[], &[], dir.path()).await;
     until_ok(&d.url("/api/slaves"), Duration::from_secs(10)).await;
     assert!(dir.path().join("slavealloc.db").exists());
+    // The database pool's gauges come from the real store.
+    let metrics = get(&d.url("/metrics")).await.body;
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(
+        gauge("slavealloc_database_pool_max_connections").is_some_and(|m| m >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        gauge("slavealloc_database_pool_connections{state=\"idle\"}").is_some(),
+        "{metrics}"
+    );
     let (status, log) = d.stop().await;
     assert!(status.success(), "{log}");
 }
