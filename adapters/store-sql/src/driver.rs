@@ -128,6 +128,15 @@ pub(crate) trait Db: Send + Sync + fmt::Debug {
     fn pool_stats(&self) -> PoolStats;
 }
 
+/// The state of any backend's sqlx pool.
+pub(crate) fn pool_stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+    PoolStats {
+        size: pool.size(),
+        idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+        max: pool.options().get_max_connections(),
+    }
+}
+
 /// A connection, inside a transaction or not. Dropping a transaction
 /// without [`Tx::commit`] rolls it back.
 #[async_trait]

@@ -135,11 +135,7 @@ impl Tx for Conn {
 #[async_trait]
 impl Db for SqliteDb {
     fn pool_stats(&self) -> crate::PoolStats {
-        crate::PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        }
+        crate::driver::pool_stats(&self.pool)
     }
 
     fn backend(&self) -> Backend {
