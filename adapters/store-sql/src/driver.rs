@@ -128,6 +128,31 @@ pub(crate) trait Db: Send + Sync + fmt::Debug {
     fn pool_stats(&self) -> PoolStats;
 }
 
+/// A backend's connection: a pooled one for reads that need no transaction,
+/// or a transaction (rolled back when dropped uncommitted).
+pub(crate) enum Conn<DB: sqlx::Database> {
+    Plain(sqlx::pool::PoolConnection<DB>),
+    Tx(sqlx::Transaction<'static, DB>),
+}
+
+impl<DB: sqlx::Database> Conn<DB> {
+    /// The connection to run a statement on.
+    pub(crate) fn get(&mut self) -> &mut DB::Connection {
+        match self {
+            Conn::Plain(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+
+    /// Commits a transaction; a plain connection has nothing to commit.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Plain(_) => Ok(()),
+            Conn::Tx(t) => t.commit().await,
+        }
+    }
+}
+
 /// The state of any backend's sqlx pool.
 pub(crate) fn pool_stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
     PoolStats {

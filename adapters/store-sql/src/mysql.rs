@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::pool::PoolConnection;
-use sqlx::{Executor as _, MySql, MySqlConnection, Row as _, Transaction};
+use sqlx::{Executor as _, MySql, Row as _};
 
-use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::{Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
@@ -65,20 +64,6 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
     Ok(MySqlDb { pool })
 }
 
-enum Conn {
-    Plain(PoolConnection<MySql>),
-    Tx(Transaction<'static, MySql>),
-}
-
-impl Conn {
-    fn get(&mut self) -> &mut MySqlConnection {
-        match self {
-            Conn::Plain(c) => c,
-            Conn::Tx(t) => t,
-        }
-    }
-}
-
 fn query(sql: &Sql) -> sqlx::query::Query<'_, MySql, MySqlArguments> {
     sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
         Param::Int(v) => q.bind(*v),
@@ -105,7 +90,7 @@ fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
 }
 
 #[async_trait]
-impl Tx for Conn {
+impl Tx for Conn<MySql> {
     async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
         let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
         rows.iter().map(|r| decode(r, out).map_err(error)).collect()
@@ -121,10 +106,7 @@ impl Tx for Conn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        match *self {
-            Conn::Plain(_) => Ok(()),
-            Conn::Tx(t) => t.commit().await.map_err(error),
-        }
+        (*self).commit().await.map_err(error)
     }
 }
 

@@ -9,11 +9,10 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, Transaction, TypeInfo as _};
+use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInfo as _};
 
-use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::{Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -63,20 +62,6 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> 
     Ok(PgDb { pool })
 }
 
-enum Conn {
-    Plain(PoolConnection<Postgres>),
-    Tx(Transaction<'static, Postgres>),
-}
-
-impl Conn {
-    fn get(&mut self) -> &mut PgConnection {
-        match self {
-            Conn::Plain(c) => c,
-            Conn::Tx(t) => t,
-        }
-    }
-}
-
 fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
     sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
         Param::Int(v) => q.bind(*v),
@@ -106,7 +91,7 @@ fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
 }
 
 #[async_trait]
-impl Tx for Conn {
+impl Tx for Conn<Postgres> {
     async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
         let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
         rows.iter().map(|r| decode(r, out).map_err(error)).collect()
@@ -126,10 +111,7 @@ impl Tx for Conn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        match *self {
-            Conn::Plain(_) => Ok(()),
-            Conn::Tx(t) => t.commit().await.map_err(error),
-        }
+        (*self).commit().await.map_err(error)
     }
 }
 

@@ -11,14 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row as _, Sqlite};
 
-use crate::driver::{translate, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::{Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
@@ -74,20 +73,6 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreErr
     })
 }
 
-enum Conn {
-    Plain(PoolConnection<Sqlite>),
-    Tx(Transaction<'static, Sqlite>),
-}
-
-impl Conn {
-    fn get(&mut self) -> &mut SqliteConnection {
-        match self {
-            Conn::Plain(c) => c,
-            Conn::Tx(t) => t,
-        }
-    }
-}
-
 fn query(sql: &Sql) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
     sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
         Param::Int(v) => q.bind(*v),
@@ -110,7 +95,7 @@ fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
 }
 
 #[async_trait]
-impl Tx for Conn {
+impl Tx for Conn<Sqlite> {
     async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
         let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
         rows.iter().map(|r| decode(r, out).map_err(error)).collect()
@@ -125,10 +110,7 @@ impl Tx for Conn {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        match *self {
-            Conn::Plain(_) => Ok(()),
-            Conn::Tx(t) => t.commit().await.map_err(error),
-        }
+        (*self).commit().await.map_err(error)
     }
 }
 
