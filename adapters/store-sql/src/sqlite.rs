@@ -37,6 +37,18 @@ pub(crate) struct SqliteDb {
     pool: SqlitePool,
 }
 
+impl SqliteDb {
+    /// Runs the schema script in one write transaction: BEGIN IMMEDIATE
+    /// queues for the write lock instead of failing half-way.
+    async fn create_schema(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin(Mode::Write).await?;
+        for statement in schema_statements(SCHEMA) {
+            tx.execute(&Sql::new(&DIALECT, &statement)).await?;
+        }
+        tx.commit().await
+    }
+}
+
 fn error(e: sqlx::Error) -> StoreError {
     translate(e, |db| {
         let code: i32 = db.code()?.parse().ok()?;
@@ -139,11 +151,36 @@ impl Db for SqliteDb {
     }
 
     async fn ensure_schema(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(error)?;
-        Ok(())
+        // Connections opening a brand-new file race to switch it to WAL, and
+        // SQLite answers the loser SQLITE_BUSY at once, without waiting out
+        // the busy timeout: so several daemons starting together retry here.
+        let started = std::time::Instant::now();
+        loop {
+            match self.create_schema().await {
+                Err(StoreError::Retryable(_)) if started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The statements of an SQL script whose comments are whole lines (a comment
+/// may hold a `;`, a statement never holds one inside a literal).
+fn schema_statements(script: &str) -> Vec<String> {
+    let code: String = script
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    code.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
