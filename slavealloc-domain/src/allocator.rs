@@ -169,13 +169,13 @@ fn tac_request(decision: &Decision, header: TacHeader) -> TacRequest {
     let slavename = decision.slave.name.clone();
     let body = match (&decision.master, &decision.password) {
         (Some(master), Some(password)) => TacBody::Enabled {
-            template: decision.template.clone(),
+            template: decision.template.as_deref().cloned(),
             values: TacValues {
                 buildmaster_host: master.fqdn.clone(),
                 port: master.pb_port,
                 slavename,
                 basedir: decision.slave.basedir.clone(),
-                passwd: password.clone(),
+                passwd: password.password.clone(),
             },
         },
         _ => TacBody::Disabled { slavename },
@@ -241,8 +241,8 @@ mod tests {
                 silo: s.silo(),
                 per_master: vec![],
             }],
-            slaves: vec![Some(s)],
-            masters: vec![Master {
+            slaves: vec![Some(Arc::new(s))],
+            masters: vec![Arc::new(Master {
                 masterid: 3,
                 nickname: "bm03".into(),
                 fqdn: "bm03.example".into(),
@@ -252,12 +252,12 @@ mod tests {
                 poolid: 1,
                 enabled: true,
                 notes: None,
-            }],
-            passwords: vec![SlavePassword {
+            })],
+            passwords: vec![Arc::new(SlavePassword {
                 poolid: 1,
                 distroid: None,
                 password: "pw".into(),
-            }],
+            })],
             templates: vec![],
         }
     }

@@ -6,6 +6,7 @@
 //! implements [`TacRenderer`]; [`Host`] gives the time and the allocator's
 //! host name, so that tests are deterministic.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -76,18 +77,24 @@ pub trait AllocationUnit: Send {
 
 /// What the allocation rule needs to decide for a batch of slaves, read
 /// consistently inside one [`AllocationUnit`].
+///
+/// Rows are behind [`Arc`]s so that they are shared rather than copied: a
+/// store that keeps typed rows in memory hands out its own, and each
+/// [`crate::rule::Decision`] shares the snapshot's. A snapshot is a
+/// consistent view all the same: a store replaces a row it changes by a new
+/// `Arc`, it never changes one it has handed out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The slave row for each requested name, in request order; `None` for
     /// an unknown name.
-    pub slaves: Vec<Option<Slave>>,
+    pub slaves: Vec<Option<Arc<Slave>>>,
     /// Every master of every pool a found slave is in (enabled or not), and
     /// every master a found slave is locked to. Any order, no duplicates.
-    pub masters: Vec<Master>,
+    pub masters: Vec<Arc<Master>>,
     /// Every `slave_passwords` row of those pools.
-    pub passwords: Vec<SlavePassword>,
+    pub passwords: Vec<Arc<SlavePassword>>,
     /// Every template a found slave names in `custom_tplid`.
-    pub templates: Vec<TacTemplate>,
+    pub templates: Vec<Arc<TacTemplate>>,
     /// For each distinct (pool, silo) of the found slaves, how many slaves of
     /// that pool and silo have each master as `current_masterid` — all of
     /// them, the requesters included (the rule leaves each requester out of

@@ -581,7 +581,7 @@ pub async fn a_distro_password_beats_the_wildcard<F: StoreFactory>(h: Harness<F>
         .master(5, 3, true)
         .slave(3, "no-password", 3);
     load(&h, &fleet).await;
-    let passwd = |a: &slavealloc_domain::Allocation| a.decision.password.clone().unwrap();
+    let passwd = |a: &slavealloc_domain::Allocation| a.decision.password.as_ref().unwrap().password.clone();
     let a1 = h.allocator().gettac("slave-1").await.unwrap();
     assert_eq!(passwd(&a1), "pool-1-secret");
     let a2 = h.allocator().gettac("slave-2").await.unwrap();

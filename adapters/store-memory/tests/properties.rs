@@ -468,7 +468,7 @@ proptest! {
             let (Some(locked), true) = (slave.locked_masterid, slave.enabled) else { continue };
             let a = step.result.as_ref().unwrap();
             prop_assert_eq!(a.decision.reason, Reason::Locked);
-            prop_assert_eq!(a.decision.master.as_ref(), Some(s.fleet.master(locked)));
+            prop_assert_eq!(a.decision.master.as_deref(), Some(s.fleet.master(locked)));
             prop_assert_eq!(step.current_after(&slave.name), Some(locked));
         }
     }

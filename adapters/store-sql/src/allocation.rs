@@ -179,7 +179,7 @@ impl AllocationUnit for SqlUnit {
         let silos: BTreeSet<(PoolId, Silo)> = slaves.iter().map(|s| (s.poolid, s.silo())).collect();
         let mut by_name: HashMap<String, Slave> = slaves.into_iter().map(|s| (s.name.clone(), s)).collect();
         let mut snapshot = Snapshot {
-            slaves: names.iter().map(|n| by_name.remove(n.as_str())).collect(),
+            slaves: names.iter().map(|n| by_name.remove(n.as_str()).map(Arc::new)).collect(),
             ..Snapshot::default()
         };
         if pools.is_empty() {
@@ -195,14 +195,14 @@ impl AllocationUnit for SqlUnit {
                 .push(")");
         }
         for values in tx.fetch(&sql, &out).await? {
-            snapshot.masters.push(master(&values)?);
+            snapshot.masters.push(Arc::new(master(&values)?));
         }
 
         let (columns, out) = select_list(Table::SlavePasswords);
         let mut sql = Sql::new(d, &format!("SELECT {columns} FROM slave_passwords WHERE poolid IN ("));
         sql.params(pools.iter().map(|p| int(*p))).push(")");
         for values in tx.fetch(&sql, &out).await? {
-            snapshot.passwords.push(password(&values)?);
+            snapshot.passwords.push(Arc::new(password(&values)?));
         }
 
         if !templates.is_empty() {
@@ -210,7 +210,7 @@ impl AllocationUnit for SqlUnit {
             let mut sql = Sql::new(d, &format!("SELECT {columns} FROM tac_templates WHERE tplid IN ("));
             sql.params(templates.iter().map(|t| int(*t))).push(")");
             for values in tx.fetch(&sql, &out).await? {
-                snapshot.templates.push(template(&values)?);
+                snapshot.templates.push(Arc::new(template(&values)?));
             }
         }
 
