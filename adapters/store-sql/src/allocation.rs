@@ -80,12 +80,14 @@ async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<P
     Ok(())
 }
 
-/// The slaves of each (pool, silo) per current master, as one grouped
-/// count over the wanted silos.
+/// The slaves of each (pool, silo) per current master: read from the
+/// `slave_loads` table where the backend keeps one (SQLite), else one
+/// grouped count of `slaves` over the wanted silos.
 ///
 /// The silos are an OR of equalities rather than a row-value `IN`: with
 /// several silos SQLite scans the whole table for the latter, and uses the
-/// `slave_poolid` index for the former (as do MariaDB and PostgreSQL).
+/// `slave_poolid` index (or `slave_loads`' key) for the former, as do
+/// MariaDB and PostgreSQL.
 async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -> Result<Vec<SiloLoad>, StoreError> {
     const KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
     let key = KEY.join(", ");
@@ -94,7 +96,11 @@ async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -
     for chunk in silos.chunks(MAX_PARAMS / KEY.len()) {
         let mut sql = Sql::new(
             d,
-            &format!("SELECT {key}, current_masterid, COUNT(*) FROM slaves WHERE ("),
+            &if d.loads_table {
+                format!("SELECT {key}, masterid, slaves FROM slave_loads WHERE (")
+            } else {
+                format!("SELECT {key}, current_masterid, COUNT(*) FROM slaves WHERE (")
+            },
         );
         for (i, (pool, s)) in chunk.iter().enumerate() {
             sql.push(if i == 0 { "(" } else { " OR (" });
@@ -105,9 +111,11 @@ async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -
             }
             sql.push(")");
         }
-        sql.push(&format!(
-            ") AND current_masterid IS NOT NULL GROUP BY {key}, current_masterid"
-        ));
+        sql.push(&if d.loads_table {
+            ") AND slaves > 0".to_owned()
+        } else {
+            format!(") AND current_masterid IS NOT NULL GROUP BY {key}, current_masterid")
+        });
         for row in tx.fetch(&sql, &[Out::Int; 9]).await? {
             let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
             let narrow =

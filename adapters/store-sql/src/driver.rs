@@ -59,6 +59,9 @@ pub(crate) struct Dialect {
     pub pool_lock: Option<&'static str>,
     /// Appended to the read of a row that is about to be updated or deleted.
     pub row_lock: &'static str,
+    /// Loads are read from the trigger-maintained `slave_loads` table rather
+    /// than counted from `slaves` (SQLite).
+    pub loads_table: bool,
 }
 
 /// A SQL statement being built: text plus its parameters, placeholders
@@ -218,6 +221,7 @@ mod tests {
             numbered_params: true,
             pool_lock: None,
             row_lock: "",
+            loads_table: false,
         };
         let mut sql = Sql::new(&numbered, "SELECT 1 FROM t WHERE a = ");
         sql.param(Param::Int(Some(1)))

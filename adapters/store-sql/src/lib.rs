@@ -45,6 +45,9 @@ pub mod testing;
 
 use driver::{Db, Mode, Sql};
 
+/// Tables a backend may keep besides the domain's (see `sql/*/schema.sql`).
+const STORE_TABLES: [&str; 1] = ["slave_loads"];
+
 /// The database kinds this crate speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -185,8 +188,9 @@ impl SqlStore {
     }
 
     /// Creates every table and index that is missing; leaves existing ones
-    /// (and their rows) alone. Safe to call again, and from two processes at
-    /// once.
+    /// (and their rows) alone, except SQLite's `slave_loads` counts, which
+    /// it recomputes from `slaves`. Safe to call again, and from two
+    /// processes at once.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached.
@@ -201,8 +205,14 @@ impl SqlStore {
     /// [`StoreError::Unavailable`] or [`StoreError::Other`].
     pub async fn drop_all(&self) -> Result<(), StoreError> {
         let mut conn = self.db.begin(Mode::Read).await?;
-        // Referring tables first, so that no foreign key is left dangling.
-        for table in Table::ALL.iter().rev() {
+        // The store's own tables, which no domain table refers to, then the
+        // domain's, referring tables first, so that no foreign key is left
+        // dangling.
+        let tables = STORE_TABLES
+            .iter()
+            .copied()
+            .chain(Table::ALL.iter().rev().map(|t| t.name()));
+        for table in tables {
             conn.execute(&Sql::new(self.db.dialect(), &format!("DROP TABLE IF EXISTS {table}")))
                 .await?;
         }

@@ -21,6 +21,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: false,
     pool_lock: Some(" FOR UPDATE"),
     row_lock: " FOR UPDATE",
+    loads_table: false,
 };
 
 #[derive(Debug)]

@@ -26,6 +26,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: true,
     pool_lock: Some(" FOR NO KEY UPDATE"),
     row_lock: " FOR UPDATE",
+    loads_table: false,
 };
 
 #[derive(Debug)]

@@ -30,6 +30,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: false,
     pool_lock: None,
     row_lock: "",
+    loads_table: true,
 };
 
 #[derive(Debug)]
@@ -42,9 +43,8 @@ impl SqliteDb {
     /// queues for the write lock instead of failing half-way.
     async fn create_schema(&self) -> Result<(), StoreError> {
         let mut tx = self.begin(Mode::Write).await?;
-        for statement in schema_statements(SCHEMA) {
-            tx.execute(&Sql::new(&DIALECT, &statement)).await?;
-        }
+        // sqlx runs every statement of a parameterless SQLite query in turn.
+        tx.execute(&Sql::new(&DIALECT, SCHEMA)).await?;
         tx.commit().await
     }
 }
@@ -168,19 +168,4 @@ impl Db for SqliteDb {
     async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// The statements of an SQL script whose comments are whole lines (a comment
-/// may hold a `;`, a statement never holds one inside a literal).
-fn schema_statements(script: &str) -> Vec<String> {
-    let code: String = script
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    code.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
