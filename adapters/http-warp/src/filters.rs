@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::handlers::{self, Caller};
 use crate::metrics::route_of;
 use crate::models::Body;
-use crate::{peer, rejections, AppState, UiFilter};
+use crate::{client, rejections, AppState, UiFilter};
 
 type Routes = BoxedFilter<(Response,)>;
 
@@ -40,10 +40,10 @@ fn table() -> impl Filter<Extract = (Table,), Error = Rejection> + Clone {
     })
 }
 
-fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+fn caller(state: &AppState) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
-        .and(peer())
-        .map(|authorization, peer| Caller { authorization, peer })
+        .and(client(Arc::clone(&state.trusted_proxies)))
+        .map(|authorization, client| Caller { authorization, client })
 }
 
 fn body() -> impl Filter<Extract = (Body,), Error = Rejection> + Clone {
@@ -54,9 +54,9 @@ fn body() -> impl Filter<Extract = (Body,), Error = Rejection> + Clone {
 fn gettac(state: Arc<AppState>) -> Routes {
     warp::path!("gettac" / String)
         .and(warp::get())
+        .and(client(Arc::clone(&state.trusted_proxies)))
         .and(with_state(state))
-        .and(peer())
-        .then(|name, state, peer| handlers::gettac(state, name, peer))
+        .then(|name, client, state| handlers::gettac(state, name, client))
         .boxed()
 }
 
@@ -83,7 +83,7 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .and(warp::path::end())
         .and(warp::post())
         .and(s())
-        .and(caller())
+        .and(caller(&state))
         .and(body())
         .then(|t, state, c, b| handlers::create_row(state, t, c, b));
     let row = || table().and(warp::path::param::<String>()).and(warp::path::end());
@@ -95,13 +95,13 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
     let put = row()
         .and(warp::put())
         .and(s())
-        .and(caller())
+        .and(caller(&state))
         .and(body())
         .then(|t, key, state, c, b| handlers::put_row(state, t, key, c, b));
     let delete = row()
         .and(warp::delete())
         .and(s())
-        .and(caller())
+        .and(caller(&state))
         .then(|t, key, state, c| handlers::delete_row(state, t, key, c));
 
     let mut routes: Routes = index

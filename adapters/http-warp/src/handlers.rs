@@ -2,7 +2,7 @@
 //! status code included, and never rejects.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,14 +23,14 @@ pub const NO_ALLOCATION: &str = "no allocation available";
 #[derive(Clone)]
 pub struct Caller {
     pub(crate) authorization: Option<String>,
-    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) client: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Caller {
     // The header may hold a token: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
-            .field("peer", &self.peer)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +57,7 @@ impl AppState {
 
     fn authorize(&self, caller: &Caller) -> Result<String, ApiError> {
         self.tokens
-            .actor(caller.authorization.as_deref(), caller.peer)
+            .actor(caller.authorization.as_deref(), caller.client)
             .ok_or_else(ApiError::unauthorized)
     }
 }
@@ -76,7 +76,7 @@ fn text(status: StatusCode, body: String) -> Response {
 /// `GET /gettac/<slave>`: allocate, commit (in the next group commit), and
 /// answer the tac as text/plain; 404 `no allocation available`; 503 while
 /// the database is unreachable; 500 `error processing request: ...`.
-pub async fn gettac(state: Arc<AppState>, raw: String, peer: Option<SocketAddr>) -> Response {
+pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -> Response {
     let started = Instant::now();
     let Ok(name) = SlaveName::parse(&raw) else {
         return text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned());
@@ -91,7 +91,7 @@ pub async fn gettac(state: Arc<AppState>, raw: String, peer: Option<SocketAddr>)
     state.metrics.database_up(!is_unavailable(&result));
     match result {
         Ok(a) => {
-            log_allocation(&state, &a, peer, started);
+            log_allocation(&state, &a, client, started);
             text(StatusCode::OK, a.tac)
         }
         Err(e) if e.is_no_allocation() => {
@@ -126,10 +126,10 @@ fn short(e: &AllocationError) -> String {
     }
 }
 
-fn log_allocation(state: &AppState, a: &Allocation, peer: Option<SocketAddr>, started: Instant) {
+fn log_allocation(state: &AppState, a: &Allocation, client: Option<IpAddr>, started: Instant) {
     let d = &a.decision;
     let master = d.master.as_ref().map_or("-", |m| m.nickname.as_str());
-    let peer = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    let peer = client.map(|ip| ip.to_string()).unwrap_or_default();
     tracing::info!(
         slave = %d.slave.name,
         master = %master,

@@ -42,7 +42,7 @@ pub mod rejections;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -138,6 +138,11 @@ pub struct ServerConfig {
     pub readiness: Readiness,
     /// The store's connection pool state, for `/metrics`, if it has one.
     pub pool_state: Option<PoolStateFn>,
+    /// Reverse proxies (nginx on the same host, say) whose `X-Real-IP`
+    /// header names the client: the audit log and the allocation log record
+    /// that address instead of the proxy's. Empty: the header is ignored, so
+    /// a client cannot claim another's address.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -150,6 +155,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("batch_limit", &self.batch_limit)
             .field("db_deadline", &self.db_deadline)
             .field("readiness", &self.readiness)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +171,7 @@ impl Default for ServerConfig {
             db_deadline: DEFAULT_DB_DEADLINE,
             readiness: Readiness::ready(),
             pool_state: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -195,6 +202,7 @@ pub struct AppState {
     pub(crate) ui_mounted: bool,
     pub(crate) api_index: String,
     pub(crate) openapi: String,
+    pub(crate) trusted_proxies: Arc<[IpAddr]>,
 }
 
 /// The whole daemon as one warp filter: every route, rejections rendered,
@@ -216,6 +224,7 @@ pub fn routes(services: Services, config: ServerConfig) -> BoxedFilter<(warp::re
         db_deadline: config.db_deadline,
         readiness: config.readiness,
         ui_mounted: config.ui.is_some(),
+        trusted_proxies: config.trusted_proxies.into(),
         base,
     });
     filters::app(state, config.allocator_enabled, config.ui)
@@ -269,4 +278,25 @@ pub(crate) fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Inf
     warp::ext::optional::<PeerAddr>()
         .and(warp::addr::remote())
         .map(|ext: Option<PeerAddr>, remote: Option<SocketAddr>| ext.map(|p| p.0).or(remote))
+}
+
+/// A filter extracting the client's address: the peer's, or the
+/// `X-Real-IP` header's when the peer is one of the `trusted` proxies (which
+/// set that header themselves, overwriting whatever the client sent).
+pub(crate) fn client(trusted: Arc<[IpAddr]>) -> impl Filter<Extract = (Option<IpAddr>,), Error = Infallible> + Clone {
+    peer()
+        .and(warp::header::headers_cloned())
+        .map(move |peer: Option<SocketAddr>, headers: warp::http::HeaderMap| {
+            let peer = peer.map(|p| p.ip());
+            let forwarded = || {
+                headers
+                    .get("x-real-ip")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            };
+            match peer {
+                Some(ip) if trusted.contains(&ip) => forwarded().or(peer),
+                _ => peer,
+            }
+        })
 }

@@ -610,6 +610,50 @@ async fn until_the_database_is_ready_requests_get_503_with_the_reason(kind: Kind
     h.finish().await;
 }
 
+/// The actor of the newest audit entry of slave 3 after a PUT sent with
+/// `headers`.
+async fn actor_of_a_put(h: &Harness, headers: &[(&str, &str)]) -> Json {
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    let body = json!({"notes": format!("{headers:?}")}).to_string();
+    let r = h.request("PUT", "/api/slaves/3", Some(body.as_bytes()), &headers).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.get("/api/audit?table=slaves&id=3&limit=1").await.json()[0]["actor"].clone()
+}
+
+/// Behind nginx every peer is 127.0.0.1: with the proxy trusted, the audit
+/// names the client nginx put in `X-Real-IP`; without, a client cannot
+/// claim another's address with that header.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_and_an_untrusted_one_cannot() {
+    let peer = PEER.split(':').next().unwrap();
+    let trusting = ServerConfig {
+        trusted_proxies: vec![peer.parse().unwrap()],
+        ..ServerConfig::default()
+    };
+    let h = Harness::new(Kind::Memory, trusting).await.unwrap();
+    assert_eq!(actor_of_a_put(&h, &[("x-real-ip", "192.0.2.7")]).await, "192.0.2.7");
+    assert_eq!(
+        actor_of_a_put(&h, &[("x-real-ip", " 2001:db8::5 ")]).await,
+        "2001:db8::5"
+    );
+    assert_eq!(actor_of_a_put(&h, &[("x-real-ip", "not an address")]).await, peer);
+    assert_eq!(actor_of_a_put(&h, &[]).await, peer);
+    h.finish().await;
+
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    assert_eq!(actor_of_a_put(&h, &[("x-real-ip", "192.0.2.7")]).await, peer);
+    h.finish().await;
+
+    let elsewhere = ServerConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..ServerConfig::default()
+    };
+    let h = Harness::new(Kind::Memory, elsewhere).await.unwrap();
+    assert_eq!(actor_of_a_put(&h, &[("x-real-ip", "192.0.2.7")]).await, peer);
+    h.finish().await;
+}
+
 /// Runs each test against every store: memory, SQLite, MariaDB (skipped
 /// outside CI when the server is down; never in CI).
 macro_rules! on_every_store {

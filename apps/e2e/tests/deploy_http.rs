@@ -57,7 +57,13 @@ fn nginx_sites_pass_nginx_t_and_proxy_to_the_daemon() {
     }
     let tmp = TempDir::new().unwrap();
     let db = sample_db(tmp.path());
-    let daemon = start_daemon(tmp.path(), &db);
+    // As fixtures/production.toml: nginx on this host is trusted.
+    let daemon = Slavealloc::start(
+        &binaries().unwrap().slavealloc,
+        &["--db", &db, "--trusted-proxy", "127.0.0.1"],
+        tmp.path(),
+    )
+    .unwrap();
     let daemon_addr = daemon.url().trim_start_matches("http://").to_owned();
 
     for (instance, port) in [("production", 1080), ("staging", 1079)] {
@@ -120,7 +126,40 @@ fn nginx_sites_pass_nginx_t_and_proxy_to_the_daemon() {
         assert!(get(&format!("{base}/metrics")).body.contains("slavealloc_"));
         // Nothing else is served.
         assert_eq!(get(&format!("{base}/etc/passwd")).status, 404);
+        assert_eq!(
+            audited_client_of_a_put_through(&base, &dir),
+            "127.0.0.2",
+            "{instance}: the audit names the machine behind nginx, not nginx nor a forged header"
+        );
     }
+}
+
+/// PUTs a slave's notes through nginx from 127.0.0.2 with a forged
+/// `X-Real-IP`, and answers the actor the audit log recorded.
+fn audited_client_of_a_put_through(base: &str, dir: &Path) -> String {
+    let put = run(
+        "curl PUT",
+        Command::new("curl").args([
+            "-sS",
+            "--fail",
+            "--interface",
+            "127.0.0.2",
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "X-Real-IP: 203.0.113.9",
+            "-d",
+            r#"{"notes": "through nginx"}"#,
+            &format!("{base}/api/slaves/3"),
+        ]),
+        dir,
+    );
+    assert!(put.status.success(), "{}", put.output);
+    let audit = get(&format!("{base}/api/audit?table=slaves&id=3&limit=1"));
+    let entries: serde_json::Value = serde_json::from_str(&audit.body).unwrap();
+    entries[0]["actor"].as_str().unwrap_or_default().to_owned()
 }
 
 fn check(args: &[&str], dir: &Path) -> Finished {

@@ -14,6 +14,7 @@
 //! database gets 503 with that reason.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,6 +71,15 @@ pub struct ServeArgs {
     /// The host name written in every tac's header [default: this host's name]
     #[arg(long, env = "SLAVEALLOC_FQDN", value_name = "NAME")]
     pub fqdn: Option<String>,
+    /// A reverse proxy whose X-Real-IP header names the client, for the
+    /// audit and allocation logs (repeat, or separate with commas) [default: none]
+    #[arg(
+        long = "trusted-proxy",
+        env = "SLAVEALLOC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// The configuration file. Every key is optional; unknown keys are an
@@ -93,6 +103,8 @@ pub struct FileConfig {
     pub fqdn: Option<String>,
     /// The most requests one group-commit transaction decides.
     pub batch_limit: Option<usize>,
+    /// Reverse proxies whose `X-Real-IP` header names the client.
+    pub trusted_proxies: Option<Vec<IpAddr>>,
     /// Tac rendering: `default_template` ("buildslave" or
     /// "buildbot-worker") and `no_idleizer` (name fragments).
     #[serde(default)]
@@ -147,6 +159,8 @@ pub struct Settings {
     pub deadline: Duration,
     /// Write tokens.
     pub tokens: Tokens,
+    /// Reverse proxies whose `X-Real-IP` header names the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// Reads the file named by `--config` (if any) and merges it with the
@@ -228,6 +242,11 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         pool,
         deadline,
         tokens,
+        trusted_proxies: if args.trusted_proxies.is_empty() {
+            file.trusted_proxies.unwrap_or_default()
+        } else {
+            args.trusted_proxies.clone()
+        },
     })
 }
 
@@ -321,6 +340,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         db_deadline: settings.deadline,
         readiness,
         pool_state: Some(pool_state(store.clone())),
+        trusted_proxies: settings.trusted_proxies.clone(),
     };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -522,7 +542,23 @@ mod tests {
                 Some(Duration::from_secs(400)),
                 "{name}: pool_recycle"
             );
+            assert_eq!(
+                s.trusted_proxies,
+                ["127.0.0.1", "::1"].map(|a| a.parse::<IpAddr>().unwrap()),
+                "{name}"
+            );
         }
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_flags_over_the_file_and_bad_ones_are_refused() {
+        let f = || file(r#"trusted_proxies = ["10.0.0.1"]"#);
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(resolve(&parse(&[]), f()).unwrap().trusted_proxies, [ip("10.0.0.1")]);
+        let s = resolve(&parse(&["--trusted-proxy", "127.0.0.1,::1"]), f()).unwrap();
+        assert_eq!(s.trusted_proxies, [ip("127.0.0.1"), ip("::1")]);
+        assert!(Cli::try_parse_from(["serve", "--trusted-proxy", "nginx.local"]).is_err());
+        assert!(toml::from_str::<FileConfig>(r#"trusted_proxies = ["not-an-ip"]"#).is_err());
     }
 
     #[test]
