@@ -137,7 +137,8 @@ fn from_store(e: StoreError) -> AdminError {
         StoreError::Duplicate(_)
         | StoreError::InvalidReference { .. }
         | StoreError::Referenced(_)
-        | StoreError::Input(_) => AdminError::Rejected(e.to_string()),
+        | StoreError::Input(_)
+        | StoreError::Forbidden(_) => AdminError::Rejected(e.to_string()),
         StoreError::Unavailable(_) | StoreError::Retryable(_) | StoreError::Other(_) => {
             AdminError::Server(e.to_string())
         }

@@ -72,7 +72,7 @@ impl Allocator {
     /// unknown name or no candidate master; the others for broken data,
     /// templates or storage. Nothing is recorded on error.
     pub async fn gettac(&self, name: &str) -> Result<Allocation, AllocationError> {
-        self.one(name, Intent::Commit, "gettac").await
+        self.one(name, Intent::Commit, "gettac", Secrets::Shown).await
     }
 
     /// Like [`Allocator::gettac`] but records nothing: what
@@ -81,12 +81,28 @@ impl Allocator {
     /// # Errors
     /// As for [`Allocator::gettac`].
     pub async fn peek(&self, name: &str) -> Result<Allocation, AllocationError> {
-        self.one(name, Intent::Peek, "peek").await
+        self.one(name, Intent::Peek, "peek", Secrets::Shown).await
     }
 
-    async fn one(&self, name: &str, intent: Intent, actor: &str) -> Result<Allocation, AllocationError> {
+    /// Like [`Allocator::peek`] but the tac shows the password as
+    /// [`REDACTED_PASSWORD`]: for readers who may see the decision but not
+    /// the pool's secret. The decision still carries the password row.
+    ///
+    /// # Errors
+    /// As for [`Allocator::gettac`].
+    pub async fn preview(&self, name: &str) -> Result<Allocation, AllocationError> {
+        self.one(name, Intent::Peek, "peek", Secrets::Redacted).await
+    }
+
+    async fn one(
+        &self,
+        name: &str,
+        intent: Intent,
+        actor: &str,
+        secrets: Secrets,
+    ) -> Result<Allocation, AllocationError> {
         let name = SlaveName::parse(name)?;
-        let mut results = self.allocate(std::slice::from_ref(&name), intent, actor).await?;
+        let mut results = self.run(std::slice::from_ref(&name), intent, actor, secrets).await?;
         results.pop().unwrap_or(Err(AllocationError::UnknownSlave(name)))
     }
 
@@ -102,10 +118,20 @@ impl Allocator {
     /// retrying deadlocks up to the configured attempts); nothing was
     /// recorded then. Otherwise one result per name.
     pub async fn allocate(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
+        self.run(names, intent, actor, Secrets::Shown).await
+    }
+
+    async fn run(
+        &self,
+        names: &[SlaveName],
+        intent: Intent,
+        actor: &str,
+        secrets: Secrets,
+    ) -> Result<Results, StoreError> {
         let (distinct, positions) = dedupe(names);
         let mut attempt = 1;
         let results = loop {
-            match self.attempt(&distinct, intent, actor).await {
+            match self.attempt(&distinct, intent, actor, secrets).await {
                 Err(StoreError::Retryable(_)) if attempt < self.max_attempts => attempt += 1,
                 other => break other?,
             }
@@ -113,7 +139,13 @@ impl Allocator {
         Ok(positions.into_iter().map(|i| results[i].clone()).collect())
     }
 
-    async fn attempt(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
+    async fn attempt(
+        &self,
+        names: &[SlaveName],
+        intent: Intent,
+        actor: &str,
+        secrets: Secrets,
+    ) -> Result<Results, StoreError> {
         let mut unit = self.store.begin(intent).await?;
         let snapshot = unit.snapshot(names).await?;
         let header = TacHeader {
@@ -124,7 +156,7 @@ impl Allocator {
         let mut results = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let result = planner.decide(i, name).and_then(|decision| {
-                let tac = self.renderer.render(&tac_request(&decision, header.clone()))?;
+                let tac = self.renderer.render(&tac_request(&decision, header.clone(), secrets))?;
                 Ok(Allocation { decision, tac })
             });
             if let Ok(a) = &result {
@@ -165,7 +197,17 @@ fn dedupe(names: &[SlaveName]) -> (Vec<SlaveName>, Vec<usize>) {
     (distinct, positions)
 }
 
-fn tac_request(decision: &Decision, header: TacHeader) -> TacRequest {
+/// What a tac may show of the pool's password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Shown,
+    Redacted,
+}
+
+/// The password a [`Allocator::preview`] tac shows.
+pub const REDACTED_PASSWORD: &str = "***";
+
+fn tac_request(decision: &Decision, header: TacHeader, secrets: Secrets) -> TacRequest {
     let slavename = decision.slave.name.clone();
     let body = match (&decision.master, &decision.password) {
         (Some(master), Some(password)) => TacBody::Enabled {
@@ -175,7 +217,10 @@ fn tac_request(decision: &Decision, header: TacHeader) -> TacRequest {
                 port: master.pb_port,
                 slavename,
                 basedir: decision.slave.basedir.clone(),
-                passwd: password.password.clone(),
+                passwd: match secrets {
+                    Secrets::Shown => password.password.clone(),
+                    Secrets::Redacted => REDACTED_PASSWORD.to_owned(),
+                },
             },
         },
         _ => TacBody::Disabled { slavename },

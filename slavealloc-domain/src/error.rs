@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A value the column does not accept (HTTP 400).
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The writer may not make this write (HTTP 403; see
+    /// [`access`](crate::access)). Nothing was written.
+    #[error("not allowed: {0}")]
+    Forbidden(String),
     /// Anything else: a bug or a broken database (HTTP 500; the cause is
     /// logged, the client gets a short reason).
     #[error("storage error: {0}")]

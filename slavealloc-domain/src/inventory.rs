@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{self, Operation, Writer};
 use crate::error::StoreError;
 use crate::ports::{Actor, Host, InventoryStore, TacRenderer};
 use crate::schema::{Kind, Row, Table, Value};
@@ -138,12 +139,10 @@ impl Inventory {
     }
 
     /// Writes the updatable columns `body` carries into row `id`, ignoring
-    /// every other key (see [`Table::parse_update`]).
+    /// every other key (see [`Table::parse_update`]), as an admin.
     ///
     /// # Errors
-    /// [`StoreError::Input`] for a bad value (nothing written), and the
-    /// store's errors ([`StoreError::NotFound`], [`StoreError::Duplicate`],
-    /// [`StoreError::InvalidReference`]).
+    /// As for [`Inventory::update_as`].
     pub async fn update(
         &self,
         table: Table,
@@ -151,34 +150,84 @@ impl Inventory {
         body: &serde_json::Map<String, serde_json::Value>,
         actor: &str,
     ) -> Result<Row, StoreError> {
-        let changes = table.parse_update(body)?;
-        self.check_template(table, &changes)?;
-        self.store.update(table, id, changes, self.actor(actor)).await
+        self.update_as(table, id, body, &Writer::admin(actor)).await
     }
 
-    /// Creates a row from `body` (see [`Table::parse_insert`]) and returns
-    /// it with its id.
+    /// Writes the updatable columns `body` carries into row `id` if
+    /// `writer` may: keys whose value equals the stored one are dropped
+    /// first and never written, so a client that sends a whole row back
+    /// writes only what it changed (see [`access`](crate::access)).
     ///
     /// # Errors
-    /// As for [`Inventory::update`].
+    /// [`StoreError::Input`] for a bad value, [`StoreError::Forbidden`]
+    /// for a change the writer may not make (nothing written either way),
+    /// and the store's errors ([`StoreError::NotFound`],
+    /// [`StoreError::Duplicate`], [`StoreError::InvalidReference`]).
+    pub async fn update_as(
+        &self,
+        table: Table,
+        id: i32,
+        body: &serde_json::Map<String, serde_json::Value>,
+        writer: &Writer,
+    ) -> Result<Row, StoreError> {
+        let mut changes = table.parse_update(body)?;
+        let current = self.store.get(table, id).await?.ok_or(StoreError::NotFound)?;
+        changes.retain(|column, value| current.get(column) != Some(value));
+        let columns: Vec<&str> = changes.keys().map(String::as_str).collect();
+        access::check(table, Operation::Update(&columns), writer.permission)?;
+        if changes.is_empty() {
+            return Ok(current);
+        }
+        self.check_template(table, &changes)?;
+        self.store.update(table, id, changes, self.actor(&writer.name)).await
+    }
+
+    /// Creates a row from `body` (see [`Table::parse_insert`]) as an admin
+    /// and returns it with its id.
+    ///
+    /// # Errors
+    /// As for [`Inventory::create_as`].
     pub async fn create(
         &self,
         table: Table,
         body: &serde_json::Map<String, serde_json::Value>,
         actor: &str,
     ) -> Result<Row, StoreError> {
-        let row = table.parse_insert(body)?;
-        self.check_template(table, &row)?;
-        self.store.insert(table, row, self.actor(actor)).await
+        self.create_as(table, body, &Writer::admin(actor)).await
     }
 
-    /// Deletes row `id`.
+    /// Creates a row from `body` if `writer` may.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::Referenced`] when other rows
-    /// still refer to it.
+    /// As for [`Inventory::update_as`].
+    pub async fn create_as(
+        &self,
+        table: Table,
+        body: &serde_json::Map<String, serde_json::Value>,
+        writer: &Writer,
+    ) -> Result<Row, StoreError> {
+        access::check(table, Operation::Create, writer.permission)?;
+        let row = table.parse_insert(body)?;
+        self.check_template(table, &row)?;
+        self.store.insert(table, row, self.actor(&writer.name)).await
+    }
+
+    /// Deletes row `id` as an admin.
+    ///
+    /// # Errors
+    /// As for [`Inventory::delete_as`].
     pub async fn delete(&self, table: Table, id: i32, actor: &str) -> Result<(), StoreError> {
-        self.store.delete(table, id, self.actor(actor)).await
+        self.delete_as(table, id, &Writer::admin(actor)).await
+    }
+
+    /// Deletes row `id` if `writer` may.
+    ///
+    /// # Errors
+    /// [`StoreError::Forbidden`]; [`StoreError::NotFound`];
+    /// [`StoreError::Referenced`] when other rows still refer to it.
+    pub async fn delete_as(&self, table: Table, id: i32, writer: &Writer) -> Result<(), StoreError> {
+        access::check(table, Operation::Delete, writer.permission)?;
+        self.store.delete(table, id, self.actor(&writer.name)).await
     }
 
     fn actor(&self, name: &str) -> Actor {

@@ -74,6 +74,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod allocator;
 pub mod audit;
@@ -86,6 +87,7 @@ pub mod ports;
 pub mod rule;
 pub mod schema;
 
+pub use access::{Permission, Writer};
 pub use admin::{AdminApi, AdminError, LocalAdmin};
 pub use allocator::{Allocation, Allocator};
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};

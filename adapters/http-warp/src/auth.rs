@@ -1,23 +1,66 @@
-//! Write authentication: named bearer tokens, compared in constant time.
+//! Authentication: named bearer tokens with a scope, compared in constant
+//! time.
 //!
 //! Off by default, as in the original (the build network's firewall was its
-//! only protection). Reads and `/gettac` always stay open: machines boot
-//! without secrets.
+//! only protection). `/gettac` always stays open: machines boot without
+//! secrets. A token's scope says what it may do:
+//!
+//! | scope | may |
+//! | --- | --- |
+//! | `admin` | every write (see [`slavealloc_domain::access`]) and see passwords |
+//! | `operator` | the day-to-day writes: enable, disable, lock, notes, moves, drains |
+//! | `secrets` | only see passwords in `/api/gettac` and the UI's tac preview |
 
 use std::net::IpAddr;
 
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use slavealloc_domain::{Permission, Writer};
 use subtle::ConstantTimeEq;
 
-/// The configured write tokens by name. Empty: writes need no token.
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every write, and passwords in previews.
+    Admin,
+    /// The day-to-day writes.
+    Operator,
+    /// Reading passwords in previews; no writes.
+    Secrets,
+}
+
+impl Scope {
+    /// Its name in configuration and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Operator => "operator",
+            Scope::Secrets => "secrets",
+        }
+    }
+}
+
+/// A configured token: its name, a digest of its secret, its scope.
+#[derive(Clone)]
+struct Token {
+    name: String,
+    digest: [u8; 32],
+    scope: Scope,
+}
+
+/// The configured tokens by name. Empty: writes need no token.
 ///
-/// Its `Debug` shows the names only; the secrets are never printed or
-/// logged.
+/// Its `Debug` shows the names and scopes only; the secrets are never
+/// printed or logged.
 #[derive(Clone, Default)]
-pub struct Tokens(Vec<(String, Vec<u8>)>);
+pub struct Tokens(Vec<Token>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|t| (&t.name, t.scope.name())))
+            .finish()
     }
 }
 
@@ -36,22 +79,78 @@ impl std::error::Error for TokenError {}
 /// The shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Who a request is, for the audit log and for what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Tokens are off: writes are open (but not the code), the actor is
+    /// the client's address.
+    Open(String),
+    /// A valid token: its name and scope.
+    Token(String, Scope),
+    /// Tokens are on and the request has none that is valid.
+    Anonymous,
+}
+
+impl Identity {
+    /// The writer this identity is, or `None` when it may not write at
+    /// all (no valid token; a `secrets` token).
+    pub fn writer(&self) -> Option<Writer> {
+        let (name, permission) = match self {
+            Identity::Open(client) => (client, Permission::Open),
+            Identity::Token(name, Scope::Admin) => (name, Permission::Admin),
+            Identity::Token(name, Scope::Operator) => (name, Permission::Operator),
+            Identity::Token(_, Scope::Secrets) | Identity::Anonymous => return None,
+        };
+        Some(Writer {
+            name: name.clone(),
+            permission,
+        })
+    }
+
+    /// Whether it may see passwords.
+    pub fn sees_secrets(&self) -> bool {
+        matches!(self, Identity::Token(_, Scope::Admin | Scope::Secrets))
+    }
+
+    /// The name to log.
+    pub fn name(&self) -> &str {
+        match self {
+            Identity::Open(client) => client,
+            Identity::Token(name, _) => name,
+            Identity::Anonymous => "anonymous",
+        }
+    }
+}
+
 impl Tokens {
-    /// Tokens from `(name, secret)` pairs.
+    /// Admin tokens from `(name, secret)` pairs.
     ///
     /// # Errors
-    /// An empty name, a secret shorter than [`MIN_TOKEN_LEN`] or holding
-    /// whitespace, or a secret given twice (which would make the audit
-    /// log's actor ambiguous). The message names the token, never its
-    /// secret.
+    /// As for [`Tokens::with_scopes`].
     pub fn new<I, N, S>(pairs: I) -> Result<Self, TokenError>
     where
         I: IntoIterator<Item = (N, S)>,
         N: Into<String>,
         S: Into<String>,
     {
-        let mut tokens: Vec<(String, Vec<u8>)> = Vec::new();
-        for (name, secret) in pairs {
+        Self::with_scopes(pairs.into_iter().map(|(n, s)| (n, s, Scope::Admin)))
+    }
+
+    /// Tokens from `(name, secret, scope)`.
+    ///
+    /// # Errors
+    /// An empty name, a secret shorter than [`MIN_TOKEN_LEN`] or holding
+    /// whitespace, or a secret given twice (which would make the audit
+    /// log's actor ambiguous). The message names the token, never its
+    /// secret.
+    pub fn with_scopes<I, N, S>(tokens: I) -> Result<Self, TokenError>
+    where
+        I: IntoIterator<Item = (N, S, Scope)>,
+        N: Into<String>,
+        S: Into<String>,
+    {
+        let mut kept: Vec<Token> = Vec::new();
+        for (name, secret, scope) in tokens {
             let (name, secret) = (name.into(), secret.into());
             if name.trim().is_empty() {
                 return Err(TokenError("a token has an empty name".to_owned()));
@@ -61,14 +160,15 @@ impl Tokens {
                     "token {name:?} must be at least {MIN_TOKEN_LEN} characters without spaces"
                 )));
             }
-            if tokens.iter().any(|(_, s)| s.as_slice() == secret.as_bytes()) {
+            let digest = digest(secret.as_bytes());
+            if kept.iter().any(|t| t.digest == digest) {
                 return Err(TokenError(format!(
                     "token {name:?} has the same secret as another token"
                 )));
             }
-            tokens.push((name, secret.into_bytes()));
+            kept.push(Token { name, digest, scope });
         }
-        Ok(Self(tokens))
+        Ok(Self(kept))
     }
 
     /// Whether writes need a token.
@@ -76,28 +176,44 @@ impl Tokens {
         !self.0.is_empty()
     }
 
-    /// The name of the token `presented` is, if any. Every configured token
-    /// is compared, each in constant time, so the time taken does not tell
-    /// how much of a guess was right.
-    fn identify(&self, presented: &[u8]) -> Option<&str> {
+    /// The token `presented` is, if any. Digests of the same length are
+    /// compared, every configured token each time and each in constant
+    /// time, so the time taken tells neither how much of a guess was right
+    /// nor how long a token is.
+    fn identify(&self, presented: &[u8]) -> Option<&Token> {
+        let presented = digest(presented);
         let mut found = None;
-        for (name, secret) in &self.0 {
-            if bool::from(secret.as_slice().ct_eq(presented)) {
-                found = Some(name.as_str());
+        for token in &self.0 {
+            if bool::from(token.digest.ct_eq(&presented)) {
+                found = Some(token);
             }
         }
         found
     }
 
-    /// Who is writing: the token's name when tokens are configured (`None`
-    /// when the request has no valid one), else the client's address.
-    pub fn actor(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Option<String> {
+    /// Who is asking: the token's name and scope when tokens are
+    /// configured ([`Identity::Anonymous`] without a valid one), else the
+    /// client's address.
+    pub fn identity(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Identity {
         if !self.required() {
-            return Some(client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
+            return Identity::Open(client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()));
         }
-        let presented = bearer(authorization?)?;
-        self.identify(presented.as_bytes()).map(str::to_owned)
+        authorization
+            .and_then(bearer)
+            .and_then(|presented| self.identify(presented.as_bytes()))
+            .map_or(Identity::Anonymous, |t| Identity::Token(t.name.clone(), t.scope))
     }
+
+    /// Who is writing: the token's name when tokens are configured (`None`
+    /// when the request has no valid write token), else the client's
+    /// address.
+    pub fn actor(&self, authorization: Option<&str>, client: Option<IpAddr>) -> Option<String> {
+        self.identity(authorization, client).writer().map(|w| w.name)
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case
@@ -154,6 +270,29 @@ mod tests {
         assert!(Tokens::new([("", "0123456789abcdef")]).is_err());
         assert!(Tokens::new([("a", "0123456789abcdef"), ("b", "0123456789abcdef")]).is_err());
         assert!(Tokens::new([("a", "0123456789 abcdef")]).is_err());
+    }
+
+    #[test]
+    fn scopes_decide_what_a_token_may_do() {
+        let t = Tokens::with_scopes([
+            ("admin", "0123456789abcdef", Scope::Admin),
+            ("buildduty", "fedcba9876543210", Scope::Operator),
+            ("viewer", "aaaaaaaaaaaaaaaa", Scope::Secrets),
+        ])
+        .unwrap();
+        let who = |secret: &str| t.identity(Some(&format!("Bearer {secret}")), None);
+        assert_eq!(who("0123456789abcdef").writer().unwrap().permission, Permission::Admin);
+        assert_eq!(
+            who("fedcba9876543210").writer().unwrap().permission,
+            Permission::Operator
+        );
+        assert_eq!(who("aaaaaaaaaaaaaaaa").writer(), None, "a secrets token cannot write");
+        assert!(who("0123456789abcdef").sees_secrets() && who("aaaaaaaaaaaaaaaa").sees_secrets());
+        assert!(!who("fedcba9876543210").sees_secrets());
+        assert_eq!(who("nope-nope-nope-nope"), Identity::Anonymous);
+        let open = Tokens::default().identity(None, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(open.writer().unwrap().permission, Permission::Open);
+        assert!(!open.sees_secrets());
     }
 
     #[test]

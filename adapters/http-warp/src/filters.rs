@@ -124,10 +124,24 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         let peek = warp::path!("gettac" / String)
             .and(warp::get())
             .and(s())
-            .then(|name, state| handlers::peek(state, name));
+            .and(caller(&state))
+            .then(|name, state, c| handlers::peek(state, name, c));
         routes = peek.or(routes).unify().boxed();
     }
     warp::path("api").and(routes.recover(rejections::json).unify()).boxed()
+}
+
+/// Refuses, before any route, what [`crate::guard`] refuses.
+fn guarded(state: Arc<AppState>) -> BoxedFilter<()> {
+    warp::method()
+        .and(warp::path::peek())
+        .and(warp::header::headers_cloned())
+        .and_then(move |method, path: warp::path::Peek, headers| {
+            let verdict = state.guard.check(&method, path.as_str(), &headers);
+            async move { verdict.map_err(|e| warp::reject::custom(rejections::Refused(e))) }
+        })
+        .untuple_one()
+        .boxed()
 }
 
 /// Matches the base path's segments (nothing for `/`).
@@ -164,6 +178,7 @@ pub(crate) fn app(state: Arc<AppState>, allocator: bool, ui: Option<UiFilter>) -
 
     let counted = Arc::clone(&state);
     base_path(&state.base)
+        .and(guarded(Arc::clone(&state)))
         .and(routes)
         .recover(rejections::plain)
         .unify()

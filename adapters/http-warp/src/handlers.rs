@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table};
+use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table, Writer};
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::auth::Identity;
 use crate::models::{self, ApiError, Body};
 use crate::AppState;
 
@@ -55,10 +56,22 @@ impl AppState {
         result
     }
 
-    fn authorize(&self, caller: &Caller) -> Result<String, ApiError> {
-        self.tokens
-            .actor(caller.authorization.as_deref(), caller.client)
-            .ok_or_else(ApiError::unauthorized)
+    fn identify(&self, caller: &Caller) -> Identity {
+        self.tokens.identity(caller.authorization.as_deref(), caller.client)
+    }
+
+    /// The writer a request is: 401 without a valid token when tokens are
+    /// on, 403 for a token that may not write at all.
+    fn authorize(&self, caller: &Caller) -> Result<Writer, ApiError> {
+        match self.identify(caller) {
+            Identity::Anonymous => Err(ApiError::unauthorized()),
+            identity => identity.writer().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("token {:?} may only read passwords, not write", identity.name()),
+                )
+            }),
+        }
     }
 }
 
@@ -146,13 +159,28 @@ fn log_allocation(state: &AppState, a: &Allocation, client: Option<IpAddr>, star
     );
 }
 
-/// `GET /api/gettac/<slave>`: the same decision, nothing committed.
-pub async fn peek(state: Arc<AppState>, raw: String) -> Response {
+/// `GET /api/gettac/<slave>`: the same decision, nothing committed; the
+/// password shown as `***` unless the caller's token may see secrets.
+pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response {
+    let identity = state.identify(&caller);
+    let secrets = identity.sees_secrets();
+    tracing::info!(
+        slave = %raw,
+        peer = %caller.client.map(|ip| ip.to_string()).unwrap_or_default(),
+        who = identity.name(),
+        secrets,
+        "peek"
+    );
     let allocator = state.services.allocator.clone();
     let result = state
         .db(async move {
+            let answer = if secrets {
+                allocator.peek(&raw).await
+            } else {
+                allocator.preview(&raw).await
+            };
             // Storage failures become the outer error; the rest stay inside.
-            match allocator.peek(&raw).await {
+            match answer {
                 Err(AllocationError::Storage(e)) => Err(e),
                 other => Ok(other),
             }
@@ -212,11 +240,11 @@ pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: Str
 pub async fn put_row(state: Arc<AppState>, table: Table, key: String, caller: Caller, body: Body) -> Response {
     let result = async {
         let id = models::row_id(&key)?;
-        let actor = state.authorize(&caller)?;
+        let writer = state.authorize(&caller)?;
         let body = body.json_object().await?;
         let inventory = state.services.inventory.clone();
         state
-            .db(async move { inventory.update(table, id, &body, &actor).await })
+            .db(async move { inventory.update_as(table, id, &body, &writer).await })
             .await
             .map_err(|e| ApiError::from_store(&e))
     }
@@ -230,11 +258,11 @@ pub async fn put_row(state: Arc<AppState>, table: Table, key: String, caller: Ca
 /// `POST /api/<table>`: creates a row; 201 with the row, id included.
 pub async fn create_row(state: Arc<AppState>, table: Table, caller: Caller, body: Body) -> Response {
     let result = async {
-        let actor = state.authorize(&caller)?;
+        let writer = state.authorize(&caller)?;
         let body = body.json_object().await?;
         let inventory = state.services.inventory.clone();
         state
-            .db(async move { inventory.create(table, &body, &actor).await })
+            .db(async move { inventory.create_as(table, &body, &writer).await })
             .await
             .map_err(|e| ApiError::from_store(&e))
     }
@@ -257,10 +285,10 @@ pub async fn create_row(state: Arc<AppState>, table: Table, caller: Caller, body
 pub async fn delete_row(state: Arc<AppState>, table: Table, key: String, caller: Caller) -> Response {
     let result = async {
         let id = models::row_id(&key)?;
-        let actor = state.authorize(&caller)?;
+        let writer = state.authorize(&caller)?;
         let inventory = state.services.inventory.clone();
         state
-            .db(async move { inventory.delete(table, id, &actor).await })
+            .db(async move { inventory.delete_as(table, id, &writer).await })
             .await
             .map_err(|e| ApiError::from_store(&e))
     }

@@ -35,6 +35,7 @@
 pub mod auth;
 pub mod batcher;
 pub mod filters;
+pub mod guard;
 pub mod handlers;
 pub mod metrics;
 pub mod models;
@@ -46,13 +47,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper::server::conn::{AddrIncoming, AddrStream};
-use hyper::service::{make_service_fn, service_fn, Service};
+use hyper::service::{service_fn, Service};
 use slavealloc_domain::{Allocator, Inventory};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
 pub use auth::Tokens;
+pub use guard::{AllowedHosts, Guard};
 pub use metrics::PoolState;
 
 /// The line the daemon prints once it listens: `listening on http://ADDR`.
@@ -143,6 +144,8 @@ pub struct ServerConfig {
     /// that address instead of the proxy's. Empty: the header is ignored, so
     /// a client cannot claim another's address.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Cross-origin protection and the `Host` check (see [`guard`]).
+    pub guard: Guard,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -156,6 +159,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("db_deadline", &self.db_deadline)
             .field("readiness", &self.readiness)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("guard", &self.guard)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +176,7 @@ impl Default for ServerConfig {
             readiness: Readiness::ready(),
             pool_state: None,
             trusted_proxies: Vec::new(),
+            guard: Guard::default(),
         }
     }
 }
@@ -203,6 +208,7 @@ pub struct AppState {
     pub(crate) api_index: String,
     pub(crate) openapi: String,
     pub(crate) trusted_proxies: Arc<[IpAddr]>,
+    pub(crate) guard: Guard,
 }
 
 /// The whole daemon as one warp filter: every route, rejections rendered,
@@ -225,6 +231,7 @@ pub fn routes(services: Services, config: ServerConfig) -> BoxedFilter<(warp::re
         readiness: config.readiness,
         ui_mounted: config.ui.is_some(),
         trusted_proxies: config.trusted_proxies.into(),
+        guard: config.guard,
         base,
     });
     filters::app(state, config.allocator_enabled, config.ui)
@@ -241,35 +248,192 @@ pub(crate) fn normalize_base(base: &str) -> String {
     }
 }
 
-/// Serves `filter` on an already bound listener until `shutdown` completes,
-/// then lets in-flight requests finish. Each request carries the client's
-/// address as a [`PeerAddr`] extension.
+/// How long clients may take and how many may be connected at once: what
+/// keeps a slow or hostile client from holding the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// From the moment the server waits for a request's head to its end.
+    /// hyper starts this clock also while a keep-alive connection waits for
+    /// its next request, so it is the idle keep-alive timeout too: keep a
+    /// proxy's upstream keep-alive shorter (the shipped nginx sites do).
+    pub header_read_timeout: Duration,
+    /// From a request's head to its answer (body read, handler run);
+    /// answered with 503 beyond it.
+    pub request_timeout: Duration,
+    /// A connection on which a read or a write makes no progress for this
+    /// long is closed: a client that stops reading its answer, or stalls
+    /// its body, gives its connection back.
+    pub io_timeout: Duration,
+    /// The most connections served at once; more are answered 503 and
+    /// closed. Keep it below the process's file-descriptor limit.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The answer to a connection over [`Limits::max_connections`], written
+/// without reading its request.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 21\r\n\r\ntoo many connections\n";
+
+/// How many over-capacity connections are being answered at once; beyond
+/// it they are closed without an answer.
+const MAX_REFUSALS: usize = 64;
+
+/// Serves `filter` on an already bound listener with the default
+/// [`Limits`] until `shutdown` completes, then lets in-flight requests
+/// finish. Each request carries the client's address as a [`PeerAddr`]
+/// extension.
 ///
 /// # Errors
-/// When the listener cannot be handed to hyper, or the server fails.
+/// Never today; the `Result` is kept for callers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     filter: BoxedFilter<(warp::reply::Response,)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), hyper::Error> {
-    let mut incoming = AddrIncoming::from_listener(listener)?;
-    // Small request/response exchanges: waiting for Nagle only adds latency.
-    incoming.set_nodelay(true);
+    serve_with(listener, filter, shutdown, Limits::default()).await
+}
+
+/// [`serve`] with these limits.
+///
+/// # Errors
+/// Never today: a failed `accept` (the file-descriptor limit, say) is
+/// logged and retried after a pause, and a failed connection only ends
+/// that connection.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    filter: BoxedFilter<(warp::reply::Response,)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> Result<(), hyper::Error> {
     let service = warp::service(filter);
-    let make = make_service_fn(move |conn: &AddrStream| {
-        let peer = PeerAddr(conn.remote_addr());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let limits = Arc::new(limits);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connections so the set does not grow with the
+        // connections served.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the
+                // connections being served free descriptors.
+                tracing::warn!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small request/response exchanges: waiting for Nagle only adds latency.
+        let _ = stream.set_nodelay(true);
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(refuse(stream, permit));
+            }
+            continue;
+        };
         let service = service.clone();
+        let limits = Arc::clone(&limits);
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            connection(stream, PeerAddr(peer), service, &limits, stopping).await;
+            drop(slot);
+        });
+    }
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Serves one connection until it closes, a limit closes it, or the server
+/// stops (then its request in flight finishes first).
+async fn connection<S>(
+    stream: tokio::net::TcpStream,
+    peer: PeerAddr,
+    service: S,
+    limits: &Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    S: Service<hyper::Request<hyper::Body>, Response = warp::reply::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut io = tokio_io_timeout::TimeoutStream::new(stream);
+    io.set_read_timeout(Some(limits.io_timeout));
+    io.set_write_timeout(Some(limits.io_timeout));
+    let request_timeout = limits.request_timeout;
+    let handler = service_fn(move |mut req: hyper::Request<hyper::Body>| {
+        req.extensions_mut().insert(peer);
+        let answer = service.clone().call(req);
         async move {
-            Ok::<_, Infallible>(service_fn(move |mut req: hyper::Request<hyper::Body>| {
-                req.extensions_mut().insert(peer);
-                service.clone().call(req)
-            }))
+            Ok::<_, Infallible>(match tokio::time::timeout(request_timeout, answer).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(never)) => match never {},
+                Err(_) => too_slow(request_timeout),
+            })
         }
     });
-    hyper::Server::builder(incoming)
-        .serve(make)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let conn = hyper::server::conn::Http::new()
+        .http1_only(true)
+        .http1_header_read_timeout(limits.header_read_timeout)
+        .serve_connection(Box::pin(io), handler);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopping.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // A client that hung up or timed out: its business, not an error.
+        tracing::debug!(peer = %peer.0, error = %e, "connection ended");
+    }
+}
+
+fn too_slow(limit: Duration) -> warp::reply::Response {
+    let mut r = warp::http::Response::new(hyper::Body::from(format!(
+        "the request took longer than {} ms\n",
+        limit.as_millis()
+    )));
+    *r.status_mut() = warp::http::StatusCode::SERVICE_UNAVAILABLE;
+    r
+}
+
+/// Answers a connection over the cap with 503 and closes it, bounded in
+/// time so that a client that never reads cannot keep it.
+async fn refuse(mut stream: tokio::net::TcpStream, permit: tokio::sync::OwnedSemaphorePermit) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = async {
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing, so that the close is a
+        // FIN and not a reset that could discard the answer.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    drop(permit);
 }
 
 /// A filter extracting the client's address: the [`PeerAddr`] that

@@ -26,7 +26,7 @@ pub struct PoolState {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: &'static str,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -123,7 +123,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route,
-                method: method.to_owned(),
+                method: method_of(method),
                 status,
             })
             .inc();
@@ -166,6 +166,20 @@ impl Metrics {
     }
 }
 
+/// The method as a label: one of a fixed set, so that a client sending
+/// made-up methods cannot grow `/metrics` (HTTP allows any token there).
+pub(crate) fn method_of(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// The route template of a request path (the base path already removed):
 /// bounded label values for [`Metrics::request`].
 pub(crate) fn route_of(path: &str) -> &'static str {
@@ -204,6 +218,16 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(route_of(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn methods_are_a_fixed_set() {
+        for m in ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"] {
+            assert_eq!(method_of(m), m);
+        }
+        for junk in ["PATCH", "get", "XYZZY", "TRACE", ""] {
+            assert_eq!(method_of(junk), "other", "{junk}");
         }
     }
 }

@@ -119,6 +119,7 @@ impl ApiError {
             StoreError::Input(_) | StoreError::InvalidReference { .. } => Self::bad_request(e.to_string()),
             StoreError::Duplicate(_) | StoreError::Referenced(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
             StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "no such row"),
+            StoreError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

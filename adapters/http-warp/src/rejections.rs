@@ -9,10 +9,19 @@ use warp::{Rejection, Reply};
 
 use crate::models::ApiError;
 
+/// A request refused before any route (see [`crate::guard`]): answered
+/// with the JSON error body wherever it was sent.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) ApiError);
+
+impl warp::reject::Reject for Refused {}
+
 /// The status and message of a rejection.
 fn classify(r: &Rejection) -> ApiError {
     use warp::reject;
-    if r.is_not_found() {
+    if let Some(Refused(e)) = r.find::<Refused>() {
+        e.clone()
+    } else if r.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not found")
     } else if r.find::<reject::MethodNotAllowed>().is_some() {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -42,5 +51,8 @@ pub async fn json(r: Rejection) -> Result<Response, Infallible> {
 /// Elsewhere: plain text, as `/gettac` answers.
 pub async fn plain(r: Rejection) -> Result<Response, Infallible> {
     let e = classify(&r);
+    if r.find::<Refused>().is_some() {
+        return Ok(e.into_json());
+    }
     Ok(warp::reply::with_status(e.message, e.status).into_response())
 }

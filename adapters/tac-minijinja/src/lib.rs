@@ -96,6 +96,36 @@ const FUEL: u64 = 100_000;
 /// The name [`validate_template`] gives its template in errors.
 const UNSAVED: &str = "(new template)";
 
+/// The longest stored template rendered: a `TEXT` column's size.
+pub const MAX_TEMPLATE_BYTES: usize = 65_535;
+
+/// The longest tac rendered (header included): a real one is a few KiB;
+/// this leaves room for every value at its longest a dozen times, and
+/// bounds what one render can allocate.
+pub const MAX_TAC_BYTES: usize = 1024 * 1024;
+
+/// How long [`validate_template`] may take with the longest values: a
+/// template slower than this is refused when it is stored.
+pub const VALIDATION_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The length of every string [`validate_template`] fills in: the longest
+/// value a `TEXT` column holds, so a template that is slow or huge on a
+/// long base directory is found when it is saved, not when a slave boots.
+const WORST_CASE_LEN: usize = 64 * 1024;
+
+/// Filters a stored minijinja template may use: none that grows a string.
+const ALLOWED_FILTERS: [&str; 4] = ["lower", "upper", "trim", "length"];
+
+/// Statements a stored minijinja template may use: conditions and loops
+/// over the values (bounded by fuel and [`MAX_TAC_BYTES`]); no `set`,
+/// `macro`, `call` or `filter` blocks (which build strings outside the
+/// output's cap), no `include`, `import` or `extends`.
+const ALLOWED_STATEMENTS: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
+
+pub(crate) fn too_big() -> String {
+    format!("the tac would be longer than {MAX_TAC_BYTES} bytes")
+}
+
 /// A template built into the renderer, used for slaves without a
 /// `custom_tplid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,6 +211,9 @@ impl Default for RendererConfig {
 #[derive(Debug)]
 pub struct MinijinjaRenderer {
     env: Environment<'static>,
+    /// Stored templates render here: only [`ALLOWED_FILTERS`], no
+    /// functions, no other templates to reach.
+    stored_env: Environment<'static>,
     config: RendererConfig,
     /// A built-in template that failed to compile (a bug the tests catch),
     /// reported by every render that needs it rather than by a panic.
@@ -205,6 +238,7 @@ impl MinijinjaRenderer {
         }
         MinijinjaRenderer {
             env,
+            stored_env: stored_environment(),
             config,
             broken_builtins,
         }
@@ -235,9 +269,7 @@ impl MinijinjaRenderer {
             "idleizer",
             minijinja::Value::from(self.wants_idleizer(&fill.values.slavename)),
         ));
-        template
-            .render(minijinja::Value::from_iter(context))
-            .map_err(|e| engine_error(name, &e))
+        render_capped(name, &template, minijinja::Value::from_iter(context))
     }
 
     fn render_stored(&self, stored: &TacTemplate, fill: &Fill<'_>) -> Result<String, RenderError> {
@@ -246,7 +278,7 @@ impl MinijinjaRenderer {
         if stored.template.is_empty() {
             return self.render_builtin(self.config.default_template, fill);
         }
-        render_stored_text(&self.env, &stored.name, &stored.template, fill)
+        render_stored_text(&self.stored_env, &stored.name, &stored.template, fill)
     }
 }
 
@@ -300,11 +332,56 @@ pub fn validate_template(text: &str) -> Result<(), RenderError> {
         gendate: "Thu Jan  1 00:00:00 1970",
         genhost: "slavealloc.example.com",
     };
-    render_stored_text(&environment(), UNSAVED, text, &fill).map(drop)
+    let env = stored_environment();
+    render_stored_text(&env, UNSAVED, text, &fill)?;
+    // Then with every string at its longest: what is slow or huge on a long
+    // base directory is refused now, not at a slave's boot.
+    let long = |prefix: &str| {
+        let mut s = prefix.to_owned();
+        s.extend(std::iter::repeat_n('x', WORST_CASE_LEN.saturating_sub(prefix.len())));
+        s
+    };
+    let worst = TacValues {
+        buildmaster_host: long("master."),
+        port: 65535,
+        slavename: long("slave-"),
+        basedir: long("/builds/"),
+        passwd: long("pw-"),
+    };
+    let (gendate, genhost) = (long("Thu "), long("host."));
+    let fill = Fill {
+        values: &worst,
+        gendate: &gendate,
+        genhost: &genhost,
+    };
+    let started = std::time::Instant::now();
+    render_stored_text(&env, UNSAVED, text, &fill).map_err(|e| match e {
+        RenderError::Invalid { template, message } => RenderError::Invalid {
+            template,
+            message: format!("with {WORST_CASE_LEN}-byte values: {message}"),
+        },
+        other => other,
+    })?;
+    if started.elapsed() > VALIDATION_BUDGET {
+        return Err(invalid(
+            UNSAVED,
+            format!(
+                "it takes longer than {} ms to render with {WORST_CASE_LEN}-byte values",
+                VALIDATION_BUDGET.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    configure(&mut env);
+    env
+}
+
+/// The output rules every template renders under.
+fn configure(env: &mut Environment<'static>) {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_formatter(|out, _state, value| literal::format_value(out, value));
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -313,10 +390,113 @@ fn environment() -> Environment<'static> {
     env.set_fuel(Some(FUEL));
     // Same error text in debug and release builds.
     env.set_debug(false);
+}
+
+/// The environment stored templates compile in: the same output rules as
+/// the built-ins, [`ALLOWED_FILTERS`] and nothing else.
+fn stored_environment() -> Environment<'static> {
+    let mut env = Environment::empty();
+    configure(&mut env);
+    env.add_filter("lower", minijinja::filters::lower);
+    env.add_filter("upper", minijinja::filters::upper);
+    env.add_filter("trim", minijinja::filters::trim);
+    env.add_filter("length", minijinja::filters::length);
     env
 }
 
+/// The most `~` and `+` a stored template may hold. Without `set` nothing
+/// accumulates across a loop, so one expression is the most a template can
+/// build at once: this many joins of the longest values stays near
+/// [`MAX_TAC_BYTES`] (`basedir ~ '/logs'` is one).
+pub const MAX_CONCATENATIONS: usize = 16;
+
+/// Refuses the constructs a stored template may not use (see
+/// [`ALLOWED_FILTERS`] and [`ALLOWED_STATEMENTS`]): string repetition,
+/// arithmetic other than a few joins, and every statement but `if` and
+/// `for`.
+fn check_allowed(name: &str, text: &str) -> Result<(), RenderError> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    let mut after_block_start = false;
+    let mut after_pipe = false;
+    let mut concatenations = 0;
+    for token in tokenize(text, false, Default::default(), WhitespaceConfig::default()) {
+        let (token, span) = token.map_err(|e| engine_error(name, &e))?;
+        let line = span.start_line;
+        let refuse = |what: String| invalid(name, format!("line {line}: {what}"));
+        match &token {
+            Token::Mul | Token::Pow | Token::Div | Token::FloorDiv | Token::Mod => {
+                return Err(refuse(format!(
+                    "the operator {token} is not allowed in a tac template (no arithmetic or repetition)"
+                )));
+            }
+            Token::Plus | Token::Tilde => {
+                concatenations += 1;
+                if concatenations > MAX_CONCATENATIONS {
+                    return Err(refuse(format!(
+                        "more than {MAX_CONCATENATIONS} uses of ~ or + in one tac template"
+                    )));
+                }
+            }
+            Token::Ident(word) if after_block_start && !ALLOWED_STATEMENTS.contains(word) => {
+                return Err(refuse(format!(
+                    "{{% {word} %}} is not allowed in a tac template; use {}",
+                    ALLOWED_STATEMENTS.join(", ")
+                )));
+            }
+            Token::Ident(word) if after_pipe && !ALLOWED_FILTERS.contains(word) => {
+                return Err(refuse(format!(
+                    "the filter {word} is not allowed in a tac template; use {}",
+                    ALLOWED_FILTERS.join(", ")
+                )));
+            }
+            _ => {}
+        }
+        after_block_start = matches!(token, Token::BlockStart);
+        after_pipe = matches!(token, Token::Pipe);
+    }
+    Ok(())
+}
+
+/// Renders into a buffer that refuses to grow past [`MAX_TAC_BYTES`], so
+/// a template cannot make one render allocate more.
+fn render_capped(
+    name: &str,
+    template: &minijinja::Template<'_, '_>,
+    ctx: minijinja::Value,
+) -> Result<String, RenderError> {
+    let mut out = Capped(Vec::new());
+    match template.render_captured_to(ctx, &mut out) {
+        Ok(_) => String::from_utf8(out.0).map_err(|e| invalid(name, format!("the tac is not UTF-8: {e}"))),
+        Err(_) if out.0.len() >= MAX_TAC_BYTES => Err(invalid(name, too_big())),
+        Err(e) => Err(engine_error(name, &e)),
+    }
+}
+
+/// A writer that fails once [`MAX_TAC_BYTES`] would be passed.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_TAC_BYTES {
+            self.0.resize(MAX_TAC_BYTES, 0);
+            return Err(std::io::Error::other(too_big()));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill<'_>) -> Result<String, RenderError> {
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(invalid(
+            name,
+            format!("the template is longer than {MAX_TEMPLATE_BYTES} bytes"),
+        ));
+    }
     if !percent::is_minijinja(text) {
         return percent::substitute(name, text, fill);
     }
@@ -326,6 +506,7 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
             format!("it has minijinja tags and the %-placeholder {directive}; use one style only"),
         ));
     }
+    check_allowed(name, text)?;
     let template = env
         .template_from_named_str(name, text)
         .map_err(|e| engine_error(name, &e))?;
@@ -343,9 +524,7 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
             placeholder,
         });
     }
-    template
-        .render(minijinja::Value::from_iter(fill.context()))
-        .map_err(|e| engine_error(name, &e))
+    render_capped(name, &template, minijinja::Value::from_iter(fill.context()))
 }
 
 /// The values a template can name, and how they are looked up.
@@ -439,19 +618,21 @@ fn ctime(t: SystemTime) -> Result<String, RenderError> {
         })
 }
 
-/// The host name as it may appear in the header's comment: printable ASCII,
-/// so that a strange name can neither end the comment nor make Python 2
-/// refuse the file.
+/// The host name as it may appear in the header's comment: host-name
+/// characters only (letters, digits, `.`, `-`, `_`), every other one
+/// written as `?`. Line 2 of a tac is where Python looks for a coding
+/// cookie (`# ... coding: utf-7`), which needs a `:` or `=`; and a newline
+/// would end the comment.
 fn comment_safe(host: &str) -> String {
-    let mut safe = String::with_capacity(host.len());
-    for c in host.chars() {
-        if (' '..='~').contains(&c) {
-            safe.push(c);
-        } else {
-            safe.extend(c.escape_default());
-        }
-    }
-    safe
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -477,8 +658,10 @@ mod tests {
     #[test]
     fn host_cannot_leave_the_comment() {
         assert_eq!(comment_safe("slavealloc.example.com"), "slavealloc.example.com");
-        assert_eq!(comment_safe("evil\nimport os"), "evil\\nimport os");
-        assert_eq!(comment_safe("h\u{e9}"), "h\\u{e9}");
+        assert_eq!(comment_safe("evil\nimport os"), "evil?import?os");
+        assert_eq!(comment_safe("h\u{e9}"), "h?");
+        assert_eq!(comment_safe("x -*- coding: utf-7 -*-"), "x?-?-?coding??utf-7?-?-");
+        assert_eq!(comment_safe("a=coding=utf-7"), "a?coding?utf-7");
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub(crate) fn substitute(template: &str, text: &str, fill: &Fill<'_>) -> Result<
             }
         }
         done = start + directive_len;
+        if out.len() > crate::MAX_TAC_BYTES {
+            return Err(invalid(start, crate::too_big()));
+        }
     }
     out.push_str(&text[done..]);
     Ok(out)

@@ -72,8 +72,13 @@ fn minijinja_templates_work() {
         body("{# comment #}h = {{ buildmaster_host }}\np = {{ port }}\n{% if port == 9001 %}x = {{ slavename|upper }}{% endif %}\n"),
         "h = 'bm01.build.example.com'\np = 9001\nx = 'TST-01'\n"
     );
-    // Globals are not placeholders.
-    assert_eq!(body("{% for i in range(2) %}{{ i }}{% endfor %}"), "01");
+    // Loops over literals and values work; there are no functions.
+    assert_eq!(body("{% for i in [0, 1] %}{{ i }}{% endfor %}"), "01");
+    assert_eq!(
+        body("logs = {{ basedir ~ '/logs' }}\n"),
+        "logs = '/builds/slave/logs'\n"
+    );
+    assert_eq!(render("{% for i in range(2) %}{% endfor %}"), Err(unknown("range")));
 }
 
 #[test]
@@ -140,10 +145,11 @@ fn plain_s_refuses_values_that_could_leave_their_quotes() {
 fn malformed_minijinja_templates_are_invalid() {
     assert_invalid("{% if port %}x", "syntax error");
     assert_invalid("{{ port + }}", "syntax error");
-    assert_invalid("{% include 'nowhere' %}", "nowhere");
+    assert_invalid("{% include 'nowhere' %}", "include");
     // A loop that never ends is cut short.
+    let hundred = "x".repeat(100);
     assert_invalid(
-        "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+        &format!("{{% for a in '{hundred}' %}}{{% for b in '{hundred}' %}}{{% for c in '{hundred}' %}}{{% endfor %}}{{% endfor %}}{{% endfor %}}"),
         "runs too long",
     );
     // Attributes of a known value are not placeholders, and strict
@@ -188,4 +194,71 @@ fn configuration_reads_from_toml_style_values() {
     ] {
         assert!(serde_json::from_str::<RendererConfig>(bad).is_err(), "{bad}");
     }
+}
+
+/// Asserts that storing `text` is refused and says `needle`.
+fn refused_at_validation(text: &str, needle: &str) {
+    match validate_template(text) {
+        Err(RenderError::Invalid { message, .. }) => {
+            assert!(
+                message.contains(needle),
+                "{text:?}: {message:?} does not mention {needle:?}"
+            );
+        }
+        other => panic!("{text:?} gave {other:?}, want Invalid mentioning {needle:?}"),
+    }
+}
+
+#[test]
+fn templates_cannot_build_huge_strings_or_reach_other_code() {
+    // The string-doubling bomb that aborted the daemon on an 800 MB
+    // allocation, and its relatives.
+    refused_at_validation(
+        "{% set x = 'aaaaaaaa' %}{% for i in [1,2,3,4,5,6,7,8,9,10] %}{% set x = x ~ x %}{% endfor %}{{ x }}",
+        "{% set %}",
+    );
+    refused_at_validation("{{ 'a' * 100000000 }}", "operator `*`");
+    refused_at_validation("{{ basedir * 1000 }}", "operator `*`");
+    refused_at_validation("{{ port ** 99 }}", "operator `**`");
+    refused_at_validation(&format!("{{{{ basedir{} }}}}", " ~ basedir".repeat(17)), "more than 16");
+    for statement in [
+        "set x = 1",
+        "macro m()",
+        "call m()",
+        "filter upper",
+        "import 'x' as y",
+        "extends 'x'",
+        "block b",
+        "with",
+    ] {
+        refused_at_validation(&format!("{{% {statement} %}}"), "is not allowed");
+    }
+    for filter in [
+        "replace('a', basedir)",
+        "indent(100000)",
+        "center(100000000)",
+        "join",
+        "tojson",
+    ] {
+        refused_at_validation(&format!("{{{{ basedir|{filter} }}}}"), "filter");
+    }
+    // A template as long as a TEXT column is fine; longer is not.
+    refused_at_validation(&"x".repeat(70_000), "longer than");
+}
+
+#[test]
+fn templates_slow_or_huge_on_a_long_base_directory_are_refused_when_stored() {
+    // Fine with a short base directory, tens of MiB with the longest one.
+    let huge = "{% for c in basedir %}{{ basedir }}{% endfor %}";
+    assert!(render(huge).is_ok(), "short values render");
+    refused_at_validation(huge, "longer than");
+    // The same in the original's placeholders.
+    let legacy = "x = %(basedir)r\n".repeat(40);
+    assert!(render(&legacy).is_ok());
+    refused_at_validation(&legacy, "longer than");
+    // A loop over the long value that writes little runs out of fuel.
+    refused_at_validation(
+        "{% for a in basedir %}{% for b in slavename %}{% endfor %}{% endfor %}",
+        "runs too long",
+    );
 }

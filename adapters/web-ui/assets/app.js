@@ -483,7 +483,11 @@
     const d = $('#tac-dialog');
     d.showModal();
     try {
-      const res = await fetch(API + '/gettac/' + encodeURIComponent(name), { cache: 'no-store' });
+      // With a token that may see secrets the preview shows the password;
+      // without one the server shows it as ***.
+      const headers = { Accept: 'application/json' };
+      if (token.get()) headers.Authorization = 'Bearer ' + token.get();
+      const res = await fetch(API + '/gettac/' + encodeURIComponent(name), { cache: 'no-store', headers });
       const data = await res.json().catch(() => null);
       if (data && data.success && typeof data.tac === 'string') pre.textContent = data.tac;
       else pre.textContent = 'No allocation available' + (data && data.error ? ': ' + data.error : ' for ' + name + '.');

@@ -25,7 +25,10 @@ use serde::Deserialize;
 use slavealloc_domain::{
     AllocationStore, Allocator, DumpStore, Host, Inventory, InventoryStore, StoreError, TacRenderer,
 };
-use slavealloc_http_warp::{listening_line, Readiness, ServerConfig, Services, Tokens, UiFilter};
+use slavealloc_http_warp::auth::Scope;
+use slavealloc_http_warp::{
+    listening_line, AllowedHosts, Guard, Limits, Readiness, ServerConfig, Services, Tokens, UiFilter,
+};
 use slavealloc_store_sql::{SqlOptions, SqlStore};
 use slavealloc_tac_minijinja::{MinijinjaRenderer, RendererConfig};
 
@@ -80,6 +83,11 @@ pub struct ServeArgs {
         value_name = "IP"
     )]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve open writes (no write tokens) on an address other than
+    /// loopback: without it the daemon refuses to start so.
+    #[arg(long, env = "SLAVEALLOC_OPEN_WRITES", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub open_writes: Option<bool>,
 }
 
 /// The configuration file. Every key is optional; unknown keys are an
@@ -105,6 +113,16 @@ pub struct FileConfig {
     pub batch_limit: Option<usize>,
     /// Reverse proxies whose `X-Real-IP` header names the client.
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Writes without tokens on a non-loopback address.
+    pub open_writes: Option<bool>,
+    /// Host names the API and UI answer to besides `fqdn`, `localhost`
+    /// and IP addresses; `["*"]`: any.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`https://name[:port]`) whose pages may write.
+    pub trusted_origins: Option<Vec<String>>,
+    /// Timeouts and the connection cap.
+    #[serde(default)]
+    pub server: ServerLimitsConfig,
     /// Tac rendering: `default_template` ("buildslave" or
     /// "buildbot-worker") and `no_idleizer` (name fragments).
     #[serde(default)]
@@ -112,9 +130,25 @@ pub struct FileConfig {
     /// Connection pool settings.
     #[serde(default)]
     pub database: DatabaseConfig,
-    /// Write tokens by name (`name = "secret"`); none: writes are open.
+    /// Tokens by name: `name = "secret"` (an admin token) or
+    /// `[tokens.name]` with `secret` and `scope`; none: writes are open.
     #[serde(default)]
-    pub tokens: BTreeMap<String, String>,
+    pub tokens: BTreeMap<String, TokenConfig>,
+}
+
+/// One entry of `[tokens]`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TokenConfig {
+    /// `name = "secret"`: an admin token, as before scopes existed.
+    Admin(String),
+    /// `[tokens.name]`: `secret = "..."`, `scope = "admin" | "operator" | "secrets"`.
+    Scoped {
+        /// The secret.
+        secret: String,
+        /// What it may do.
+        scope: Scope,
+    },
 }
 
 /// `[database]`: the connection pool.
@@ -132,6 +166,21 @@ pub struct DatabaseConfig {
     pub max_lifetime_s: Option<u64>,
     /// How long a request waits for the database before 503, in ms.
     pub deadline_ms: Option<u64>,
+}
+
+/// `[server]`: how long clients may take, how many may connect.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimitsConfig {
+    /// Milliseconds for a request's head, and for an idle keep-alive
+    /// connection's next request.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds from a request's head to its answer.
+    pub request_timeout_ms: Option<u64>,
+    /// Seconds a read or write may make no progress.
+    pub io_timeout_s: Option<u64>,
+    /// The most connections at once.
+    pub max_connections: Option<usize>,
 }
 
 /// Everything resolved: flags over environment over file over defaults.
@@ -161,6 +210,10 @@ pub struct Settings {
     pub tokens: Tokens,
     /// Reverse proxies whose `X-Real-IP` header names the client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Cross-origin protection and the Host check.
+    pub guard: Guard,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
 }
 
 /// Reads the file named by `--config` (if any) and merges it with the
@@ -219,14 +272,45 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
     let deadline = d
         .deadline_ms
         .map_or(slavealloc_http_warp::DEFAULT_DB_DEADLINE, Duration::from_millis);
-    let tokens = Tokens::new(file.tokens).context("while reading [tokens]")?;
+    let tokens = Tokens::with_scopes(file.tokens.into_iter().map(|(name, t)| match t {
+        TokenConfig::Admin(secret) => (name, secret, Scope::Admin),
+        TokenConfig::Scoped { secret, scope } => (name, secret, scope),
+    }))
+    .context("while reading [tokens]")?;
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let open_writes = args.open_writes.or(file.open_writes).unwrap_or(false);
+    if !tokens.required() && !open_writes && !is_loopback(&listen) {
+        bail!(
+            "refusing to serve open writes on {listen}: configure [tokens], listen on 127.0.0.1, \
+             or set open_writes = true (--open-writes) if anyone who reaches {listen} may change the fleet"
+        );
+    }
+    let fqdn = args.fqdn.clone().or(file.fqdn).unwrap_or_else(host_name);
+    let mut names = vec![fqdn.clone(), listen.clone()];
+    names.extend(file.allowed_hosts.unwrap_or_default());
+    let guard = Guard {
+        trusted_origins: file.trusted_origins.unwrap_or_default(),
+        allowed_hosts: AllowedHosts::from_names(names),
+    };
+    let defaults = Limits::default();
+    let l = &file.server;
+    let limits = Limits {
+        header_read_timeout: l
+            .header_read_timeout_ms
+            .map_or(defaults.header_read_timeout, Duration::from_millis),
+        request_timeout: l
+            .request_timeout_ms
+            .map_or(defaults.request_timeout, Duration::from_millis),
+        io_timeout: l.io_timeout_s.map_or(defaults.io_timeout, Duration::from_secs),
+        max_connections: l.max_connections.unwrap_or(defaults.max_connections),
+    };
     Ok(Settings {
         db,
-        listen: args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+        listen,
         base_url: args
             .base_url
             .clone()
@@ -234,7 +318,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| "/".to_owned()),
         ui: !args.no_ui.or(file.no_ui).unwrap_or(false),
         allocator: !args.no_allocator.or(file.no_allocator).unwrap_or(false),
-        fqdn: args.fqdn.clone().or(file.fqdn).unwrap_or_else(host_name),
+        fqdn,
         batch_limit: file
             .batch_limit
             .unwrap_or(slavealloc_http_warp::batcher::DEFAULT_BATCH_LIMIT),
@@ -247,7 +331,16 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         } else {
             args.trusted_proxies.clone()
         },
+        guard,
+        limits,
     })
+}
+
+/// Whether `listen` (HOST:PORT) is reachable from this host only.
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn host_name() -> String {
@@ -341,6 +434,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         readiness,
         pool_state: Some(pool_state(store.clone())),
         trusted_proxies: settings.trusted_proxies.clone(),
+        guard: settings.guard.clone(),
     };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -349,7 +443,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let routes = slavealloc_http_warp::routes(services, config);
     // The one line tests and scripts wait for (see listening_line).
     eprintln!("{}", listening_line(addr));
-    slavealloc_http_warp::serve(listener, routes, shutdown_signal())
+    slavealloc_http_warp::serve_with(listener, routes, shutdown_signal(), settings.limits.clone())
         .await
         .context("while serving")?;
     tracing::info!("stopped");
@@ -496,6 +590,7 @@ mod tests {
             file(
                 r#"db = "mysql://u:p@db/slavealloc"
                    listen = "0.0.0.0:1080"
+                   open_writes = true
                    base_url = "/slavealloc"
                    no_ui = true
                    no_allocator = true"#,
@@ -581,6 +676,22 @@ mod tests {
             !format!("{s:?}").contains("0123456789abcdef0123"),
             "settings never show secrets"
         );
+        let scoped = resolve(
+            &ServeArgs::default(),
+            file(
+                r#"[tokens]
+                   admin = "0123456789abcdef0123"
+                   [tokens.buildduty]
+                   secret = "fedcba9876543210fedc"
+                   scope = "operator""#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", scoped.tokens),
+            r#"{"admin": "admin", "buildduty": "operator"}"#
+        );
+        assert!(toml::from_str::<FileConfig>("[tokens.x]\nsecret = \"0123456789abcdef\"\nscope = \"root\"").is_err());
         let weak = resolve(&ServeArgs::default(), file("[tokens]\nrelops = \"pw\"")).unwrap_err();
         assert!(!format!("{weak:#}").contains("\"pw\""), "{weak:#}");
     }
@@ -595,6 +706,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_config(&dir.path().join("missing.toml")).unwrap_err();
         assert!(format!("{err:#}").contains("missing.toml"));
+    }
+
+    #[test]
+    fn open_writes_on_a_reachable_address_need_saying_so() {
+        let refused = resolve(&parse(&["--listen", "0.0.0.0:8010"]), FileConfig::default()).unwrap_err();
+        let why = format!("{refused:#}");
+        assert!(why.contains("open_writes") && why.contains("[tokens]"), "{why}");
+        assert!(!why.contains('\n'), "one line: {why}");
+        for listen in ["10.0.0.5:1080", "[::]:1080", "slavealloc.example.com:80"] {
+            assert!(
+                resolve(&parse(&["--listen", listen]), FileConfig::default()).is_err(),
+                "{listen}"
+            );
+        }
+        for listen in ["127.0.0.1:0", "127.0.0.2:1080", "[::1]:1080", "localhost:8010"] {
+            resolve(&parse(&["--listen", listen]), FileConfig::default()).unwrap();
+        }
+        resolve(
+            &parse(&["--listen", "0.0.0.0:8010", "--open-writes"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        resolve(&parse(&["--listen", "0.0.0.0:8010"]), file("open_writes = true")).unwrap();
+        resolve(
+            &parse(&["--listen", "0.0.0.0:8010"]),
+            file("[tokens]\nrelops = \"0123456789abcdef0123\""),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_guard_allows_the_fqdn_the_listen_address_and_the_listed_names() {
+        let s = resolve(
+            &parse(&["--fqdn", "slavealloc.example.com", "--listen", "127.0.0.1:8010"]),
+            file(
+                r#"allowed_hosts = ["alias.example.com"]
+                   trusted_origins = ["https://tools.example.com"]
+                   [server]
+                   header_read_timeout_ms = 2000
+                   max_connections = 50"#,
+            ),
+        )
+        .unwrap();
+        for host in [
+            "slavealloc.example.com",
+            "alias.example.com:443",
+            "127.0.0.1:8010",
+            "localhost",
+        ] {
+            assert!(s.guard.allowed_hosts.allows(Some(host)), "{host}");
+        }
+        assert!(!s.guard.allowed_hosts.allows(Some("rebind.example.net")));
+        assert_eq!(s.guard.trusted_origins, ["https://tools.example.com"]);
+        assert_eq!(s.limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.limits.max_connections, 50);
+        assert_eq!(s.limits.request_timeout, Limits::default().request_timeout);
+        let any = resolve(&ServeArgs::default(), file(r#"allowed_hosts = ["*"]"#)).unwrap();
+        assert!(any.guard.allowed_hosts.allows(Some("anything.example")));
+        assert!(toml::from_str::<FileConfig>("[server]\nheader_timeout = 1").is_err());
     }
 
     #[test]
