@@ -67,9 +67,10 @@ pub use renderer::SigningRenderer;
 pub const LINE_PREFIX: &str = "# slavealloc-signature: ";
 /// The version this crate writes and reads.
 pub const VERSION: &str = "v1";
-/// The HTTP response header of `/gettac` that repeats the signature line's
+/// The HTTP response header (`X-Slavealloc-Signature`, lower case as HTTP/2
+/// and the `http` crate write it) of `/gettac` that repeats the signature line's
 /// value (the line without [`LINE_PREFIX`] and the newline).
-pub const HEADER: &str = "X-Slavealloc-Signature";
+pub const HEADER: &str = "x-slavealloc-signature";
 /// What the signed message starts with: keeps these signatures from ever
 /// being valid for anything else signed by the same key.
 const CONTEXT: &str = "slavealloc-tac-signature-v1\n";
