@@ -54,8 +54,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 #[cfg(feature = "renderer")]
@@ -140,7 +139,10 @@ pub struct Verified {
 /// # Errors
 /// [`KeyError::Invalid`] when the random source fails or a key cannot be
 /// encoded.
+#[cfg(feature = "keygen")]
 pub fn generate_key_pair() -> Result<(String, String), KeyError> {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
     use rand::RngCore as _;
     let mut seed = [0u8; 32];
     rand::rngs::OsRng
