@@ -417,7 +417,11 @@ fn fetch_with_retries(url: &Url, client: &Client, args: &Args, log: &Log) -> Res
             Err(f) => return Err(f),
         }
     }
-    Err(Failure::new(Kind::Unavailable, false, format!("{url}: no attempt was made")))
+    Err(Failure::new(
+        Kind::Unavailable,
+        false,
+        format!("{url}: no attempt was made"),
+    ))
 }
 
 /// One download, following at most [`MAX_REDIRECTS`] redirects on the same
@@ -493,7 +497,9 @@ fn next_hop(url: &Url, start: &Url, location: Option<&str>) -> Result<Url, Failu
         .join(location)
         .map_err(|e| insecure(format!("{url} redirects to {location:?}, not a URL: {e}")))?;
     if next.scheme() != "https" && next.scheme() != "http" {
-        return Err(insecure(format!("{url} redirects to {next}: refused (not http or https)")));
+        return Err(insecure(format!(
+            "{url} redirects to {next}: refused (not http or https)"
+        )));
     }
     if next.host_str() != start.host_str() {
         return Err(insecure(format!("{url} redirects to {next}: refused (another host)")));
@@ -545,7 +551,9 @@ fn write_atomically(path: &Path, content: &str) -> Result<(), String> {
     };
     let written = (|| {
         // Dropped unpersisted (any error below), it is removed.
-        let mut tmp = tempfile::Builder::new().prefix(&format!("{TAC}.tmp.")).tempfile_in(dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!("{TAC}.tmp."))
+            .tempfile_in(dir)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
