@@ -105,7 +105,14 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
     match result {
         Ok(a) => {
             log_allocation(&state, &a, client, started);
-            text(StatusCode::OK, a.tac)
+            // A signed tac's signature also goes in a header (issue 9).
+            let signature = slavealloc_tac_signing::signature_value(&a.tac).and_then(|v| HeaderValue::from_str(v).ok());
+            let mut r = text(StatusCode::OK, a.tac);
+            if let Some(v) = signature {
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static(slavealloc_tac_signing::HEADER), v);
+            }
+            r
         }
         Err(e) if e.is_no_allocation() => {
             tracing::info!(slave = %raw, error = %e, "no allocation");

@@ -8,21 +8,45 @@
 //! `buildbot.tac`. A new tac replaces the old one only by a rename of a
 //! fully written, fsynced file; a download that failed, timed out or brought
 //! something else (an HTML error page from a proxy) leaves the old one in
-//! place. Few dependencies (clap, ureq, gethostname), no async runtime.
+//! place. Few dependencies (clap, ureq with rustls, gethostname, tempfile,
+//! the tac signature format), no async runtime.
+//!
+//! Second decision: **a machine runs only what its allocator made for it**.
+//! With `--pubkey` a tac (new or cached) must carry a signature of that key
+//! for this slave name (see `slavealloc-tac-signing`); over HTTPS the
+//! server's certificate is checked against the webpki roots and `--ca`;
+//! redirects are followed by hand, never to another host nor from https to
+//! http; and a refused answer never replaces the cached tac.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Duration;
 
 use clap::Parser;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
+use slavealloc_tac_signing::TacVerifier;
+use url::Url;
 
-/// The first line of every tac the allocator generates; anything without it
-/// is not a tac (an error page, a truncated answer).
-const MARKER: &str = "AUTOMATICALLY GENERATED - DO NOT MODIFY";
+/// The first line of every tac the allocator generates; a body that does not
+/// begin with it is not a tac (an error page, a truncated answer, something
+/// with code before the header).
+const HEADER_LINE: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n";
+/// The most redirects followed for one download.
+const MAX_REDIRECTS: u32 = 5;
+/// Exit status: no tac, new or cached, can be used; or the worker cannot run.
+const EXIT_NO_TAC: u8 = 1;
+/// Exit status with `--require-https`: no tac over verified HTTPS from the
+/// allocator's host.
+const EXIT_INSECURE: u8 = 3;
+/// Exit status with `--require-signature`: the answer was not a tac signed by
+/// `--pubkey` for this slave.
+const EXIT_UNSIGNED: u8 = 4;
 /// The file whose presence holds the worker back.
 const DO_NOT_START: &str = "DO_NOT_START";
 const TAC: &str = "buildbot.tac";
@@ -43,9 +67,17 @@ const DEFAULT_BASEDIR: &str = "/builds/slave";
     about,
     // A wrapper script may add an option the boot script already gives: the last one wins.
     args_override_self = true,
-    after_help = "Exit status: the worker command's when it was started; 0 with --no-start when a \
-                  buildbot.tac (new or cached) is in place; 1 when there is neither a new nor a cached \
-                  buildbot.tac, or the worker command cannot be run; 2 for a usage error."
+    after_help = "Exit status:\n  \
+                  the worker command's, when it was started;\n  \
+                  0  with --no-start, when a buildbot.tac (new or cached) is in place;\n  \
+                  1  no usable buildbot.tac: no new one and no cached one (or, with --pubkey, the cached one \
+                  is not signed for this slave); or the worker command cannot be run;\n  \
+                  2  a usage error (also an unreadable --pubkey or --ca file);\n  \
+                  3  --require-https: the allocator URL is not https, the TLS certificate is not trusted, or a \
+                  redirect went to another host or to http (the cached tac is not used);\n  \
+                  4  --require-signature: the answer is not a tac signed by --pubkey for this slave (unsigned, \
+                  altered, or another slave's; the cached tac is not used).\n\
+                  A refused answer never replaces the cached buildbot.tac."
 )]
 struct Args {
     /// The allocator's tac URL; `SLAVE` in it is replaced by the slave name.
@@ -93,6 +125,27 @@ struct Args {
     #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     retry_delay: f64,
 
+    /// Run only tacs signed by this ed25519 public key (PEM, from `slavealloc
+    /// keygen`) for this slave: a new tac that is not is refused, and the
+    /// cached one is checked before it is used.
+    #[arg(long, value_name = "FILE")]
+    pubkey: Option<PathBuf>,
+
+    /// Also trust the certificate authorities in this PEM file for HTTPS
+    /// (besides the webpki roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// Exit 3 instead of using the cached tac when the tac cannot be had over
+    /// verified HTTPS from the allocator's host.
+    #[arg(long)]
+    require_https: bool,
+
+    /// Exit 4 instead of using the cached tac when the allocator's answer is
+    /// not signed by --pubkey for this slave.
+    #[arg(long, requires = "pubkey")]
+    require_signature: bool,
+
     /// Seconds between two checks for DO_NOT_START (hidden: for tests).
     #[arg(long, env = "RUNSLAVE_POLL_INTERVAL", default_value_t = 10.0, value_parser = seconds, hide = true)]
     poll_interval: f64,
@@ -122,46 +175,101 @@ impl Log {
     }
 }
 
+/// Why runslave stops without starting the worker: a message and an exit
+/// status.
+struct Stop {
+    msg: String,
+    code: u8,
+}
+
+impl From<String> for Stop {
+    fn from(msg: String) -> Self {
+        Stop { msg, code: EXIT_NO_TAC }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let log = Log { verbose: args.verbose };
     match run(&args, &log) {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("runslave: {msg}");
-            ExitCode::FAILURE
+        Err(stop) => {
+            eprintln!("runslave: {}", stop.msg);
+            ExitCode::from(stop.code)
         }
     }
 }
 
-fn run(args: &Args, log: &Log) -> Result<ExitCode, String> {
+/// What the download needs besides the URL.
+struct Client {
+    agent: ureq::Agent,
+    verifier: Option<TacVerifier>,
+    slavename: String,
+}
+
+fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
+    let usage = |msg: String| Stop { msg, code: 2 };
     let slavename = match &args.slavename {
         Some(n) => n.to_ascii_lowercase(),
         None => short_hostname()?,
     };
     if slavename.is_empty() || slavename.contains('.') || slavename.contains('/') {
-        return Err(format!(
-            "{slavename:?} is not a slave name: give the unqualified hostname"
-        ));
+        return Err(format!("{slavename:?} is not a slave name: give the unqualified hostname").into());
+    }
+    let verifier = match &args.pubkey {
+        Some(path) => Some(TacVerifier::from_pem_file(path).map_err(|e| usage(format!("--pubkey: {e}")))?),
+        None => None,
+    };
+    let tls = tls_config(args.ca.as_deref()).map_err(usage)?;
+    let url = args.allocator_url.replace("SLAVE", &slavename);
+    let parsed = Url::parse(&url).map_err(|e| usage(format!("{url:?} is not a URL: {e}")))?;
+    if args.require_https && parsed.scheme() != "https" {
+        return Err(Stop {
+            msg: format!("--require-https: {url} is not an https:// URL"),
+            code: EXIT_INSECURE,
+        });
     }
     wait_while_held(&args.basedir, duration(args.poll_interval), log);
 
-    let url = args.allocator_url.replace("SLAVE", &slavename);
+    let client = Client {
+        agent: ureq::AgentBuilder::new()
+            .timeout_connect(duration(args.timeout))
+            .timeout(duration(args.timeout))
+            // Followed by hand, so each hop is checked (see fetch).
+            .redirects(0)
+            .tls_config(tls)
+            .build(),
+        verifier,
+        slavename,
+    };
     let tac_path = args.basedir.join(TAC);
-    match fetch_with_retries(&url, args, log).and_then(|tac| write_atomically(&tac_path, &tac)) {
-        Ok(()) => log.info(&format!("wrote {}", tac_path.display())),
-        Err(why) if tac_path.is_file() => {
-            eprintln!(
-                "runslave: could not get a new buildbot.tac ({why}); using the cached {}",
-                tac_path.display()
-            );
+    let fetched = fetch_with_retries(&parsed, &client, args, log);
+    let failure = match fetched {
+        Ok(tac) => match write_atomically(&tac_path, &tac) {
+            Ok(()) => None,
+            Err(reason) => Some(Failure {
+                reason,
+                retry: false,
+                kind: Kind::Unavailable,
+            }),
+        },
+        Err(f) => Some(f),
+    };
+    match failure {
+        None => log.info(&format!("wrote {}", tac_path.display())),
+        Some(f) if f.kind == Kind::Insecure && args.require_https => {
+            return Err(Stop {
+                msg: format!("--require-https: {}; the cached buildbot.tac is not used", f.reason),
+                code: EXIT_INSECURE,
+            });
         }
-        Err(why) => {
-            return Err(format!(
-                "no buildbot.tac: {why}; and there is no cached {}",
-                tac_path.display()
-            ))
+        Some(f) if f.kind == Kind::Unsigned && args.require_signature => {
+            return Err(Stop {
+                msg: format!("--require-signature: {}; the cached buildbot.tac is not used", f.reason),
+                code: EXIT_UNSIGNED,
+            });
         }
+        Some(f) => use_cached(&tac_path, &client, &f.reason)?,
     }
     if args.no_start {
         return Ok(ExitCode::SUCCESS);
@@ -173,6 +281,58 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     start(&args.buildslave_cmd, &args.basedir, log)
+}
+
+/// Accepts the cached tac after a failed download, if there is one and (with
+/// `--pubkey`) it is signed for this slave; never changes it.
+fn use_cached(tac_path: &Path, client: &Client, why: &str) -> Result<(), Stop> {
+    let cached = match std::fs::read_to_string(tac_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no buildbot.tac: {why}; and there is no cached {}", tac_path.display()).into())
+        }
+        Err(e) => return Err(format!("no buildbot.tac: {why}; and the cached {}: {e}", tac_path.display()).into()),
+    };
+    if let Some(verifier) = &client.verifier {
+        if let Err(e) = verifier.verify(&cached, &client.slavename) {
+            return Err(format!(
+                "no buildbot.tac: {why}; and the cached {} is refused: {e}",
+                tac_path.display()
+            )
+            .into());
+        }
+    }
+    eprintln!(
+        "runslave: could not get a new buildbot.tac ({why}); using the cached {}",
+        tac_path.display()
+    );
+    Ok(())
+}
+
+/// The TLS client configuration: the webpki roots plus the certificates of
+/// `--ca`.
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca {
+        let bad = |e: &dyn std::fmt::Display| format!("--ca {}: {e}", path.display());
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        if certs.is_empty() {
+            return Err(bad(&"no PEM certificate in it"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(&e))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// What the allocator's tac for a disabled slave prints.
@@ -217,60 +377,155 @@ fn wait_while_held(basedir: &Path, interval: Duration, log: &Log) {
     log.info(&format!("{} is gone; going on", flag.display()));
 }
 
+/// What kind of failure: decides whether a `--require-*` flag stops runslave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// No tac now (down, 404, an error page, a timeout): the cache is for this.
+    Unavailable,
+    /// Not from the allocator's host over verified HTTPS: an untrusted
+    /// certificate, a redirect to another host or from https to http.
+    Insecure,
+    /// A tac not signed by `--pubkey` for this slave.
+    Unsigned,
+}
+
 /// Why one download did not bring a tac, and whether trying again may help.
 struct Failure {
     reason: String,
     retry: bool,
+    kind: Kind,
 }
 
-fn fetch_with_retries(url: &str, args: &Args, log: &Log) -> Result<String, String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(duration(args.timeout))
-        .timeout(duration(args.timeout))
-        .build();
+impl Failure {
+    fn new(kind: Kind, retry: bool, reason: String) -> Self {
+        Failure { reason, retry, kind }
+    }
+}
+
+fn fetch_with_retries(url: &Url, client: &Client, args: &Args, log: &Log) -> Result<String, Failure> {
     let mut delay = duration(args.retry_delay);
     let attempts = args.retries.saturating_add(1);
     for attempt in 1..=attempts {
         log.info(&format!("fetching {url} (attempt {attempt} of {attempts})"));
-        match fetch(&agent, url) {
+        match fetch(client, url, log) {
             Ok(tac) => return Ok(tac),
             Err(f) if f.retry && attempt < attempts => {
                 eprintln!("runslave: {}; trying again in {:.1}s", f.reason, delay.as_secs_f64());
                 sleep(delay);
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
-            Err(f) => return Err(f.reason),
+            Err(f) => return Err(f),
         }
     }
-    Err(format!("{url}: no attempt was made"))
+    Err(Failure::new(
+        Kind::Unavailable,
+        false,
+        format!("{url}: no attempt was made"),
+    ))
 }
 
-fn fetch(agent: &ureq::Agent, url: &str) -> Result<String, Failure> {
-    let fail = |reason: String, retry: bool| Failure { reason, retry };
-    let resp = match agent.get(url).call() {
-        Ok(resp) => resp,
-        // 404 is the allocator's "no allocation available": asking again
-        // will not change it.
-        Err(ureq::Error::Status(code, resp)) => {
-            let body = resp.into_string().unwrap_or_default();
-            let retry = code >= 500 || code == 429;
-            return Err(fail(
-                format!("{url} answered HTTP {code}: {}", first_line(&body)),
-                retry,
+/// One download, following at most [`MAX_REDIRECTS`] redirects on the same
+/// host and never from https to http; the answer must begin with the
+/// generated header and, with `--pubkey`, be signed for this slave.
+fn fetch(client: &Client, start: &Url, log: &Log) -> Result<String, Failure> {
+    let mut url = start.clone();
+    let mut hops = 0;
+    let resp = loop {
+        let resp = match client.agent.get(url.as_str()).call() {
+            Ok(resp) => resp,
+            // 404 is the allocator's "no allocation available": asking again
+            // will not change it.
+            Err(ureq::Error::Status(code, resp)) => {
+                let body = resp.into_string().unwrap_or_default();
+                let retry = code >= 500 || code == 429;
+                return Err(Failure::new(
+                    Kind::Unavailable,
+                    retry,
+                    format!("{url} answered HTTP {code}: {}", first_line(&body)),
+                ));
+            }
+            Err(ureq::Error::Transport(t)) if is_tls_error(&t) => {
+                return Err(Failure::new(Kind::Insecure, false, format!("{url}: {t}")))
+            }
+            Err(ureq::Error::Transport(t)) => return Err(Failure::new(Kind::Unavailable, true, format!("{url}: {t}"))),
+        };
+        if !(300..400).contains(&resp.status()) {
+            break resp;
+        }
+        let next = next_hop(&url, start, resp.header("location"))?;
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(Failure::new(
+                Kind::Unavailable,
+                false,
+                format!("{start}: more than {MAX_REDIRECTS} redirects"),
             ));
         }
-        Err(ureq::Error::Transport(t)) => return Err(fail(format!("{url}: {t}"), true)),
+        log.info(&format!("{url} redirects to {next}"));
+        url = next;
     };
     let body = resp
         .into_string()
-        .map_err(|e| fail(format!("{url}: reading the answer: {e}"), true))?;
-    if !body.contains(MARKER) {
-        return Err(fail(
-            format!("{url} did not answer a generated buildbot.tac: {}", first_line(&body)),
+        .map_err(|e| Failure::new(Kind::Unavailable, true, format!("{url}: reading the answer: {e}")))?;
+    if !body.starts_with(HEADER_LINE) {
+        return Err(Failure::new(
+            Kind::Unavailable,
             true,
+            format!("{url} did not answer a generated buildbot.tac: {}", first_line(&body)),
         ));
     }
+    if let Some(verifier) = &client.verifier {
+        verifier
+            .verify(&body, &client.slavename)
+            .map_err(|e| Failure::new(Kind::Unsigned, false, format!("{url}: refused: {e}")))?;
+    }
     Ok(body)
+}
+
+/// Where a redirect from `url` leads, if it may be followed: same host as
+/// the allocator URL, and not from https to http.
+fn next_hop(url: &Url, start: &Url, location: Option<&str>) -> Result<Url, Failure> {
+    let insecure = |reason: String| Failure::new(Kind::Insecure, false, reason);
+    let location = location.ok_or_else(|| {
+        Failure::new(
+            Kind::Unavailable,
+            true,
+            format!("{url} answered a redirect without a Location"),
+        )
+    })?;
+    let next = url
+        .join(location)
+        .map_err(|e| insecure(format!("{url} redirects to {location:?}, not a URL: {e}")))?;
+    if next.scheme() != "https" && next.scheme() != "http" {
+        return Err(insecure(format!(
+            "{url} redirects to {next}: refused (not http or https)"
+        )));
+    }
+    if next.host_str() != start.host_str() {
+        return Err(insecure(format!("{url} redirects to {next}: refused (another host)")));
+    }
+    if url.scheme() == "https" && next.scheme() == "http" {
+        return Err(insecure(format!("{url} redirects to {next}: refused (https to http)")));
+    }
+    Ok(next)
+}
+
+/// Whether a transport error is TLS refusing the server (an untrusted or
+/// wrong certificate): waiting will not help, and it is a security event.
+fn is_tls_error(t: &ureq::Transport) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
+    while let Some(e) = source {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn first_line(text: &str) -> String {
@@ -285,21 +540,31 @@ fn first_line(text: &str) -> String {
 /// Replaces `path` with `content` so that a reader, or a crash at any
 /// moment, sees either the old file or the new one whole: write a temporary
 /// file beside it, fsync, rename over, fsync the directory.
+///
+/// The temporary file has a unique random name (tempfile), so one left by a
+/// crash never blocks a later write, and mode 0600: the tac holds the
+/// worker's password.
 fn write_atomically(path: &Path, content: &str) -> Result<(), String> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!("{TAC}.tmp.{}", std::process::id()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let written = (|| {
-        let mut f = File::options().write(true).create_new(true).open(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        // Dropped unpersisted (any error below), it is removed.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!("{TAC}.tmp."))
+            .tempfile_in(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        tmp.write_all(content.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
         sync_dir(dir)
     })();
-    written.map_err(|e| {
-        // Best effort: the temporary file is ours and useless now.
-        let _ = fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(unix)]
@@ -312,13 +577,15 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn start(cmd: &str, basedir: &Path, log: &Log) -> Result<ExitCode, String> {
+fn start(cmd: &str, basedir: &Path, log: &Log) -> Result<ExitCode, Stop> {
     let mut words = cmd.split_whitespace();
-    let program = words.next().ok_or("the worker command is empty")?;
+    let program = words.next().ok_or_else(|| "the worker command is empty".to_owned())?;
     let mut command = Command::new(program);
     command.args(words).arg("start").arg(basedir);
     log.info(&format!("running {cmd} start {}", basedir.display()));
-    let status = command.status().map_err(|e| format!("cannot run {program:?}: {e}"))?;
+    let status = command
+        .status()
+        .map_err(|e| Stop::from(format!("cannot run {program:?}: {e}")))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => {
@@ -334,6 +601,8 @@ fn start(cmd: &str, basedir: &Path, log: &Log) -> Result<ExitCode, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

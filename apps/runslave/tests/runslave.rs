@@ -24,6 +24,8 @@ enum Answer {
     Ok(&'static str),
     /// This status with this body.
     Status(u16, &'static str),
+    /// 302 to this location.
+    Redirect(&'static str),
     /// Accept the connection, read the request, never answer.
     Silence,
 }
@@ -50,9 +52,10 @@ impl Server {
                 let path = read_request(&mut stream);
                 p.lock().unwrap().push(path);
                 r.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = match answer {
-                    Answer::Ok(body) => (200, body),
-                    Answer::Status(status, body) => (status, body),
+                let (status, body, location) = match answer {
+                    Answer::Ok(body) => (200, body, String::new()),
+                    Answer::Status(status, body) => (status, body, String::new()),
+                    Answer::Redirect(to) => (302, "", format!("Location: {to}\r\n")),
                     Answer::Silence => {
                         held.push(stream);
                         continue;
@@ -60,7 +63,7 @@ impl Server {
                 };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
@@ -70,6 +73,53 @@ impl Server {
 
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The slave name every test runs as (runslave lower-cases `-n`).
+const SLAVE: &str = "tst-linux64-01";
+
+/// A key pair: the signer, and the public key's file in a directory kept
+/// alive with it.
+struct Keys {
+    signer: slavealloc_tac_signing::TacSigner,
+    pubkey: String,
+    _dir: tempfile::TempDir,
+}
+
+fn keys() -> Keys {
+    let (private, public) = slavealloc_tac_signing::generate_key_pair().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pubkey = dir.path().join("tac.pub");
+    std::fs::write(&pubkey, public).unwrap();
+    Keys {
+        signer: slavealloc_tac_signing::TacSigner::from_pem(&private).unwrap(),
+        pubkey: pubkey.to_string_lossy().into_owned(),
+        _dir: dir,
+    }
+}
+
+impl Keys {
+    /// `tac` signed for `slave`, as a `'static` body for [`Answer`].
+    fn sign(&self, tac: &str, slave: &str) -> &'static str {
+        Box::leak(
+            self.signer
+                .sign(tac, slave, std::time::SystemTime::now())
+                .unwrap()
+                .into_boxed_str(),
+        )
     }
 }
 
@@ -348,8 +398,210 @@ fn help_documents_the_options() {
         "--basedir",
         "--buildslave-cmd",
         "--no-start",
+        "--pubkey",
+        "--ca",
+        "--require-https",
+        "--require-signature",
         "Exit status",
+        "3  --require-https",
+        "4  --require-signature",
     ] {
         assert!(help.contains(opt), "{opt} in {help}");
     }
+}
+
+#[test]
+fn a_tac_must_begin_with_the_generated_header() {
+    let body = "import os; os.system('id')\n# AUTOMATICALLY GENERATED - DO NOT MODIFY\n";
+    let server = Server::start(Answer::Ok(body));
+    let basedir = tempfile::tempdir().unwrap();
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(&server.url, basedir.path(), &["--no-start", "--retries", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not answer a generated buildbot.tac"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+}
+
+#[test]
+fn with_pubkey_a_tac_signed_for_this_slave_is_written() {
+    let keys = keys();
+    let signed = keys.sign(TAC, SLAVE);
+    let server = Server::start(Answer::Ok(signed));
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(
+        &server.url,
+        basedir.path(),
+        &["--no-start", "--pubkey", &keys.pubkey, "--require-signature"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(signed));
+}
+
+/// Each bad answer with `--pubkey`: refused, not retried, the cached tac
+/// used and left byte for byte; with `--require-signature`, exit 4 and the
+/// cache not used (nor changed).
+#[test]
+fn with_pubkey_unsigned_altered_and_other_slaves_tacs_are_refused_and_the_cache_kept() {
+    let keys = keys();
+    let cached = keys.sign(CACHED, SLAVE);
+    let good = keys.sign(TAC, SLAVE);
+    let altered: &'static str = Box::leak(good.replacen("print('worker')", "print('worKer')", 1).into_boxed_str());
+    let other_key = self::keys();
+    let cases = [
+        ("unsigned", TAC, "not signed"),
+        ("altered by one byte", altered, "does not verify"),
+        (
+            "another slave's",
+            keys.sign(TAC, "tst-linux64-02"),
+            "signed for slave \"tst-linux64-02\"",
+        ),
+        ("another key's", other_key.sign(TAC, SLAVE), "does not verify"),
+    ];
+    for (what, body, why) in cases {
+        let server = Server::start(Answer::Ok(body));
+        let basedir = tempfile::tempdir().unwrap();
+        std::fs::write(basedir.path().join("buildbot.tac"), cached).unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let worker = fake_worker(bin.path(), 0);
+        let out = run(&server.url, basedir.path(), &["-c", &worker, "--pubkey", &keys.pubkey]);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(why) && err.contains("using the cached"), "{what}: {err}");
+        assert_eq!(tac_in(basedir.path()).as_deref(), Some(cached), "{what}");
+        assert!(
+            bin.path().join("args").exists(),
+            "{what}: the worker starts from the cache"
+        );
+        assert_eq!(server.requests(), 1, "{what}: a refused tac is not asked for again");
+
+        std::fs::remove_file(bin.path().join("args")).unwrap();
+        let out = run(
+            &server.url,
+            basedir.path(),
+            &["-c", &worker, "--pubkey", &keys.pubkey, "--require-signature"],
+        );
+        assert_eq!(out.status.code(), Some(4), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--require-signature"), "{what}: {}", stderr(&out));
+        assert_eq!(tac_in(basedir.path()).as_deref(), Some(cached), "{what}");
+        assert_eq!(files(basedir.path()), ["buildbot.tac"], "{what}");
+        assert!(!bin.path().join("args").exists(), "{what}: no worker is started");
+    }
+}
+
+#[test]
+fn with_pubkey_a_cached_tac_that_does_not_verify_is_not_used() {
+    let keys = keys();
+    let url = dead_url();
+    for cached in [CACHED, keys.sign(CACHED, "tst-linux64-02")] {
+        let basedir = tempfile::tempdir().unwrap();
+        std::fs::write(basedir.path().join("buildbot.tac"), cached).unwrap();
+        let out = run(&url, basedir.path(), &["--no-start", "--pubkey", &keys.pubkey]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("is refused"), "{}", stderr(&out));
+        assert_eq!(tac_in(basedir.path()).as_deref(), Some(cached));
+    }
+    // A good cached tac is used.
+    let basedir = tempfile::tempdir().unwrap();
+    let good = keys.sign(CACHED, SLAVE);
+    std::fs::write(basedir.path().join("buildbot.tac"), good).unwrap();
+    let out = run(&url, basedir.path(), &["--no-start", "--pubkey", &keys.pubkey]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn require_https_refuses_an_http_url_with_exit_3_and_asks_nothing() {
+    let server = Server::start(Answer::Ok(TAC));
+    let basedir = tempfile::tempdir().unwrap();
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(&server.url, basedir.path(), &["--no-start", "--require-https"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not an https:// URL"), "{}", stderr(&out));
+    assert_eq!(server.requests(), 0);
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+}
+
+#[test]
+fn require_signature_needs_a_pubkey_and_a_bad_pubkey_is_a_usage_error() {
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(&dead_url(), basedir.path(), &["--no-start", "--require-signature"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let missing = basedir.path().join("none.pub");
+    let out = run(
+        &dead_url(),
+        basedir.path(),
+        &["--no-start", "--pubkey", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("none.pub"), "{}", stderr(&out));
+    let out = run(
+        &dead_url(),
+        basedir.path(),
+        &["--no-start", "--ca", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_redirect_to_another_host_is_refused_and_one_on_the_same_host_followed() {
+    let target = Server::start(Answer::Ok(TAC));
+    // 127.0.0.1 and localhost are one machine but two hosts to a URL.
+    let elsewhere: &'static str = Box::leak(format!("http://localhost:{}/gettac/x", target.port()).into_boxed_str());
+    let redirector = Server::start(Answer::Redirect(elsewhere));
+    let basedir = tempfile::tempdir().unwrap();
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(&redirector.url, basedir.path(), &["--no-start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused (another host)"), "{}", stderr(&out));
+    assert_eq!(target.requests(), 0, "the other host is never asked");
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+
+    let same: &'static str = Box::leak(format!("http://127.0.0.1:{}/gettac/x", target.port()).into_boxed_str());
+    let redirector = Server::start(Answer::Redirect(same));
+    let out = run(&redirector.url, basedir.path(), &["--no-start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(target.requests(), 1);
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(TAC));
+
+    // A redirect loop ends.
+    let self_loop = Server::start(Answer::Redirect("/gettac/again"));
+    let out = run(&self_loop.url, basedir.path(), &["--no-start"]);
+    assert!(stderr(&out).contains("more than 5 redirects"), "{}", stderr(&out));
+    assert_eq!(self_loop.requests(), 6);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_tac_is_written_0600_and_a_stale_temporary_file_blocks_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(Answer::Ok(TAC));
+    let basedir = tempfile::tempdir().unwrap();
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    // What a crashed run leaves, under the very name (the pid) the old code
+    // would have used: `exec` keeps the shell's pid.
+    let script = format!(
+        "touch \"$1/buildbot.tac.tmp.$$\" && exec \"$0\" -a \"$2\" -n {SLAVE} -d \"$1\" --no-start --retries 0"
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_runslave")])
+        .arg(basedir.path())
+        .arg(&server.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(TAC), "{}", stderr(&out));
+    let mode = std::fs::metadata(basedir.path().join("buildbot.tac"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let names = files(basedir.path());
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[1].starts_with("buildbot.tac.tmp."),
+        "the stale file is left alone: {names:?}"
+    );
 }

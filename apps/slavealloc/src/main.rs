@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod keygen;
 mod serve;
 
 /// Hands each Buildbot worker its master.
@@ -24,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the allocator daemon: /gettac, the REST API, the web UI.
     Serve(serve::ServeArgs),
+    /// Make the ed25519 key pair that signs tacs ([tac] signing_key) and
+    /// that `runslave --pubkey` checks them with.
+    Keygen(keygen::KeygenArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -33,6 +37,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Keygen(args) => keygen::run(&args),
         Command::Admin(cmd) => admin::run(cmd, cli.admin).await,
     };
     match result {

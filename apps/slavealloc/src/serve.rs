@@ -30,7 +30,8 @@ use slavealloc_http_warp::{
     listening_line, AllowedHosts, Guard, Limits, Readiness, ServerConfig, Services, Tokens, UiFilter,
 };
 use slavealloc_store_sql::{SqlOptions, SqlStore};
-use slavealloc_tac_minijinja::{MinijinjaRenderer, RendererConfig};
+use slavealloc_tac_minijinja::{BuiltinTemplate, MinijinjaRenderer, RendererConfig};
+use slavealloc_tac_signing::{SigningRenderer, TacSigner};
 
 /// The database when none is configured: SQLite in the working directory,
 /// created with its schema if missing, as the original's default.
@@ -88,6 +89,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLAVEALLOC_OPEN_WRITES", num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub open_writes: Option<bool>,
+    /// Sign every tac with this ed25519 private key (PKCS#8 PEM, from
+    /// `slavealloc keygen`; must not be readable by group or others) [default: unsigned]
+    #[arg(long, env = "SLAVEALLOC_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The configuration file. Every key is optional; unknown keys are an
@@ -124,9 +129,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: ServerLimitsConfig,
     /// Tac rendering: `default_template` ("buildslave" or
-    /// "buildbot-worker") and `no_idleizer` (name fragments).
+    /// "buildbot-worker"), `no_idleizer` (name fragments) and
+    /// `signing_key` (a private key file).
     #[serde(default)]
-    pub tac: Option<RendererConfig>,
+    pub tac: Option<TacConfig>,
     /// Connection pool settings.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -149,6 +155,30 @@ pub enum TokenConfig {
         /// What it may do.
         scope: Scope,
     },
+}
+
+/// `[tac]`: how tacs are rendered and signed. The renderer's part becomes a
+/// [`RendererConfig`]; the signing key is the daemon's, read here.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TacConfig {
+    /// The template for slaves without a custom one.
+    pub default_template: Option<BuiltinTemplate>,
+    /// Name fragments of slaves whose tac has no idleizer.
+    pub no_idleizer: Option<Vec<String>>,
+    /// The ed25519 private key (PKCS#8 PEM) every tac is signed with.
+    pub signing_key: Option<PathBuf>,
+}
+
+impl TacConfig {
+    /// The renderer's configuration: what is set here over its defaults.
+    fn renderer(&self) -> RendererConfig {
+        let defaults = RendererConfig::default();
+        RendererConfig {
+            default_template: self.default_template.unwrap_or(defaults.default_template),
+            no_idleizer: self.no_idleizer.clone().unwrap_or(defaults.no_idleizer),
+        }
+    }
 }
 
 /// `[database]`: the connection pool.
@@ -202,6 +232,8 @@ pub struct Settings {
     pub batch_limit: usize,
     /// Renderer configuration.
     pub tac: RendererConfig,
+    /// The key every tac is signed with, if any.
+    pub signing_key: Option<PathBuf>,
     /// Pool options.
     pub pool: SqlOptions,
     /// Request deadline for database calls.
@@ -322,7 +354,11 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         batch_limit: file
             .batch_limit
             .unwrap_or(slavealloc_http_warp::batcher::DEFAULT_BATCH_LIMIT),
-        tac: file.tac.unwrap_or_default(),
+        tac: file.tac.as_ref().map(TacConfig::renderer).unwrap_or_default(),
+        signing_key: args
+            .signing_key
+            .clone()
+            .or_else(|| file.tac.and_then(|t| t.signing_key)),
         pool,
         deadline,
         tokens,
@@ -400,7 +436,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let renderer = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
+    // Read before anything listens: a daemon that would hand out unsigned
+    // tacs when asked to sign them must not start.
+    let signer = settings.signing_key.as_deref().map(read_signing_key).transpose()?;
+    let minijinja: Arc<dyn TacRenderer> = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
+    let renderer: Arc<dyn TacRenderer> = match signer {
+        Some(signer) => Arc::new(SigningRenderer::new(minijinja, signer)),
+        None => minijinja,
+    };
     let host = Arc::new(SystemHost {
         fqdn: settings.fqdn.clone(),
     });
@@ -449,6 +492,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped");
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the signing key, refusing one that group or others may read: the
+/// key makes tacs every machine of the fleet runs.
+fn read_signing_key(path: &Path) -> anyhow::Result<TacSigner> {
+    let meta = std::fs::metadata(path).with_context(|| format!("while reading the signing key {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "the signing key {} is readable by group or others (mode {mode:04o}): chmod 600 it",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let signer = TacSigner::from_pem_file(path).context("while reading the signing key")?;
+    tracing::info!(key = %path.display(), "every tac is signed");
+    Ok(signer)
 }
 
 /// Checks (and creates where missing) the schema, retrying with backoff
@@ -694,6 +759,36 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("[tokens.x]\nsecret = \"0123456789abcdef\"\nscope = \"root\"").is_err());
         let weak = resolve(&ServeArgs::default(), file("[tokens]\nrelops = \"pw\"")).unwrap_err();
         assert!(!format!("{weak:#}").contains("\"pw\""), "{weak:#}");
+    }
+
+    #[test]
+    fn the_signing_key_comes_from_the_flag_over_the_tac_table() {
+        let f = || file("[tac]\nsigning_key = \"/etc/slavealloc/tac.key\"\nno_idleizer = []");
+        let s = resolve(&parse(&[]), f()).unwrap();
+        assert_eq!(s.signing_key.as_deref(), Some(Path::new("/etc/slavealloc/tac.key")));
+        assert!(s.tac.no_idleizer.is_empty());
+        assert_eq!(s.tac.default_template, RendererConfig::default().default_template);
+        let s = resolve(&parse(&["--signing-key", "k.pem"]), f()).unwrap();
+        assert_eq!(s.signing_key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(resolve(&parse(&[]), FileConfig::default()).unwrap().signing_key, None);
+        assert!(toml::from_str::<FileConfig>("[tac]\nsigning_kee = \"x\"").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signing_key_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tac.key");
+        let (private, _) = slavealloc_tac_signing::generate_key_pair().unwrap();
+        std::fs::write(&path, private).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = format!("{:#}", read_signing_key(&path).unwrap_err());
+        assert!(err.contains("readable by group or others (mode 0640)"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_signing_key(&path).is_ok());
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(format!("{:#}", read_signing_key(&path).unwrap_err()).contains("private key"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 /// Settings the host's environment must not leak into a test daemon.
-const ENV: [&str; 8] = [
+const ENV: [&str; 9] = [
     "SLAVEALLOC_CONFIG",
     "SLAVEALLOC_DB",
     "SLAVEALLOC_LISTEN",
@@ -35,6 +35,7 @@ const ENV: [&str; 8] = [
     "SLAVEALLOC_NO_ALLOCATOR",
     "SLAVEALLOC_DEMO",
     "SLAVEALLOC_FQDN",
+    "SLAVEALLOC_SIGNING_KEY",
 ];
 
 /// A running `slavealloc serve`.
@@ -300,6 +301,81 @@ async fn write_tokens_from_the_configuration_file_guard_writes_and_never_reach_t
     assert!(status.success());
     assert!(log.contains("relops"), "the token's name is logged: {log}");
     assert!(!log.contains(token), "the token itself never is: {log}");
+}
+
+/// `slavealloc keygen --out PREFIX`, which must succeed.
+fn keygen(prefix: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slavealloc"))
+        .args(["keygen", "--out"])
+        .arg(prefix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn with_a_signing_key_every_tac_is_signed_for_its_slave_in_the_body_and_a_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("tac.key");
+    keygen(&key);
+    let verifier = slavealloc_tac_signing::TacVerifier::from_pem_file(&dir.path().join("tac.key.pub")).unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!("demo = true\n[tac]\nsigning_key = \"{}\"\n", key.display()),
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", config.to_str().unwrap()], &[], dir.path()).await;
+    let r = get(&d.url("/gettac/bld-linux64-spot-003")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n"),
+        "{}",
+        r.body
+    );
+    let verified = verifier.verify(&r.body, "bld-linux64-spot-003").unwrap();
+    assert!(verified.generated > 1_700_000_000, "{verified:?}");
+    assert_eq!(
+        r.headers.get("x-slavealloc-signature").unwrap().to_str().unwrap(),
+        slavealloc_tac_signing::signature_value(&r.body).unwrap()
+    );
+    assert!(verifier.verify(&r.body, "bld-linux64-spot-004").is_err());
+    // The peek is rendered by the same signing renderer.
+    let peek = get(&d.url("/api/gettac/bld-linux64-spot-003")).await.json();
+    let tac = peek["tac"].as_str().unwrap();
+    assert!(verifier.verify(tac, "bld-linux64-spot-003").is_ok(), "{tac}");
+    let (status, _) = d.stop().await;
+    assert!(status.success());
+
+    // Without a key nothing is signed and no header is sent.
+    let d = Daemon::start(&["--demo"], &[], dir.path()).await;
+    let r = get(&d.url("/gettac/bld-linux64-spot-003")).await;
+    assert_eq!(slavealloc_tac_signing::signature_value(&r.body), None);
+    assert!(r.headers.get("x-slavealloc-signature").is_none());
+    d.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_signing_key_others_can_read_stops_serve_before_listening() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("tac.key");
+    keygen(&key);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slavealloc"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--signing-key"])
+        .arg(&key)
+        .env_remove("SLAVEALLOC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("readable by group or others (mode 0644): chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
 }
 
 #[tokio::test]
