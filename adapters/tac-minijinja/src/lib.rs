@@ -64,12 +64,13 @@
 //! # Ok::<(), slavealloc_domain::RenderError>(())
 //! ```
 
+mod guard;
 mod literal;
 mod percent;
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,25 @@ const BUILDBOT_WORKER: &str = include_str!("../templates/buildbot-worker.tac.j2"
 /// tac needs, few enough that a runaway loop in a stored template fails
 /// within milliseconds instead of holding a thread.
 const FUEL: u64 = 100_000;
+
+/// The longest template text accepted, stored or checked: a tac is a few
+/// KiB, and every cost of a template grows with its length.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
+/// The longest tac body a template may produce. Enforced while rendering
+/// (the output is written into a buffer that refuses to grow past it), so
+/// a template that would write gigabytes fails after writing 1 MiB.
+pub const MAX_TAC_BYTES: usize = 1024 * 1024;
+
+/// How long each value is when [`validate_template`] renders a template:
+/// longer than any real name, base directory or password, so that a
+/// template whose cost grows with its values shows it when it is stored.
+pub const SAMPLE_VALUE_BYTES: usize = 64 * 1024;
+
+/// How long [`validate_template`]'s worst-case render may take. Every real
+/// tac renders in well under a millisecond even with 64 KiB values; a
+/// template slower than this would hold a render thread on a long value.
+pub const VALIDATION_BUDGET: Duration = Duration::from_millis(250);
 
 /// The name [`validate_template`] gives its template in errors.
 const UNSAVED: &str = "(new template)";
@@ -235,8 +255,7 @@ impl MinijinjaRenderer {
             "idleizer",
             minijinja::Value::from(self.wants_idleizer(&fill.values.slavename)),
         ));
-        template
-            .render(minijinja::Value::from_iter(context))
+        guard::render_capped(&template, minijinja::Value::from_iter(context), MAX_TAC_BYTES)
             .map_err(|e| engine_error(name, &e))
     }
 
@@ -257,7 +276,7 @@ impl TacRenderer for MinijinjaRenderer {
 
     fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
         let gendate = ctime(request.header.generated)?;
-        let genhost = comment_safe(&request.header.host);
+        let genhost = host_comment(&request.header.host);
         let mut tac = format!("{HEADER_MARK}\n# generated: {gendate} on {genhost}\n\n");
         match &request.body {
             TacBody::Disabled { .. } => tac.push_str(DISABLED_BODY),
@@ -280,14 +299,21 @@ impl TacRenderer for MinijinjaRenderer {
 
 /// Checks a template before it is stored in `tac_templates`: it must parse,
 /// name only known placeholders (`buildmaster_host`, `port`, `slavename`,
-/// `basedir`, `passwd`, and the header's `gendate` and `genhost`) and render
-/// with sample values.
+/// `basedir`, `passwd`, and the header's `gendate` and `genhost`), use only
+/// the constructs a tac needs (see the crate's allow-list: no string
+/// repetition or concatenation operators, no macros, captures or
+/// includes, only a few filters and tests), and render with worst-case
+/// sample values — every string [`SAMPLE_VALUE_BYTES`] long — into at
+/// most [`MAX_TAC_BYTES`] within [`VALIDATION_BUDGET`]. So a template that
+/// would be huge or slow on a long base directory is refused when it is
+/// stored, not when a slave boots.
 ///
 /// # Errors
 /// [`RenderError::UnknownPlaceholder`] naming the first unknown placeholder;
 /// [`RenderError::Invalid`] for anything else, with the line where it can
 /// tell. Errors name the template `(new template)`.
 pub fn validate_template(text: &str) -> Result<(), RenderError> {
+    let env = environment();
     let values = TacValues {
         buildmaster_host: "master.example.com".to_owned(),
         port: 9989,
@@ -300,11 +326,60 @@ pub fn validate_template(text: &str) -> Result<(), RenderError> {
         gendate: "Thu Jan  1 00:00:00 1970",
         genhost: "slavealloc.example.com",
     };
-    render_stored_text(&environment(), UNSAVED, text, &fill).map(drop)
+    // Realistic values first, so that a plain mistake gets its plain error.
+    render_stored_text(&env, UNSAVED, text, &fill)?;
+    let long = |prefix: &str| {
+        let mut s = String::with_capacity(SAMPLE_VALUE_BYTES);
+        s.push_str(prefix);
+        while s.len() < SAMPLE_VALUE_BYTES {
+            s.push('x');
+        }
+        s
+    };
+    let worst = TacValues {
+        buildmaster_host: long("master."),
+        port: i32::MAX,
+        slavename: long("slave-"),
+        basedir: long("/builds/"),
+        passwd: long("pw-"),
+    };
+    let gendate = long("Thu ");
+    let genhost = long("host.");
+    let fill = Fill {
+        values: &worst,
+        gendate: &gendate,
+        genhost: &genhost,
+    };
+    let started = Instant::now();
+    render_stored_text(&env, UNSAVED, text, &fill).map_err(|e| match e {
+        RenderError::Invalid { template, message } => RenderError::Invalid {
+            template,
+            message: format!("with {} KiB values: {message}", SAMPLE_VALUE_BYTES / 1024),
+        },
+        other => other,
+    })?;
+    let took = started.elapsed();
+    if took > VALIDATION_BUDGET {
+        return Err(invalid(
+            UNSAVED,
+            format!(
+                "it takes {} ms to render with {} KiB values (at most {} ms): it would hold a render thread \
+                 on a long base directory",
+                took.as_millis(),
+                SAMPLE_VALUE_BYTES / 1024,
+                VALIDATION_BUDGET.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
+/// The allow-list environment: [`Environment::empty`] (no filters, tests
+/// or functions: no `range`, `join`, `replace`, `indent`, ...) plus the few
+/// that cannot amplify their input (see [`guard::allow_list`]).
 fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
+    let mut env = Environment::empty();
+    guard::allow_list(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_formatter(|out, _state, value| literal::format_value(out, value));
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -317,8 +392,17 @@ fn environment() -> Environment<'static> {
 }
 
 fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill<'_>) -> Result<String, RenderError> {
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(invalid(
+            name,
+            format!(
+                "it is {} bytes long, more than the {MAX_TEMPLATE_BYTES} a template may have",
+                text.len()
+            ),
+        ));
+    }
     if !percent::is_minijinja(text) {
-        return percent::substitute(name, text, fill);
+        return percent::substitute(name, text, fill, MAX_TAC_BYTES);
     }
     if let Some(directive) = percent::first_known_directive(text) {
         return Err(invalid(
@@ -329,6 +413,8 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
     let template = env
         .template_from_named_str(name, text)
         .map_err(|e| engine_error(name, &e))?;
+    // After parsing, so that a syntax error gets minijinja's own message.
+    guard::refuse_unbounded(text).map_err(|message| invalid(name, message))?;
     // Checked before rendering so that the error names the placeholder;
     // strict undefined behaviour would only say "undefined value".
     let mut unknown: Vec<String> = template
@@ -343,8 +429,7 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
             placeholder,
         });
     }
-    template
-        .render(minijinja::Value::from_iter(fill.context()))
+    guard::render_capped(&template, minijinja::Value::from_iter(fill.context()), MAX_TAC_BYTES)
         .map_err(|e| engine_error(name, &e))
 }
 
@@ -408,6 +493,7 @@ fn invalid(template: &str, message: String) -> RenderError {
 fn engine_error(template: &str, e: &minijinja::Error) -> RenderError {
     let message = match e.kind() {
         ErrorKind::OutOfFuel => "it runs too long (endless loop?)".to_owned(),
+        ErrorKind::WriteFailure => format!("its output is longer than {MAX_TAC_BYTES} bytes"),
         _ => e.to_string(),
     };
     invalid(template, message)
@@ -439,19 +525,23 @@ fn ctime(t: SystemTime) -> Result<String, RenderError> {
         })
 }
 
-/// The host name as it may appear in the header's comment: printable ASCII,
-/// so that a strange name can neither end the comment nor make Python 2
-/// refuse the file.
-fn comment_safe(host: &str) -> String {
-    let mut safe = String::with_capacity(host.len());
-    for c in host.chars() {
-        if (' '..='~').contains(&c) {
-            safe.push(c);
-        } else {
-            safe.extend(c.escape_default());
-        }
-    }
-    safe
+/// The host name as it may appear in the header's comment: host-name
+/// characters only (ASCII letters, digits, `-`, `.`, `_`), every other
+/// character written as `_`. So the comment can neither end (no newline),
+/// nor make Python 2 refuse the file (ASCII), nor become a coding cookie:
+/// PEP 263's `coding[:=]` needs a `:` or `=` on line 1 or 2, and this is
+/// line 2 (`coding:utf-7` would make Python decode the tac as UTF-7, in
+/// which `+AAo-` is a newline).
+fn host_comment(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -476,9 +566,18 @@ mod tests {
 
     #[test]
     fn host_cannot_leave_the_comment() {
-        assert_eq!(comment_safe("slavealloc.example.com"), "slavealloc.example.com");
-        assert_eq!(comment_safe("evil\nimport os"), "evil\\nimport os");
-        assert_eq!(comment_safe("h\u{e9}"), "h\\u{e9}");
+        assert_eq!(host_comment("slavealloc.example.com"), "slavealloc.example.com");
+        assert_eq!(host_comment("evil\nimport os"), "evil_import_os");
+        assert_eq!(host_comment("h\u{e9}"), "h_");
+    }
+
+    #[test]
+    fn host_cannot_make_a_coding_cookie() {
+        for host in ["coding:utf-7", "x.coding=utf-7", "a # -*- coding: utf-7 -*-"] {
+            let safe = host_comment(host);
+            assert!(!safe.contains(':') && !safe.contains('='), "{safe}");
+        }
+        assert_eq!(host_comment("coding:utf-7"), "coding_utf-7");
     }
 
     #[test]

@@ -140,7 +140,8 @@ fn plain_s_refuses_values_that_could_leave_their_quotes() {
 fn malformed_minijinja_templates_are_invalid() {
     assert_invalid("{% if port %}x", "syntax error");
     assert_invalid("{{ port + }}", "syntax error");
-    assert_invalid("{% include 'nowhere' %}", "nowhere");
+    // Templates are self-contained: no include, import or extends.
+    assert_invalid("{% include 'nowhere' %}", "include");
     // A loop that never ends is cut short.
     assert_invalid(
         "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
@@ -188,4 +189,98 @@ fn configuration_reads_from_toml_style_values() {
     ] {
         assert!(serde_json::from_str::<RendererConfig>(bad).is_err(), "{bad}");
     }
+}
+
+/// The template that aborted the daemon on an 800 MB allocation: each
+/// `set` doubles the string.
+fn doubling_bomb() -> String {
+    let mut text = String::from("{% set a = basedir %}");
+    for _ in 0..40 {
+        text.push_str("{% set a = a ~ a %}");
+    }
+    text.push_str("x = {{ a|length }}\n");
+    text
+}
+
+/// Quick on a short basedir, slow on a long one: every iteration does work
+/// proportional to the basedir, and there is one iteration per character.
+fn slow_on_a_long_basedir() -> String {
+    "{% for c in basedir %}{% if basedir|lower == basedir|upper %}{% endif %}{% endfor %}x = 1\n".to_owned()
+}
+
+#[test]
+fn the_doubling_bomb_is_refused_when_stored_and_when_rendered() {
+    let err = validate_template(&doubling_bomb()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Invalid { message, .. } if message.contains('~')),
+        "{err:?}"
+    );
+    assert_invalid(&doubling_bomb(), "~");
+    // Without `set`: one long expression, or nested lists written out.
+    let long_concat = format!("{{{{ basedir{} }}}}", " ~ basedir".repeat(100));
+    assert_invalid(&long_concat, "at most 8");
+    let mut lists = String::from("{% set a = [slavename, slavename] %}");
+    for i in 0..40 {
+        lists.push_str(&format!("{{% set a{i} = [a, a] %}}{{% set a = a{i} %}}"));
+    }
+    lists.push_str("{{ a }}");
+    assert!(validate_template(&lists).is_err());
+    assert!(render(&lists).is_err());
+}
+
+#[test]
+fn a_template_slow_on_a_long_basedir_is_refused_when_stored() {
+    let text = slow_on_a_long_basedir();
+    // Harmless with the short sample basedir...
+    render(&text).unwrap();
+    // ...refused with 64 KiB values (out of fuel or over the time budget).
+    let err = validate_template(&text).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Invalid { message, .. } if message.contains("64 KiB")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_template_and_the_output_are_capped() {
+    let huge = format!("x = 1\n#{}\n", "y".repeat(slavealloc_tac_minijinja::MAX_TEMPLATE_BYTES));
+    assert_invalid(&huge, "bytes long");
+    // A loop that writes the basedir 100,000 times stops at the cap.
+    let mut values = values("tst-01", &"/b".repeat(10_000), "pw");
+    values.port = 1;
+    let writes = "{% for c in basedir %}{% for d in basedir %}{{ basedir }}{% endfor %}{% endfor %}";
+    let err = MinijinjaRenderer::default()
+        .render(&enabled(Some(stored("custom", writes)), values.clone()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Invalid { message, .. } if message.contains("longer than")),
+        "{err:?}"
+    );
+    // The legacy `%` path too.
+    let percent = "%(basedir)r".repeat(5_000);
+    let err = MinijinjaRenderer::default()
+        .render(&enabled(Some(stored("custom", &percent)), values))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RenderError::Invalid { message, .. } if message.contains("longer than")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn only_allow_listed_filters_and_functions_exist() {
+    for text in [
+        "{{ basedir|replace('', basedir) }}",
+        "{{ [basedir]|join(basedir) }}",
+        "{{ dict(a=basedir) }}",
+        "{{ namespace() }}",
+        "{{ basedir|indent(100000) }}",
+        "{{ basedir|string }}",
+    ] {
+        assert!(validate_template(text).is_err(), "{text}");
+    }
+    assert_eq!(
+        body("{{ slavename|upper }} {{ basedir|length }} {{ passwd|default('') }}"),
+        "'TST-01' 13 's3cret'"
+    );
 }
