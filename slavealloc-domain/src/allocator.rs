@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::audit::NewAuditEntry;
-use crate::error::{AllocationError, StoreError};
+use crate::error::{AllocationError, RenderError, StoreError};
 use crate::name::SlaveName;
-use crate::ports::{Actor, AllocationStore, Host, Intent, TacBody, TacHeader, TacRenderer, TacRequest, TacValues};
+use crate::ports::{
+    Actor, AllocationStore, Host, InlineRender, Intent, RenderExecutor, TacBody, TacHeader, TacRenderer, TacRequest,
+    TacValues,
+};
 use crate::rule::{Decision, Planner};
 use crate::schema::{Row, Table, Value};
 
@@ -25,6 +28,24 @@ pub struct Allocation {
 
 /// Decides, records and renders allocations.
 ///
+/// In that order, and rendering outside the unit of work: a batch is
+/// decided from one snapshot, recorded and committed, and only then are its
+/// tacs rendered, through the [`RenderExecutor`] (inline unless
+/// [`Allocator::with_render_executor`] says otherwise). So the allocation
+/// locks are held for the decisions only, never while a template runs, and
+/// a slow or failing template cannot delay other slaves' allocations, in
+/// this process or in another sharing the database.
+///
+/// **A render failure after the commit keeps the recorded master.** The
+/// slave's `current_masterid` (and the audit log) then names the master it
+/// was given although it got an error instead of a tac. That is what
+/// happens anyway when a slave gets its tac and fails to boot; the next
+/// `gettac` decides again (the rule leaves the slave out of its own
+/// silo's count, so the answer is the same master while nothing else
+/// changes). Undoing it would need a second transaction that races other
+/// allocations; recording it keeps the counts honest for the batch's other
+/// slaves, which were decided with this one accepted.
+///
 /// Holds its ports as trait objects, so one `Allocator` type serves every
 /// storage backend and can be shared between request handlers (`Arc` it or
 /// clone it: clones share the ports).
@@ -32,6 +53,7 @@ pub struct Allocation {
 pub struct Allocator {
     store: Arc<dyn AllocationStore>,
     renderer: Arc<dyn TacRenderer>,
+    executor: Arc<dyn RenderExecutor>,
     host: Arc<dyn Host>,
     max_attempts: u32,
 }
@@ -46,15 +68,33 @@ impl std::fmt::Debug for Allocator {
 
 type Results = Vec<Result<Allocation, AllocationError>>;
 
+/// Decisions recorded (or peeked) by [`Allocator::decide`] whose tacs are
+/// not rendered yet.
+#[derive(Debug)]
+pub struct Decided {
+    header: TacHeader,
+    secrets: Secrets,
+    decisions: Vec<Result<Decision, AllocationError>>,
+    /// For each name given, the index of its distinct name's decision.
+    positions: Vec<usize>,
+}
+
 impl Allocator {
     /// An allocator over these ports.
     pub fn new(store: Arc<dyn AllocationStore>, renderer: Arc<dyn TacRenderer>, host: Arc<dyn Host>) -> Self {
         Self {
             store,
             renderer,
+            executor: Arc::new(InlineRender),
             host,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
+    }
+
+    /// Sets where tacs are rendered (default: [`InlineRender`]).
+    pub fn with_render_executor(mut self, executor: Arc<dyn RenderExecutor>) -> Self {
+        self.executor = executor;
+        self
     }
 
     /// Sets how many times a unit of work is tried when the database reports
@@ -70,7 +110,8 @@ impl Allocator {
     /// # Errors
     /// [`AllocationError::is_no_allocation`] errors for an invalid or
     /// unknown name or no candidate master; the others for broken data,
-    /// templates or storage. Nothing is recorded on error.
+    /// templates or storage. Nothing is recorded on a storage error; on a
+    /// template error the decision was recorded (see [`Allocator`]).
     pub async fn gettac(&self, name: &str) -> Result<Allocation, AllocationError> {
         self.one(name, Intent::Commit, "gettac", Secrets::Shown).await
     }
@@ -116,7 +157,9 @@ impl Allocator {
     /// # Errors
     /// A [`StoreError`] when the unit of work as a whole failed (after
     /// retrying deadlocks up to the configured attempts); nothing was
-    /// recorded then. Otherwise one result per name.
+    /// recorded then. Otherwise one result per name; a name whose tac could
+    /// not be rendered has its decision recorded all the same (see
+    /// [`Allocator`]).
     pub async fn allocate(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
         self.run(names, intent, actor, Secrets::Shown).await
     }
@@ -128,24 +171,59 @@ impl Allocator {
         actor: &str,
         secrets: Secrets,
     ) -> Result<Results, StoreError> {
+        let mut decided = self.decide(names, intent, actor).await?;
+        decided.secrets = secrets;
+        Ok(self.render(decided).await)
+    }
+
+    /// The first half of [`Allocator::allocate`]: decides, records and
+    /// commits (for [`Intent::Commit`]), and returns the decisions to
+    /// [`Allocator::render`]. A group commit calls the halves separately,
+    /// so that the next batch's transaction need not wait for this batch's
+    /// templates.
+    ///
+    /// # Errors
+    /// As for [`Allocator::allocate`].
+    pub async fn decide(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Decided, StoreError> {
         let (distinct, positions) = dedupe(names);
         let mut attempt = 1;
-        let results = loop {
-            match self.attempt(&distinct, intent, actor, secrets).await {
+        let (header, decisions) = loop {
+            match self.attempt(&distinct, intent, actor).await {
                 Err(StoreError::Retryable(_)) if attempt < self.max_attempts => attempt += 1,
                 other => break other?,
             }
         };
-        Ok(positions.into_iter().map(|i| results[i].clone()).collect())
+        Ok(Decided {
+            header,
+            secrets: Secrets::Shown,
+            decisions,
+            positions,
+        })
     }
 
+    /// The second half of [`Allocator::allocate`]: renders the tacs of
+    /// `decided`, through the [`RenderExecutor`]; one result per name given
+    /// to [`Allocator::decide`]. The unit of work is over by then: no lock
+    /// is held while a template runs.
+    pub async fn render(&self, decided: Decided) -> Results {
+        let Decided {
+            header,
+            secrets,
+            decisions,
+            positions,
+        } = decided;
+        let results = self.render_decisions(header, secrets, decisions).await;
+        positions.into_iter().map(|i| results[i].clone()).collect()
+    }
+
+    /// Decides for `names` in one unit of work and, for a commit, records
+    /// and commits; the unit is over when this returns.
     async fn attempt(
         &self,
         names: &[SlaveName],
         intent: Intent,
         actor: &str,
-        secrets: Secrets,
-    ) -> Result<Results, StoreError> {
+    ) -> Result<(TacHeader, Vec<Result<Decision, AllocationError>>), StoreError> {
         let mut unit = self.store.begin(intent).await?;
         let snapshot = unit.snapshot(names).await?;
         let header = TacHeader {
@@ -153,30 +231,62 @@ impl Allocator {
             host: self.host.fqdn(),
         };
         let mut planner = Planner::new(&snapshot);
-        let mut results = Vec::with_capacity(names.len());
+        let mut decisions = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let result = planner.decide(i, name).and_then(|decision| {
-                let tac = self.renderer.render(&tac_request(&decision, header.clone(), secrets))?;
-                Ok(Allocation { decision, tac })
-            });
-            if let Ok(a) = &result {
-                planner.accept(&a.decision);
+            let decision = planner.decide(i, name);
+            if let Ok(d) = &decision {
+                planner.accept(d);
             }
-            results.push(result);
+            decisions.push(decision);
         }
         if intent == Intent::Commit {
             let stamp = Actor {
                 name: actor.to_owned(),
                 at: header.generated,
             };
-            let changes: Vec<_> = results.iter().flatten().filter_map(|a| a.decision.change()).collect();
+            let changes: Vec<_> = decisions.iter().flatten().filter_map(Decision::change).collect();
             if !changes.is_empty() {
                 let audit: Vec<_> = changes.iter().filter_map(|c| audit_entry(c, &stamp)).collect();
                 unit.record(&changes, &audit).await?;
             }
             unit.commit().await?;
+        } else {
+            // A peek holds no locks, but does hold a connection.
+            drop(unit);
         }
-        Ok(results)
+        Ok((header, decisions))
+    }
+
+    /// Renders the tac of every decision, through the executor.
+    async fn render_decisions(
+        &self,
+        header: TacHeader,
+        secrets: Secrets,
+        decisions: Vec<Result<Decision, AllocationError>>,
+    ) -> Results {
+        let requests: Vec<TacRequest> = decisions
+            .iter()
+            .flatten()
+            .map(|d| tac_request(d, header.clone(), secrets))
+            .collect();
+        let mut tacs = self
+            .executor
+            .render_all(Arc::clone(&self.renderer), requests)
+            .await
+            .into_iter();
+        decisions
+            .into_iter()
+            .map(|decision| {
+                let decision = decision?;
+                let tac = tacs.next().unwrap_or_else(|| {
+                    Err(RenderError::Invalid {
+                        template: "(render executor)".to_owned(),
+                        message: "the render executor gave no answer".to_owned(),
+                    })
+                })?;
+                Ok(Allocation { decision, tac })
+            })
+            .collect()
     }
 }
 
@@ -426,10 +536,94 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_template_error_records_nothing() {
-        let store = store(snapshot(slave(None, true)), 0, 1);
+    async fn tacs_are_rendered_after_the_commit() {
+        let mut seq = Sequence::new();
+        let mut unit = MockAllocationUnit::new();
+        unit.expect_snapshot()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(snapshot(slave(None, true))));
+        unit.expect_record()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(()));
+        unit.expect_commit().times(1).in_sequence(&mut seq).returning(|| Ok(()));
         let mut r = MockTacRenderer::new();
-        r.expect_render().returning(|_| {
+        r.expect_render()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok("tac".to_owned()));
+        let mut store = MockAllocationStore::new();
+        store.expect_begin().times(1).return_once(move |_| Ok(Box::new(unit)));
+        let a = Allocator::new(Arc::new(store), Arc::new(r), host())
+            .gettac("s1")
+            .await
+            .unwrap();
+        assert_eq!(a.tac, "tac");
+    }
+
+    #[tokio::test]
+    async fn a_peek_renders_after_its_unit_is_dropped() {
+        let mut seq = Sequence::new();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut unit = MockAllocationUnit::new();
+        unit.expect_snapshot()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(snapshot(slave(None, true))));
+        let mut r = MockTacRenderer::new();
+        let seen = Arc::clone(&dropped);
+        r.expect_render().times(1).returning(move |_| {
+            // The unit (and its connection) is gone by now.
+            assert!(seen.load(std::sync::atomic::Ordering::SeqCst));
+            Ok("tac".to_owned())
+        });
+        let mut store = MockAllocationStore::new();
+        let on_drop = Arc::clone(&dropped);
+        store.expect_begin().times(1).return_once(move |_| {
+            Ok(Box::new(DropFlag {
+                inner: unit,
+                flag: on_drop,
+            }))
+        });
+        Allocator::new(Arc::new(store), Arc::new(r), host())
+            .peek("s1")
+            .await
+            .unwrap();
+    }
+
+    /// A unit that raises a flag when it is dropped.
+    struct DropFlag {
+        inner: MockAllocationUnit,
+        flag: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::ports::AllocationUnit for DropFlag {
+        async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError> {
+            self.inner.snapshot(names).await
+        }
+        async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError> {
+            self.inner.record(changes, audit).await
+        }
+        async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_template_error_after_the_commit_keeps_the_decision() {
+        // The decision is recorded and committed once; the template error
+        // is the slave's answer.
+        let store = store(snapshot(slave(None, true)), 1, 1);
+        let mut r = MockTacRenderer::new();
+        r.expect_render().times(1).returning(|_| {
             Err(crate::error::RenderError::UnknownPlaceholder {
                 template: "t".into(),
                 placeholder: "x".into(),
@@ -439,7 +633,32 @@ mod tests {
             .gettac("s1")
             .await
             .unwrap_err();
-        assert!(matches!(err, AllocationError::Template(_)));
+        assert!(
+            matches!(&err, AllocationError::Template(crate::error::RenderError::UnknownPlaceholder { template, .. }) if template == "t"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_render_executor_that_answers_too_little_is_a_template_error() {
+        struct Silent;
+        #[async_trait::async_trait]
+        impl RenderExecutor for Silent {
+            async fn render_all(
+                &self,
+                _: Arc<dyn TacRenderer>,
+                _: Vec<TacRequest>,
+            ) -> Vec<Result<String, crate::error::RenderError>> {
+                Vec::new()
+            }
+        }
+        let store = store(snapshot(slave(None, true)), 1, 1);
+        let err = Allocator::new(Arc::new(store), renderer(), host())
+            .with_render_executor(Arc::new(Silent))
+            .gettac("s1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AllocationError::Template(_)), "{err:?}");
     }
 
     #[tokio::test]

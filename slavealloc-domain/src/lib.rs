@@ -89,7 +89,7 @@ pub mod schema;
 
 pub use access::{Permission, Writer};
 pub use admin::{AdminApi, AdminError, LocalAdmin};
-pub use allocator::{Allocation, Allocator};
+pub use allocator::{Allocation, Allocator, Decided};
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
@@ -97,7 +97,8 @@ pub use error::{AllocationError, RenderError, StoreError};
 pub use inventory::{Inventory, SlaveFilter};
 pub use name::SlaveName;
 pub use ports::{
-    Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, Intent, InventoryStore, Snapshot, TacRenderer,
+    Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, InlineRender, Intent, InventoryStore,
+    RenderExecutor, Snapshot, TacRenderer,
 };
 pub use rule::{Decision, Reason};
 pub use schema::{Row, Table, Value};

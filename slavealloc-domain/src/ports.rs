@@ -3,7 +3,8 @@
 //! Storage adapters implement [`AllocationStore`] (the hot path),
 //! [`InventoryStore`] (the admin reads and writes of the REST API) and
 //! [`DumpStore`] (whole-database export and import); a tac renderer
-//! implements [`TacRenderer`]; [`Host`] gives the time and the allocator's
+//! implements [`TacRenderer`], and a [`RenderExecutor`] says where it
+//! runs; [`Host`] gives the time and the allocator's
 //! host name, so that tests are deterministic.
 
 use std::sync::Arc;
@@ -144,6 +145,42 @@ pub trait TacRenderer: Send + Sync {
     /// As for [`TacRenderer::render`].
     fn check_template(&self, _text: &str) -> Result<(), RenderError> {
         Ok(())
+    }
+}
+
+/// Where and how [`TacRenderer::render`] runs for the tacs of one
+/// allocation batch.
+///
+/// The [`crate::Allocator`] calls it after the batch's unit of work has
+/// committed (or, for a peek, ended), so a slow template never holds the
+/// allocation locks. The default, [`InlineRender`], renders on the calling
+/// task; a server runs renders on a bounded thread pool with a time budget
+/// so that one bad template fails only its own slaves.
+#[async_trait]
+pub trait RenderExecutor: Send + Sync {
+    /// One result per request, in order: the tac, or why there is none.
+    /// Never fewer results than requests (a missing one is reported by the
+    /// allocator as a render error).
+    async fn render_all(
+        &self,
+        renderer: Arc<dyn TacRenderer>,
+        requests: Vec<TacRequest>,
+    ) -> Vec<Result<String, RenderError>>;
+}
+
+/// Renders on the calling task, one request after another: for tests, the
+/// CLI and any caller without a thread pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InlineRender;
+
+#[async_trait]
+impl RenderExecutor for InlineRender {
+    async fn render_all(
+        &self,
+        renderer: Arc<dyn TacRenderer>,
+        requests: Vec<TacRequest>,
+    ) -> Vec<Result<String, RenderError>> {
+        requests.iter().map(|r| renderer.render(r)).collect()
     }
 }
 

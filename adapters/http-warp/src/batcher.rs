@@ -10,8 +10,17 @@
 //! Why it is fast: while one batch commits, the next requests queue up, so
 //! under load each transaction carries many decisions, and with no load a
 //! lone request is decided at once (the task never waits to fill a batch).
+//! Tacs are rendered after the commit, in a task of their own per batch,
+//! so the next batch's transaction never waits for this batch's templates.
+//!
+//! Why it cannot hang: the task is supervised. If it panics (a bug in a
+//! store, the rule or a renderer), the requests it held are answered 503
+//! (their reply channels are dropped) and a new task takes over the same
+//! queue, so later requests are served as before.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use slavealloc_domain::{Allocation, AllocationError, Allocator, Intent, SlaveName, StoreError};
 
@@ -53,7 +62,7 @@ impl Batcher {
         // (back-pressure instead of an unbounded queue).
         let (jobs, rx) = mpsc::channel(limit * 4);
         let sizes = BatchSizes(new_size_histogram());
-        tokio::spawn(run(rx, allocator, limit, sizes.clone()));
+        tokio::spawn(supervise(Arc::new(Mutex::new(rx)), allocator, limit, sizes.clone()));
         Self { jobs, sizes }
     }
 
@@ -61,10 +70,15 @@ impl Batcher {
     ///
     /// # Errors
     /// As [`Allocator::gettac`]; a whole batch's storage failure is every
-    /// request's [`AllocationError::Storage`].
+    /// request's [`AllocationError::Storage`]; a request whose batch
+    /// panicked gets [`StoreError::Unavailable`] (503: try again).
     pub async fn allocate(&self, name: SlaveName) -> Result<Allocation, AllocationError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || AllocationError::Storage(StoreError::Other("the allocation task has stopped".to_owned()));
+        let stopped = || {
+            AllocationError::Storage(StoreError::Unavailable(
+                "the allocation task failed and is being restarted".to_owned(),
+            ))
+        };
         self.jobs.send(Job { name, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -80,32 +94,57 @@ fn new_size_histogram() -> prometheus_client::metrics::histogram::Histogram {
     ))
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, allocator: Allocator, limit: usize, sizes: BatchSizes) {
+/// Runs the group-commit task, and a new one each time it panics. Ends
+/// when the queue is closed (every [`Batcher`] dropped) or the runtime
+/// shuts down.
+async fn supervise(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: usize, sizes: BatchSizes) {
+    loop {
+        let worker = tokio::spawn(run(Arc::clone(&rx), allocator.clone(), limit, sizes.clone()));
+        match worker.await {
+            Err(e) if e.is_panic() => {
+                tracing::error!("the group-commit task panicked; its requests got 503; restarting it");
+            }
+            _ => return,
+        }
+    }
+}
+
+async fn run(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: usize, sizes: BatchSizes) {
+    // A tokio mutex is not poisoned by a panic: the next task takes the
+    // same queue.
+    let mut rx = rx.lock().await;
     let mut jobs = Vec::with_capacity(limit);
     while rx.recv_many(&mut jobs, limit).await > 0 {
         sizes.0.observe(jobs.len() as f64);
         let names: Vec<SlaveName> = jobs.iter().map(|j| j.name.clone()).collect();
-        match allocator.allocate(&names, Intent::Commit, ALLOCATION_ACTOR).await {
-            Ok(results) => {
-                for (job, result) in jobs.drain(..).zip(results) {
-                    // A client that went away simply misses its answer.
-                    let _ = job.reply.send(result);
-                }
+        // On a panic in here `jobs` is dropped while unwinding, and with it
+        // the reply channels: every waiting request is answered.
+        let decided = allocator.decide(&names, Intent::Commit, ALLOCATION_ACTOR).await;
+        let replies: Vec<Reply> = jobs.drain(..).map(|j| j.reply).collect();
+        match decided {
+            Ok(decided) => {
+                let allocator = allocator.clone();
+                // Same on a panic while rendering: the replies are dropped.
+                tokio::spawn(async move {
+                    let results = allocator.render(decided).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // A client that went away simply misses its answer.
+                        let _ = reply.send(result);
+                    }
+                });
             }
             Err(e) => {
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(AllocationError::Storage(e.clone())));
+                for reply in replies {
+                    let _ = reply.send(Err(AllocationError::Storage(e.clone())));
                 }
             }
         }
-        jobs.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use std::time::SystemTime;
 
     use async_trait::async_trait;
@@ -179,7 +218,13 @@ mod tests {
             answers.push(answer);
         }
         drop(tx);
-        run(rx, allocator, limit, BatchSizes(new_size_histogram())).await;
+        run(
+            Arc::new(Mutex::new(rx)),
+            allocator,
+            limit,
+            BatchSizes(new_size_histogram()),
+        )
+        .await;
         let mut results = Vec::new();
         for a in answers {
             results.push(a.await.unwrap());
@@ -210,5 +255,82 @@ mod tests {
         let results = run_queued(Arc::clone(&store), names, 16).await;
         assert_eq!(store.begins.load(Ordering::SeqCst), 3, "16 + 16 + 8");
         assert_eq!(per_master(&results), [10, 10, 10, 10]);
+    }
+
+    /// Panics on the first `begin`, then behaves.
+    struct PanicsOnce {
+        inner: MemoryStore,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AllocationStore for PanicsOnce {
+        async fn begin(&self, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
+            assert!(self.calls.fetch_add(1, Ordering::SeqCst) > 0, "a store bug");
+            self.inner.begin(intent).await
+        }
+    }
+
+    /// Panics on its first render (a mock would stay poisoned after it).
+    struct RendererPanicsOnce(AtomicUsize);
+
+    impl slavealloc_domain::TacRenderer for RendererPanicsOnce {
+        fn render(&self, _: &slavealloc_domain::ports::TacRequest) -> Result<String, slavealloc_domain::RenderError> {
+            assert!(self.0.fetch_add(1, Ordering::SeqCst) > 0, "a renderer bug");
+            Ok("tac".to_owned())
+        }
+    }
+
+    fn allocator(store: Arc<dyn AllocationStore>, renderer: MockTacRenderer) -> Allocator {
+        let host = Arc::new(FixedHost {
+            now: SystemTime::UNIX_EPOCH,
+            fqdn: "h".into(),
+        });
+        Allocator::new(store, Arc::new(renderer), host)
+    }
+
+    /// Fails the test instead of hanging it.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(30), f)
+            .await
+            .expect("the batcher never answered")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_store_gets_503_and_the_task_is_restarted() {
+        let (counting, names) = fleet();
+        let store = Arc::new(PanicsOnce {
+            inner: counting.inner.clone(),
+            calls: AtomicUsize::new(0),
+        });
+        let mut renderer = MockTacRenderer::new();
+        renderer.expect_render().returning(|_| Ok("tac".to_owned()));
+        let batcher = Batcher::spawn(allocator(store, renderer), DEFAULT_BATCH_LIMIT);
+        let first = within(batcher.allocate(names[0].clone())).await;
+        assert!(
+            matches!(first, Err(AllocationError::Storage(StoreError::Unavailable(_)))),
+            "{first:?}"
+        );
+        let second = within(batcher.allocate(names[0].clone())).await.unwrap();
+        assert_eq!(second.tac, "tac");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_renderer_gets_503_and_later_requests_are_served() {
+        let (counting, names) = fleet();
+        let host = Arc::new(FixedHost {
+            now: SystemTime::UNIX_EPOCH,
+            fqdn: "h".into(),
+        });
+        let renderer = Arc::new(RendererPanicsOnce(AtomicUsize::new(0)));
+        let batcher = Batcher::spawn(Allocator::new(counting, renderer, host), DEFAULT_BATCH_LIMIT);
+        let first = within(batcher.allocate(names[0].clone())).await;
+        assert!(
+            matches!(first, Err(AllocationError::Storage(StoreError::Unavailable(_)))),
+            "{first:?}"
+        );
+        for name in &names[1..4] {
+            assert_eq!(within(batcher.allocate(name.clone())).await.unwrap().tac, "tac");
+        }
     }
 }

@@ -40,6 +40,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod models;
 pub mod rejections;
+pub mod render_pool;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -64,12 +64,13 @@
 //! # Ok::<(), slavealloc_domain::RenderError>(())
 //! ```
 
+mod guard;
 mod literal;
 mod percent;
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -93,38 +94,27 @@ const BUILDBOT_WORKER: &str = include_str!("../templates/buildbot-worker.tac.j2"
 /// within milliseconds instead of holding a thread.
 const FUEL: u64 = 100_000;
 
-/// The name [`validate_template`] gives its template in errors.
-const UNSAVED: &str = "(new template)";
+/// The longest template text accepted, stored or checked: a tac is a few
+/// KiB, and every cost of a template grows with its length.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
-/// The longest stored template rendered: a `TEXT` column's size.
-pub const MAX_TEMPLATE_BYTES: usize = 65_535;
-
-/// The longest tac rendered (header included): a real one is a few KiB;
-/// this leaves room for every value at its longest a dozen times, and
-/// bounds what one render can allocate.
+/// The longest tac body a template may produce. Enforced while rendering
+/// (the output is written into a buffer that refuses to grow past it), so
+/// a template that would write gigabytes fails after writing 1 MiB.
 pub const MAX_TAC_BYTES: usize = 1024 * 1024;
 
-/// How long [`validate_template`] may take with the longest values: a
-/// template slower than this is refused when it is stored.
-pub const VALIDATION_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long each value is when [`validate_template`] renders a template:
+/// longer than any real name, base directory or password, so that a
+/// template whose cost grows with its values shows it when it is stored.
+pub const SAMPLE_VALUE_BYTES: usize = 64 * 1024;
 
-/// The length of every string [`validate_template`] fills in: the longest
-/// value a `TEXT` column holds, so a template that is slow or huge on a
-/// long base directory is found when it is saved, not when a slave boots.
-const WORST_CASE_LEN: usize = 64 * 1024;
+/// How long [`validate_template`]'s worst-case render may take. Every real
+/// tac renders in well under a millisecond even with 64 KiB values; a
+/// template slower than this would hold a render thread on a long value.
+pub const VALIDATION_BUDGET: Duration = Duration::from_millis(250);
 
-/// Filters a stored minijinja template may use: none that grows a string.
-const ALLOWED_FILTERS: [&str; 4] = ["lower", "upper", "trim", "length"];
-
-/// Statements a stored minijinja template may use: conditions and loops
-/// over the values (bounded by fuel and [`MAX_TAC_BYTES`]); no `set`,
-/// `macro`, `call` or `filter` blocks (which build strings outside the
-/// output's cap), no `include`, `import` or `extends`.
-const ALLOWED_STATEMENTS: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
-
-pub(crate) fn too_big() -> String {
-    format!("the tac would be longer than {MAX_TAC_BYTES} bytes")
-}
+/// The name [`validate_template`] gives its template in errors.
+const UNSAVED: &str = "(new template)";
 
 /// A template built into the renderer, used for slaves without a
 /// `custom_tplid`.
@@ -211,9 +201,6 @@ impl Default for RendererConfig {
 #[derive(Debug)]
 pub struct MinijinjaRenderer {
     env: Environment<'static>,
-    /// Stored templates render here: only [`ALLOWED_FILTERS`], no
-    /// functions, no other templates to reach.
-    stored_env: Environment<'static>,
     config: RendererConfig,
     /// A built-in template that failed to compile (a bug the tests catch),
     /// reported by every render that needs it rather than by a panic.
@@ -238,7 +225,6 @@ impl MinijinjaRenderer {
         }
         MinijinjaRenderer {
             env,
-            stored_env: stored_environment(),
             config,
             broken_builtins,
         }
@@ -269,7 +255,8 @@ impl MinijinjaRenderer {
             "idleizer",
             minijinja::Value::from(self.wants_idleizer(&fill.values.slavename)),
         ));
-        render_capped(name, &template, minijinja::Value::from_iter(context))
+        guard::render_capped(&template, minijinja::Value::from_iter(context), MAX_TAC_BYTES)
+            .map_err(|e| engine_error(name, &e))
     }
 
     fn render_stored(&self, stored: &TacTemplate, fill: &Fill<'_>) -> Result<String, RenderError> {
@@ -278,7 +265,7 @@ impl MinijinjaRenderer {
         if stored.template.is_empty() {
             return self.render_builtin(self.config.default_template, fill);
         }
-        render_stored_text(&self.stored_env, &stored.name, &stored.template, fill)
+        render_stored_text(&self.env, &stored.name, &stored.template, fill)
     }
 }
 
@@ -289,7 +276,7 @@ impl TacRenderer for MinijinjaRenderer {
 
     fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
         let gendate = ctime(request.header.generated)?;
-        let genhost = comment_safe(&request.header.host);
+        let genhost = host_comment(&request.header.host);
         let mut tac = format!("{HEADER_MARK}\n# generated: {gendate} on {genhost}\n\n");
         match &request.body {
             TacBody::Disabled { .. } => tac.push_str(DISABLED_BODY),
@@ -312,14 +299,21 @@ impl TacRenderer for MinijinjaRenderer {
 
 /// Checks a template before it is stored in `tac_templates`: it must parse,
 /// name only known placeholders (`buildmaster_host`, `port`, `slavename`,
-/// `basedir`, `passwd`, and the header's `gendate` and `genhost`) and render
-/// with sample values.
+/// `basedir`, `passwd`, and the header's `gendate` and `genhost`), use only
+/// the constructs a tac needs (see the crate's allow-list: no string
+/// repetition or concatenation operators, no macros, captures or
+/// includes, only a few filters and tests), and render with worst-case
+/// sample values — every string [`SAMPLE_VALUE_BYTES`] long — into at
+/// most [`MAX_TAC_BYTES`] within [`VALIDATION_BUDGET`]. So a template that
+/// would be huge or slow on a long base directory is refused when it is
+/// stored, not when a slave boots.
 ///
 /// # Errors
 /// [`RenderError::UnknownPlaceholder`] naming the first unknown placeholder;
 /// [`RenderError::Invalid`] for anything else, with the line where it can
 /// tell. Errors name the template `(new template)`.
 pub fn validate_template(text: &str) -> Result<(), RenderError> {
+    let env = environment();
     let values = TacValues {
         buildmaster_host: "master.example.com".to_owned(),
         port: 9989,
@@ -332,41 +326,47 @@ pub fn validate_template(text: &str) -> Result<(), RenderError> {
         gendate: "Thu Jan  1 00:00:00 1970",
         genhost: "slavealloc.example.com",
     };
-    let env = stored_environment();
+    // Realistic values first, so that a plain mistake gets its plain error.
     render_stored_text(&env, UNSAVED, text, &fill)?;
-    // Then with every string at its longest: what is slow or huge on a long
-    // base directory is refused now, not at a slave's boot.
     let long = |prefix: &str| {
-        let mut s = prefix.to_owned();
-        s.extend(std::iter::repeat_n('x', WORST_CASE_LEN.saturating_sub(prefix.len())));
+        let mut s = String::with_capacity(SAMPLE_VALUE_BYTES);
+        s.push_str(prefix);
+        while s.len() < SAMPLE_VALUE_BYTES {
+            s.push('x');
+        }
         s
     };
     let worst = TacValues {
         buildmaster_host: long("master."),
-        port: 65535,
+        port: i32::MAX,
         slavename: long("slave-"),
         basedir: long("/builds/"),
         passwd: long("pw-"),
     };
-    let (gendate, genhost) = (long("Thu "), long("host."));
+    let gendate = long("Thu ");
+    let genhost = long("host.");
     let fill = Fill {
         values: &worst,
         gendate: &gendate,
         genhost: &genhost,
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     render_stored_text(&env, UNSAVED, text, &fill).map_err(|e| match e {
         RenderError::Invalid { template, message } => RenderError::Invalid {
             template,
-            message: format!("with {WORST_CASE_LEN}-byte values: {message}"),
+            message: format!("with {} KiB values: {message}", SAMPLE_VALUE_BYTES / 1024),
         },
         other => other,
     })?;
-    if started.elapsed() > VALIDATION_BUDGET {
+    let took = started.elapsed();
+    if took > VALIDATION_BUDGET {
         return Err(invalid(
             UNSAVED,
             format!(
-                "it takes longer than {} ms to render with {WORST_CASE_LEN}-byte values",
+                "it takes {} ms to render with {} KiB values (at most {} ms): it would hold a render thread \
+                 on a long base directory",
+                took.as_millis(),
+                SAMPLE_VALUE_BYTES / 1024,
                 VALIDATION_BUDGET.as_millis()
             ),
         ));
@@ -374,14 +374,12 @@ pub fn validate_template(text: &str) -> Result<(), RenderError> {
     Ok(())
 }
 
+/// The allow-list environment: [`Environment::empty`] (no filters, tests
+/// or functions: no `range`, `join`, `replace`, `indent`, ...) plus the few
+/// that cannot amplify their input (see [`guard::allow_list`]).
 fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    configure(&mut env);
-    env
-}
-
-/// The output rules every template renders under.
-fn configure(env: &mut Environment<'static>) {
+    let mut env = Environment::empty();
+    guard::allow_list(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_formatter(|out, _state, value| literal::format_value(out, value));
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -390,115 +388,21 @@ fn configure(env: &mut Environment<'static>) {
     env.set_fuel(Some(FUEL));
     // Same error text in debug and release builds.
     env.set_debug(false);
-}
-
-/// The environment stored templates compile in: the same output rules as
-/// the built-ins, [`ALLOWED_FILTERS`] and nothing else.
-fn stored_environment() -> Environment<'static> {
-    let mut env = Environment::empty();
-    configure(&mut env);
-    env.add_filter("lower", minijinja::filters::lower);
-    env.add_filter("upper", minijinja::filters::upper);
-    env.add_filter("trim", minijinja::filters::trim);
-    env.add_filter("length", minijinja::filters::length);
     env
-}
-
-/// The most `~` and `+` a stored template may hold. Without `set` nothing
-/// accumulates across a loop, so one expression is the most a template can
-/// build at once: this many joins of the longest values stays near
-/// [`MAX_TAC_BYTES`] (`basedir ~ '/logs'` is one).
-pub const MAX_CONCATENATIONS: usize = 16;
-
-/// Refuses the constructs a stored template may not use (see
-/// [`ALLOWED_FILTERS`] and [`ALLOWED_STATEMENTS`]): string repetition,
-/// arithmetic other than a few joins, and every statement but `if` and
-/// `for`.
-fn check_allowed(name: &str, text: &str) -> Result<(), RenderError> {
-    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
-    let mut after_block_start = false;
-    let mut after_pipe = false;
-    let mut concatenations = 0;
-    for token in tokenize(text, false, Default::default(), WhitespaceConfig::default()) {
-        let (token, span) = token.map_err(|e| engine_error(name, &e))?;
-        let line = span.start_line;
-        let refuse = |what: String| invalid(name, format!("line {line}: {what}"));
-        match &token {
-            Token::Mul | Token::Pow | Token::Div | Token::FloorDiv | Token::Mod => {
-                return Err(refuse(format!(
-                    "the operator {token} is not allowed in a tac template (no arithmetic or repetition)"
-                )));
-            }
-            Token::Plus | Token::Tilde => {
-                concatenations += 1;
-                if concatenations > MAX_CONCATENATIONS {
-                    return Err(refuse(format!(
-                        "more than {MAX_CONCATENATIONS} uses of ~ or + in one tac template"
-                    )));
-                }
-            }
-            Token::Ident(word) if after_block_start && !ALLOWED_STATEMENTS.contains(word) => {
-                return Err(refuse(format!(
-                    "{{% {word} %}} is not allowed in a tac template; use {}",
-                    ALLOWED_STATEMENTS.join(", ")
-                )));
-            }
-            Token::Ident(word) if after_pipe && !ALLOWED_FILTERS.contains(word) => {
-                return Err(refuse(format!(
-                    "the filter {word} is not allowed in a tac template; use {}",
-                    ALLOWED_FILTERS.join(", ")
-                )));
-            }
-            _ => {}
-        }
-        after_block_start = matches!(token, Token::BlockStart);
-        after_pipe = matches!(token, Token::Pipe);
-    }
-    Ok(())
-}
-
-/// Renders into a buffer that refuses to grow past [`MAX_TAC_BYTES`], so
-/// a template cannot make one render allocate more.
-fn render_capped(
-    name: &str,
-    template: &minijinja::Template<'_, '_>,
-    ctx: minijinja::Value,
-) -> Result<String, RenderError> {
-    let mut out = Capped(Vec::new());
-    match template.render_captured_to(ctx, &mut out) {
-        Ok(_) => String::from_utf8(out.0).map_err(|e| invalid(name, format!("the tac is not UTF-8: {e}"))),
-        Err(_) if out.0.len() >= MAX_TAC_BYTES => Err(invalid(name, too_big())),
-        Err(e) => Err(engine_error(name, &e)),
-    }
-}
-
-/// A writer that fails once [`MAX_TAC_BYTES`] would be passed.
-struct Capped(Vec<u8>);
-
-impl std::io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_TAC_BYTES {
-            self.0.resize(MAX_TAC_BYTES, 0);
-            return Err(std::io::Error::other(too_big()));
-        }
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill<'_>) -> Result<String, RenderError> {
     if text.len() > MAX_TEMPLATE_BYTES {
         return Err(invalid(
             name,
-            format!("the template is longer than {MAX_TEMPLATE_BYTES} bytes"),
+            format!(
+                "it is {} bytes long, more than the {MAX_TEMPLATE_BYTES} a template may have",
+                text.len()
+            ),
         ));
     }
     if !percent::is_minijinja(text) {
-        return percent::substitute(name, text, fill);
+        return percent::substitute(name, text, fill, MAX_TAC_BYTES);
     }
     if let Some(directive) = percent::first_known_directive(text) {
         return Err(invalid(
@@ -506,10 +410,11 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
             format!("it has minijinja tags and the %-placeholder {directive}; use one style only"),
         ));
     }
-    check_allowed(name, text)?;
     let template = env
         .template_from_named_str(name, text)
         .map_err(|e| engine_error(name, &e))?;
+    // After parsing, so that a syntax error gets minijinja's own message.
+    guard::refuse_unbounded(text).map_err(|message| invalid(name, message))?;
     // Checked before rendering so that the error names the placeholder;
     // strict undefined behaviour would only say "undefined value".
     let mut unknown: Vec<String> = template
@@ -524,7 +429,8 @@ fn render_stored_text(env: &Environment<'_>, name: &str, text: &str, fill: &Fill
             placeholder,
         });
     }
-    render_capped(name, &template, minijinja::Value::from_iter(fill.context()))
+    guard::render_capped(&template, minijinja::Value::from_iter(fill.context()), MAX_TAC_BYTES)
+        .map_err(|e| engine_error(name, &e))
 }
 
 /// The values a template can name, and how they are looked up.
@@ -587,6 +493,7 @@ fn invalid(template: &str, message: String) -> RenderError {
 fn engine_error(template: &str, e: &minijinja::Error) -> RenderError {
     let message = match e.kind() {
         ErrorKind::OutOfFuel => "it runs too long (endless loop?)".to_owned(),
+        ErrorKind::WriteFailure => format!("its output is longer than {MAX_TAC_BYTES} bytes"),
         _ => e.to_string(),
     };
     invalid(template, message)
@@ -619,17 +526,19 @@ fn ctime(t: SystemTime) -> Result<String, RenderError> {
 }
 
 /// The host name as it may appear in the header's comment: host-name
-/// characters only (letters, digits, `.`, `-`, `_`), every other one
-/// written as `?`. Line 2 of a tac is where Python looks for a coding
-/// cookie (`# ... coding: utf-7`), which needs a `:` or `=`; and a newline
-/// would end the comment.
-fn comment_safe(host: &str) -> String {
+/// characters only (ASCII letters, digits, `-`, `.`, `_`), every other
+/// character written as `_`. So the comment can neither end (no newline),
+/// nor make Python 2 refuse the file (ASCII), nor become a coding cookie:
+/// PEP 263's `coding[:=]` needs a `:` or `=` on line 1 or 2, and this is
+/// line 2 (`coding:utf-7` would make Python decode the tac as UTF-7, in
+/// which `+AAo-` is a newline).
+fn host_comment(host: &str) -> String {
     host.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
                 c
             } else {
-                '?'
+                '_'
             }
         })
         .collect()
@@ -657,11 +566,18 @@ mod tests {
 
     #[test]
     fn host_cannot_leave_the_comment() {
-        assert_eq!(comment_safe("slavealloc.example.com"), "slavealloc.example.com");
-        assert_eq!(comment_safe("evil\nimport os"), "evil?import?os");
-        assert_eq!(comment_safe("h\u{e9}"), "h?");
-        assert_eq!(comment_safe("x -*- coding: utf-7 -*-"), "x?-?-?coding??utf-7?-?-");
-        assert_eq!(comment_safe("a=coding=utf-7"), "a?coding?utf-7");
+        assert_eq!(host_comment("slavealloc.example.com"), "slavealloc.example.com");
+        assert_eq!(host_comment("evil\nimport os"), "evil_import_os");
+        assert_eq!(host_comment("h\u{e9}"), "h_");
+    }
+
+    #[test]
+    fn host_cannot_make_a_coding_cookie() {
+        for host in ["coding:utf-7", "x.coding=utf-7", "a # -*- coding: utf-7 -*-"] {
+            let safe = host_comment(host);
+            assert!(!safe.contains(':') && !safe.contains('='), "{safe}");
+        }
+        assert_eq!(host_comment("coding:utf-7"), "coding_utf-7");
     }
 
     #[test]

@@ -76,6 +76,11 @@ pub(crate) fn format_value(out: &mut minijinja::Output, value: &Value) -> Result
 const MAX_DEPTH: usize = 32;
 
 fn push_value(out: &mut String, value: &Value, depth: usize) -> Result<(), Error> {
+    // A list of lists of lists... of long strings is small in memory (the
+    // items are shared) but huge written out: stop at the tac's cap.
+    if out.len() > crate::MAX_TAC_BYTES {
+        return Err(Error::new(ErrorKind::WriteFailure, "value too long for a tac"));
+    }
     if depth > MAX_DEPTH {
         return Err(Error::new(
             ErrorKind::InvalidOperation,

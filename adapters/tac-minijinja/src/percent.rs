@@ -39,7 +39,13 @@ pub(crate) fn first_known_directive(text: &str) -> Option<&str> {
 /// that text lands in code (usually inside quotes the template wrote), a
 /// string value that could end a string literal or a line — one holding a
 /// quote, a backslash or a control character — is refused.
-pub(crate) fn substitute(template: &str, text: &str, fill: &Fill<'_>) -> Result<String, RenderError> {
+///
+/// The tac may be at most `cap` bytes: with at most a 64 KiB template and
+/// values from the database this is bounded anyway (each placeholder takes
+/// at least 5 bytes of template), but a placeholder-dense template over
+/// long values could still reach hundreds of MiB, so the output is checked
+/// as it grows.
+pub(crate) fn substitute(template: &str, text: &str, fill: &Fill<'_>, cap: usize) -> Result<String, RenderError> {
     let invalid = |offset: usize, message: String| RenderError::Invalid {
         template: template.to_owned(),
         message: format!("line {}: {message}", line_of(text, offset)),
@@ -117,11 +123,14 @@ pub(crate) fn substitute(template: &str, text: &str, fill: &Fill<'_>) -> Result<
             }
         }
         done = start + directive_len;
-        if out.len() > crate::MAX_TAC_BYTES {
-            return Err(invalid(start, crate::too_big()));
+        if out.len() > cap {
+            return Err(invalid(start, format!("the tac would be longer than {cap} bytes")));
         }
     }
     out.push_str(&text[done..]);
+    if out.len() > cap {
+        return Err(invalid(text.len(), format!("the tac would be longer than {cap} bytes")));
+    }
     Ok(out)
 }
 

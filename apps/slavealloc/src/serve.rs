@@ -26,6 +26,7 @@ use slavealloc_domain::{
     AllocationStore, Allocator, DumpStore, Host, Inventory, InventoryStore, StoreError, TacRenderer,
 };
 use slavealloc_http_warp::auth::Scope;
+use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
 use slavealloc_http_warp::{
     listening_line, AllowedHosts, Guard, Limits, Readiness, ServerConfig, Services, Tokens, UiFilter,
 };
@@ -450,8 +451,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
     let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
     let check: Arc<dyn TacRenderer> = renderer.clone();
+    // Stored templates render after the commit on a few blocking threads,
+    // each batch within a budget well inside the request deadline, so a
+    // bad template answers its own slaves 500 and nobody else waits.
+    let render_pool = BlockingRenderPool::new(DEFAULT_RENDER_THREADS, render_budget(settings.deadline));
     let services = Services {
-        allocator: Allocator::new(allocation, renderer, host.clone()),
+        allocator: Allocator::new(allocation, renderer, host.clone()).with_render_executor(Arc::new(render_pool)),
         inventory: Inventory::new(inventory, host).with_template_check(check),
     };
 
@@ -609,6 +614,13 @@ fn pool_state(store: SqlStore) -> slavealloc_http_warp::PoolStateFn {
             max: s.max,
         })
     })
+}
+
+/// How long one batch's templates may render: the default budget, but at
+/// most half the request deadline, so that a slave whose template is too
+/// slow is told so (500 naming the template) before its request times out.
+fn render_budget(deadline: Duration) -> Duration {
+    DEFAULT_RENDER_BUDGET.min(deadline / 2)
 }
 
 #[cfg(test)]
