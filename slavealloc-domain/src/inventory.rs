@@ -156,7 +156,7 @@ impl Inventory {
     /// Writes the updatable columns `body` carries into row `id` if
     /// `writer` may: keys whose value equals the stored one are dropped
     /// first and never written, so a client that sends a whole row back
-    /// writes only what it changed (see [`access`](crate::access)).
+    /// writes only what it changed (see [`access`]).
     ///
     /// # Errors
     /// [`StoreError::Input`] for a bad value, [`StoreError::Forbidden`]

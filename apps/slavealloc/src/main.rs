@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run the allocator daemon: /gettac, the REST API, the web UI.
     Serve(serve::ServeArgs),
-    /// Make the ed25519 key pair that signs tacs ([tac] signing_key) and
+    /// Make the ed25519 key pair that signs tacs (signing_key in the tac table) and
     /// that `runslave --pubkey` checks them with.
     Keygen(keygen::KeygenArgs),
     #[command(flatten)]
