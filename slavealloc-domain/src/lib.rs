@@ -95,7 +95,8 @@ pub use error::{AllocationError, RenderError, StoreError};
 pub use inventory::{Inventory, SlaveFilter};
 pub use name::SlaveName;
 pub use ports::{
-    Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, Intent, InventoryStore, Snapshot, TacRenderer,
+    Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, Intent, InventoryStore, SaveReplaced, Snapshot,
+    TacRenderer,
 };
 pub use rule::{Decision, Reason};
 pub use schema::{Row, Table, Value};

@@ -299,6 +299,10 @@ pub trait InventoryStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// What [`DumpStore::replace_all_saving`] calls with the rows it is about to
+/// replace, inside its transaction; an error aborts the replacement.
+pub type SaveReplaced<'a> = dyn Fn(&Dump) -> Result<(), StoreError> + Send + Sync + 'a;
+
 /// Whole-database export and import: backups, `dbinit DUMP`, `dbcopy`,
 /// `dbimport`.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -317,6 +321,16 @@ pub trait DumpStore: Send + Sync {
     /// # Errors
     /// Any; on error nothing changed.
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError>;
+
+    /// [`DumpStore::replace_all`] that first hands the rows it is about to
+    /// replace to `save` (which writes the backup, or refuses), all in one
+    /// transaction that keeps other writers out from the read to the commit:
+    /// a write another client commits meanwhile is either in what `save` got
+    /// or survives the replacement, never lost between the two.
+    ///
+    /// # Errors
+    /// `save`'s error, or any other; on error nothing changed.
+    async fn replace_all_saving(&self, dump: &Dump, save: &SaveReplaced<'_>) -> Result<(), StoreError>;
 
     /// Inserts the dump's rows, ids kept, next to the existing ones, in one
     /// transaction.

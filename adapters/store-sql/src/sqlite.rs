@@ -145,7 +145,7 @@ impl Db for SqliteDb {
             Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
             // A deferred transaction reads from one WAL snapshot.
             Mode::Consistent => Conn::Tx(self.pool.begin().await.map_err(error)?),
-            Mode::Write => Conn::Tx(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?),
+            Mode::Write | Mode::Exclusive => Conn::Tx(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?),
         };
         Ok(Box::new(conn))
     }
