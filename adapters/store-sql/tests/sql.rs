@@ -365,6 +365,39 @@ async fn sqlite_file_is_created_in_wal_mode_and_schema_creation_is_idempotent() 
     assert_eq!(again.row_count().await.unwrap(), 0);
 }
 
+/// The mode bits of `path`'s permissions.
+fn file_mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// A SQLite database holds the slave passwords in the clear: a file the
+/// store creates is 0600, and SQLite gives its -wal and -shm files the
+/// database file's mode. A file that exists keeps its mode.
+#[tokio::test]
+async fn a_new_sqlite_file_and_its_wal_and_shm_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.replace_all(&one_pool(2).dump()).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("fresh.db{suffix}"));
+        assert_eq!(file_mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+
+    let existing = dir.path().join("shared.db");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let store = SqlStore::connect(&format!("sqlite://{}", existing.display()))
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(file_mode(&existing), 0o640, "an existing file's mode is left alone");
+}
+
 /// Several daemons starting at once on an empty database all create (or
 /// find) the schema without error.
 async fn concurrent_schema_creation(backend: Backend) {
