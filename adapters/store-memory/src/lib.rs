@@ -696,12 +696,12 @@ impl DumpStore for MemoryStore {
         Ok(())
     }
 
-    async fn replace_all_saving(&self, dump: &Dump, save: &SaveReplaced<'_>) -> Result<(), StoreError> {
+    async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
         let mut fresh = State::default();
         fresh.append(dump)?;
         // The lock is held from the read to the swap: no write in between.
         let mut state = self.state.lock().await;
-        save(&export_state(&state)?)?;
+        save.save(&export_state(&state)?)?;
         *state = fresh;
         Ok(())
     }

@@ -53,11 +53,11 @@ pub(crate) async fn load(db: &dyn Db, dump: &Dump, replace: bool) -> Result<(), 
 /// Replaces every row with the dump's; with `save`, hands it the rows being
 /// replaced first, read in the same transaction, which keeps other writers
 /// out until it commits ([`Mode::Exclusive`]).
-pub(crate) async fn load_saving(db: &dyn Db, dump: &Dump, save: Option<&SaveReplaced<'_>>) -> Result<(), StoreError> {
+pub(crate) async fn load_saving(db: &dyn Db, dump: &Dump, save: Option<&dyn SaveReplaced>) -> Result<(), StoreError> {
     load_in(db, dump, true, save).await
 }
 
-async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&SaveReplaced<'_>>) -> Result<(), StoreError> {
+async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn SaveReplaced>) -> Result<(), StoreError> {
     for name in dump.tables.keys() {
         name.parse::<Table>().map_err(|e| StoreError::Other(e.to_string()))?;
     }
@@ -72,7 +72,7 @@ async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&SaveRepl
         }
         replaced.sort();
         // On error the transaction is dropped, and so rolled back.
-        save(&replaced)?;
+        save.save(&replaced)?;
     }
     let mut known = if replace {
         Known::default()

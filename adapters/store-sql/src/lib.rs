@@ -283,7 +283,7 @@ impl DumpStore for SqlStore {
         dump::load(&*self.db, dump, true).await
     }
 
-    async fn replace_all_saving(&self, dump: &Dump, save: &SaveReplaced<'_>) -> Result<(), StoreError> {
+    async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
         dump::load_saving(&*self.db, dump, Some(save)).await
     }
 
