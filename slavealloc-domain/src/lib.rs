@@ -98,7 +98,7 @@ pub use inventory::{Inventory, SlaveFilter};
 pub use name::SlaveName;
 pub use ports::{
     Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, InlineRender, Intent, InventoryStore,
-    RenderExecutor, Snapshot, TacRenderer,
+    RenderExecutor, SaveReplaced, Snapshot, TacRenderer,
 };
 pub use rule::{Decision, Reason};
 pub use schema::{Row, Table, Value};

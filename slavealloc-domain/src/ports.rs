@@ -336,8 +336,27 @@ pub trait InventoryStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// What [`DumpStore::replace_all_saving`] calls with the rows it is about to
+/// replace, inside its transaction; an error aborts the replacement.
+pub trait SaveReplaced: Send + Sync {
+    /// Saves `replaced`, or refuses with the reason.
+    ///
+    /// # Errors
+    /// Whatever stops the replacement.
+    fn save(&self, replaced: &Dump) -> Result<(), StoreError>;
+}
+
+impl<F: Fn(&Dump) -> Result<(), StoreError> + Send + Sync> SaveReplaced for F {
+    fn save(&self, replaced: &Dump) -> Result<(), StoreError> {
+        self(replaced)
+    }
+}
+
 /// Whole-database export and import: backups, `dbinit DUMP`, `dbcopy`,
 /// `dbimport`.
+// The named lifetime of replace_all_saving is what mockall and async_trait
+// agree on; the parentheses it needs trip unused_parens in the mock.
+#[cfg_attr(any(test, feature = "mocks"), allow(unused_parens))]
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait DumpStore: Send + Sync {
@@ -354,6 +373,16 @@ pub trait DumpStore: Send + Sync {
     /// # Errors
     /// Any; on error nothing changed.
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError>;
+
+    /// [`DumpStore::replace_all`] that first hands the rows it is about to
+    /// replace to `save` (which writes the backup, or refuses), all in one
+    /// transaction that keeps other writers out from the read to the commit:
+    /// a write another client commits meanwhile is either in what `save` got
+    /// or survives the replacement, never lost between the two.
+    ///
+    /// # Errors
+    /// `save`'s error, or any other; on error nothing changed.
+    async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError>;
 
     /// Inserts the dump's rows, ids kept, next to the existing ones, in one
     /// transaction.

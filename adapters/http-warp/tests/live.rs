@@ -283,6 +283,13 @@ impl slavealloc_domain::DumpStore for Gated {
     async fn replace_all(&self, d: &slavealloc_domain::Dump) -> Result<(), StoreError> {
         self.inner.replace_all(d).await
     }
+    async fn replace_all_saving<'s>(
+        &self,
+        d: &slavealloc_domain::Dump,
+        save: &'s (dyn slavealloc_domain::SaveReplaced + 's),
+    ) -> Result<(), StoreError> {
+        self.inner.replace_all_saving(d, save).await
+    }
     async fn append(&self, d: &slavealloc_domain::Dump) -> Result<(), StoreError> {
         self.inner.append(d).await
     }

@@ -29,7 +29,9 @@ use slavealloc_domain::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use slavealloc_domain::entities::{Master, MasterId, PoolId, Silo, Slave, SlavePassword, TacTemplate, TemplateId};
 use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot};
 use slavealloc_domain::schema::{from_row, Kind, Row, Table, Value};
-use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SlaveName, StoreError};
+use slavealloc_domain::{
+    Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SaveReplaced, SlaveName, StoreError,
+};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Every storage port, in memory. Cheap to clone: clones share the data.
@@ -667,26 +669,40 @@ impl InventoryStore for MemoryStore {
     }
 }
 
+/// Every table's rows, as [`DumpStore::export`] gives them.
+fn export_state(state: &State) -> Result<Dump, StoreError> {
+    let mut dump = Dump::default();
+    for table in Table::ALL {
+        let rows = match table {
+            Table::AuditLog => state.audit.iter().map(audit_to_row).collect::<Result<_, _>>()?,
+            _ => state.table(table).cloned().collect(),
+        };
+        dump.tables.insert(table.name().to_owned(), rows);
+    }
+    dump.sort();
+    Ok(dump)
+}
+
 #[async_trait]
 impl DumpStore for MemoryStore {
     async fn export(&self) -> Result<Dump, StoreError> {
-        let state = self.state.lock().await;
-        let mut dump = Dump::default();
-        for table in Table::ALL {
-            let rows = match table {
-                Table::AuditLog => state.audit.iter().map(audit_to_row).collect::<Result<_, _>>()?,
-                _ => state.table(table).cloned().collect(),
-            };
-            dump.tables.insert(table.name().to_owned(), rows);
-        }
-        dump.sort();
-        Ok(dump)
+        export_state(&*self.state.lock().await)
     }
 
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError> {
         let mut fresh = State::default();
         fresh.append(dump)?;
         *self.state.lock().await = fresh;
+        Ok(())
+    }
+
+    async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
+        let mut fresh = State::default();
+        fresh.append(dump)?;
+        // The lock is held from the read to the swap: no write in between.
+        let mut state = self.state.lock().await;
+        save.save(&export_state(&state)?)?;
+        *state = fresh;
         Ok(())
     }
 

@@ -46,6 +46,12 @@ pub(crate) enum Mode {
     /// A read-write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so it never fails half-way for want of it.
     Write,
+    /// A read-write transaction that keeps every other writer out of every
+    /// table from its first statement to its commit, so that what it reads
+    /// stays what is there until it commits (`dbinit --force`: dump, then
+    /// replace). PostgreSQL locks the tables, MySQL runs it SERIALIZABLE
+    /// (its reads take next-key locks), SQLite is `BEGIN IMMEDIATE`.
+    Exclusive,
 }
 
 /// The SQL differences that the shared query builders need to know.

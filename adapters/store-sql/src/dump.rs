@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use slavealloc_domain::schema::{Column, InputError, Kind, Row, Table, Value};
-use slavealloc_domain::{Dump, StoreError};
+use slavealloc_domain::{Dump, SaveReplaced, StoreError};
 
 use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::inventory::{select_all, MAX_PARAMS};
@@ -44,11 +44,36 @@ pub(crate) async fn row_count(db: &dyn Db) -> Result<u64, StoreError> {
 /// Loads a dump: into an emptied database (`replace`), or beside what is
 /// there.
 pub(crate) async fn load(db: &dyn Db, dump: &Dump, replace: bool) -> Result<(), StoreError> {
+    if replace {
+        return load_saving(db, dump, None).await;
+    }
+    load_in(db, dump, false, None).await
+}
+
+/// Replaces every row with the dump's; with `save`, hands it the rows being
+/// replaced first, read in the same transaction, which keeps other writers
+/// out until it commits ([`Mode::Exclusive`]).
+pub(crate) async fn load_saving(db: &dyn Db, dump: &Dump, save: Option<&dyn SaveReplaced>) -> Result<(), StoreError> {
+    load_in(db, dump, true, save).await
+}
+
+async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn SaveReplaced>) -> Result<(), StoreError> {
     for name in dump.tables.keys() {
         name.parse::<Table>().map_err(|e| StoreError::Other(e.to_string()))?;
     }
     let d = db.dialect();
-    let mut tx = db.begin(Mode::Write).await?;
+    let mode = if save.is_some() { Mode::Exclusive } else { Mode::Write };
+    let mut tx = db.begin(mode).await?;
+    if let Some(save) = save {
+        let mut replaced = Dump::default();
+        for table in Table::ALL {
+            let rows = select_all(&mut *tx, d, table).await?;
+            replaced.tables.insert(table.name().to_owned(), rows);
+        }
+        replaced.sort();
+        // On error the transaction is dropped, and so rolled back.
+        save.save(&replaced)?;
+    }
     let mut known = if replace {
         Known::default()
     } else {

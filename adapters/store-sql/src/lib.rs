@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use slavealloc_domain::audit::{AuditEntry, AuditQuery};
 use slavealloc_domain::ports::AllocationUnit;
 use slavealloc_domain::schema::{Row, Table};
-use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, StoreError};
+use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SaveReplaced, StoreError};
 
 mod allocation;
 mod driver;
@@ -281,6 +281,10 @@ impl DumpStore for SqlStore {
 
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError> {
         dump::load(&*self.db, dump, true).await
+    }
+
+    async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
+        dump::load_saving(&*self.db, dump, Some(save)).await
     }
 
     async fn append(&self, dump: &Dump) -> Result<(), StoreError> {

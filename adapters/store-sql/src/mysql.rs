@@ -140,6 +140,14 @@ impl Db for MySqlDb {
                     .map_err(error)?,
             ),
             Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
+            // SERIALIZABLE turns every read into a locking read with
+            // next-key locks: other writers wait until the commit.
+            Mode::Exclusive => Conn::Tx(
+                self.pool
+                    .begin_with("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION")
+                    .await
+                    .map_err(error)?,
+            ),
         };
         Ok(Box::new(conn))
     }

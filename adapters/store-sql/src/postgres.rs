@@ -7,7 +7,7 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use slavealloc_domain::schema::Value;
+use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::StoreError;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInfo as _};
@@ -140,6 +140,16 @@ impl Db for PgDb {
                     .map_err(error)?,
             ),
             Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
+            // EXCLUSIVE lets readers in and keeps every writer out.
+            Mode::Exclusive => {
+                let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                Conn::Tx(
+                    self.pool
+                        .begin_with(format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")))
+                        .await
+                        .map_err(error)?,
+                )
+            }
         };
         Ok(Box::new(conn))
     }

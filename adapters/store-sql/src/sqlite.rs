@@ -5,6 +5,7 @@
 //! serialised by that lock, and a transaction never fails half-way because
 //! another one upgraded to a writer first.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -58,6 +59,21 @@ fn error(e: sqlx::Error) -> StoreError {
     })
 }
 
+/// Creates the database file, empty (which SQLite takes for an empty
+/// database), readable by its owner only: it holds the slave passwords in
+/// the clear, and SQLite gives the -wal and -shm files it creates beside it
+/// the database file's mode. A file that exists is left as it is.
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Any error (a file that exists, a missing directory) is SQLite's to
+    // report when it connects, as it would without this.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
 /// Opens the pool without connecting.
 pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)
@@ -67,10 +83,14 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreErr
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        create_private(connect.get_filename());
+    }
     let pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
     // An in-memory database lives only as long as a connection to it: keep
     // exactly one, forever.
-    let pool = if url.contains(":memory:") || url.contains("mode=memory") {
+    let pool = if in_memory {
         pool.max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -145,7 +165,7 @@ impl Db for SqliteDb {
             Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
             // A deferred transaction reads from one WAL snapshot.
             Mode::Consistent => Conn::Tx(self.pool.begin().await.map_err(error)?),
-            Mode::Write => Conn::Tx(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?),
+            Mode::Write | Mode::Exclusive => Conn::Tx(self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?),
         };
         Ok(Box::new(conn))
     }

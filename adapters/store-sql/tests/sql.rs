@@ -365,6 +365,39 @@ async fn sqlite_file_is_created_in_wal_mode_and_schema_creation_is_idempotent() 
     assert_eq!(again.row_count().await.unwrap(), 0);
 }
 
+/// The mode bits of `path`'s permissions.
+fn file_mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// A SQLite database holds the slave passwords in the clear: a file the
+/// store creates is 0600, and SQLite gives its -wal and -shm files the
+/// database file's mode. A file that exists keeps its mode.
+#[tokio::test]
+async fn a_new_sqlite_file_and_its_wal_and_shm_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let store = SqlStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.replace_all(&one_pool(2).dump()).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("fresh.db{suffix}"));
+        assert_eq!(file_mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+
+    let existing = dir.path().join("shared.db");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let store = SqlStore::connect(&format!("sqlite://{}", existing.display()))
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(file_mode(&existing), 0o640, "an existing file's mode is left alone");
+}
+
 /// Several daemons starting at once on an empty database all create (or
 /// find) the schema without error.
 async fn concurrent_schema_creation(backend: Backend) {
@@ -705,4 +738,100 @@ async fn a_database_created_by_the_original_works_unchanged() {
     assert_eq!(dump.rows(Table::AuditLog).len(), 2, "the gettac and the notes change");
     let added: BTreeSet<_> = after_tables.iter().filter(|t| !before_tables.contains(t)).collect();
     assert_eq!(added, BTreeSet::from([&"audit_log".to_owned()]));
+}
+
+// ------------------------------------------------- dbinit --force: one transaction
+
+/// A dump of one pool, `name`, with id `poolid`.
+fn pool_dump(poolid: i64, name: &str) -> slavealloc_domain::Dump {
+    let mut dump = slavealloc_domain::Dump::default();
+    let row = [
+        ("poolid".to_owned(), Value::Int(poolid)),
+        ("name".to_owned(), Value::Text(name.into())),
+    ]
+    .into();
+    dump.tables.insert("pools".into(), vec![row]);
+    dump
+}
+
+/// `dbinit --force` and `dbcopy --force` dump the rows they replace and
+/// replace them: a write another client commits after the dump was read is
+/// either in that dump or survives the replacement. Here the writer starts
+/// once the dump has been read and gets a bounded while to commit before the
+/// replacement goes on; whether it committed then, later or never, its row
+/// must not be lost.
+async fn a_write_during_a_forced_replace_is_dumped_or_survives(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let replacer = db.store().await;
+    let writer = db.store().await;
+    replacer.replace_all(&pool_dump(1, "old")).await.unwrap();
+
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let write = tokio::spawn(async move {
+        // Waits (in a blocking thread) for the replacer's read.
+        let started = tokio::task::spawn_blocking(move || started_rx.recv()).await.unwrap();
+        assert!(started.is_ok(), "the save step never ran");
+        let written = writer.append(&pool_dump(99, "raced")).await;
+        let _ = done_tx.send(());
+        writer.close().await;
+        written
+    });
+    let saved = std::sync::Mutex::new(None);
+    let done_rx = std::sync::Mutex::new(done_rx);
+    let save = |replaced: &slavealloc_domain::Dump| {
+        *saved.lock().unwrap() = Some(replaced.clone());
+        started_tx.send(()).unwrap();
+        // Long enough for a writer that is not kept out to commit; one that
+        // is kept out goes on after the replacement.
+        let _ = done_rx.lock().unwrap().recv_timeout(Duration::from_secs(3));
+        Ok(())
+    };
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(replacer.replace_all_saving(&pool_dump(5, "new"), &save))
+    })
+    .unwrap();
+    let written = write.await.unwrap();
+    let after = replacer.export().await.unwrap();
+    replacer.close().await;
+    db.destroy().await;
+
+    let names = |dump: &slavealloc_domain::Dump| -> BTreeSet<String> {
+        dump.rows(Table::Pools)
+            .iter()
+            .filter_map(|r| r.get("name").and_then(Value::as_text).map(str::to_owned))
+            .collect()
+    };
+    let saved = saved
+        .into_inner()
+        .unwrap()
+        .expect("the save step got the replaced rows");
+    assert!(names(&saved).contains("old"), "{saved:?}");
+    if written.is_ok() {
+        assert!(
+            names(&saved).contains("raced") || names(&after).contains("raced"),
+            "{backend:?}: the committed write is in neither the dump ({:?}) nor the database ({:?})",
+            names(&saved),
+            names(&after)
+        );
+    }
+    assert!(names(&after).contains("new"), "{after:?}");
+    assert!(!names(&after).contains("old"), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_a_write_during_a_forced_replace_is_dumped_or_survives() {
+    a_write_during_a_forced_replace_is_dumped_or_survives(Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_write_during_a_forced_replace_is_dumped_or_survives() {
+    a_write_during_a_forced_replace_is_dumped_or_survives(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_write_during_a_forced_replace_is_dumped_or_survives() {
+    a_write_during_a_forced_replace_is_dumped_or_survives(Backend::Sqlite).await;
 }

@@ -303,3 +303,97 @@ fn backup_script_keeps_the_newest_dumps_and_restores_after_an_accidental_dbinit(
     assert!(done.output.contains("dumps back identically"), "{}", done.output);
     assert_eq!(dbdump(&db, tmp.path()), current);
 }
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `sql` on the shared PostgreSQL server as `postgres`.
+fn psql(sql: &str, dir: &Path) {
+    let done = run(
+        "psql",
+        Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql]),
+        dir,
+    );
+    assert!(done.status.success(), "{sql}: {}", done.output);
+}
+
+/// A database password must never be on a command line (any user sees it
+/// in `ps`): the backup script hands the URL to slavealloc in its
+/// environment. The slavealloc it runs here is a wrapper that records its
+/// arguments; the database is a PostgreSQL one reached with a password
+/// (the shared server trusts loopback, so any password does). Its dumps are
+/// its owner's only.
+#[test]
+fn backup_script_keeps_the_password_off_command_lines_and_its_dumps_private() {
+    let tmp = TempDir::new().unwrap();
+    let name = format!("slavealloc_backup_argv_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name}"), tmp.path());
+    psql(&format!("CREATE DATABASE {name}"), tmp.path());
+    let password = "s3cret-backup-pw";
+    let db = format!("postgres://postgres:{password}@127.0.0.1:5432/{name}");
+    let real = binaries().unwrap().slavealloc.clone();
+    let argv_log = tmp.path().join("argv.log");
+    let wrapper = tmp.path().join("slavealloc-wrapper");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >>'{}'\nexec '{}' \"$@\"\n",
+            argv_log.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let loaded = run(
+        "dbinit",
+        Command::new(&real)
+            .arg("dbinit")
+            .arg(slavealloc_e2e::workspace::repo_dir().join("fixtures/sample-fleet.json"))
+            .env("SLAVEALLOC_DB", &db),
+        tmp.path(),
+    );
+    assert!(loaded.status.success(), "{}", loaded.output);
+    let config = tmp.path().join("production.toml");
+    fs::write(&config, format!("db = \"{db}\"\n")).unwrap();
+    let backups = tmp.path().join("backups");
+    let run_backup = |args: &[&str]| {
+        run(
+            "slavealloc-backup",
+            Command::new(deploy_dir().join("slavealloc-backup"))
+                .env("SLAVEALLOC", &wrapper)
+                .env_remove("SLAVEALLOC_DB")
+                .args(args),
+            tmp.path(),
+        )
+    };
+    let dumped = run_backup(&[
+        "dump",
+        "--config",
+        config.to_str().unwrap(),
+        "--dir",
+        backups.to_str().unwrap(),
+    ]);
+    let kept = dumps_in(&backups);
+    let restored = kept.first().map(|dump| {
+        run_backup(&[
+            "restore",
+            "--config",
+            config.to_str().unwrap(),
+            backups.join(dump).to_str().unwrap(),
+        ])
+    });
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), tmp.path());
+
+    assert!(dumped.status.success(), "{}", dumped.output);
+    let restored = restored.unwrap();
+    assert!(restored.status.success(), "{}", restored.output);
+    assert!(!dumped.output.contains(password), "{}", dumped.output);
+    let argv = read(&argv_log);
+    assert!(argv.contains("dbdump") && argv.contains("dbinit --force"), "{argv}");
+    assert!(!argv.contains(password), "the password is on a command line:\n{argv}");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(mode(&backups.join(&kept[0])), 0o600, "{}", kept[0]);
+}

@@ -322,7 +322,8 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
              or set open_writes = true (--open-writes) if anyone who reaches {listen} may change the fleet"
         );
     }
-    let fqdn = args.fqdn.clone().or(file.fqdn).unwrap_or_else(host_name);
+    let fqdn = check_host_name(args.fqdn.clone().or(file.fqdn).unwrap_or_else(host_name))
+        .context("fqdn (give --fqdn or fqdn = \"...\" in the configuration)")?;
     let mut names = vec![fqdn.clone(), listen.clone()];
     names.extend(file.allowed_hosts.unwrap_or_default());
     let guard = Guard {
@@ -378,6 +379,29 @@ fn is_loopback(listen: &str) -> bool {
     let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `name` if it is a host name: dot-separated labels of ASCII letters,
+/// digits and hyphens (not first or last), 1 to 63 bytes each, 253 in all.
+/// The fqdn goes into HTTP headers and onto the header lines of every tac
+/// (a Python file, where line 2 may be read as a coding cookie): nothing
+/// else may get there.
+fn check_host_name(name: String) -> anyhow::Result<String> {
+    if name.is_empty() || name.len() > 253 {
+        anyhow::bail!("{name:?} is not a host name: it must be 1 to 253 characters long");
+    }
+    for label in name.split('.') {
+        let ok = (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            anyhow::bail!(
+                "{name:?} is not a host name: each dot-separated part must be 1 to 63 letters, digits or hyphens, not starting or ending with a hyphen"
+            );
+        }
+    }
+    Ok(name)
 }
 
 fn host_name() -> String {
@@ -643,6 +667,35 @@ mod tests {
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_fqdn_must_be_a_host_name() {
+        let ok = resolve(
+            &parse(&["--fqdn", "slavealloc.db.scl3.mozilla.com"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.fqdn, "slavealloc.db.scl3.mozilla.com");
+        for bad in [
+            "x\n# -*- coding: utf-7 -*-",
+            "coding:utf-7",
+            "a b",
+            "",
+            "-a.example",
+            "a..b",
+            &"a".repeat(64),
+            &format!("{}.b", ["a"; 127].join(".")),
+        ] {
+            let e = resolve(&parse(&[&format!("--fqdn={bad}")]), FileConfig::default()).unwrap_err();
+            let message = format!("{e:#}");
+            assert!(
+                message.contains("is not a host name") && !message.contains('\n'),
+                "{bad:?}: {message}"
+            );
+            let e = resolve(&ServeArgs::default(), file(&format!("fqdn = {bad:?}"))).unwrap_err();
+            assert!(format!("{e:#}").contains("fqdn"), "{bad:?}: {e:#}");
+        }
     }
 
     #[test]

@@ -8,9 +8,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
-use anyhow::{bail, Context};
-use slavealloc_domain::{Dump, DumpStore};
+use anyhow::Context;
+use slavealloc_domain::{Dump, DumpStore, StoreError};
 use slavealloc_store_sql::SqlStore;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -122,28 +123,56 @@ fn row_count(dump: &Dump) -> usize {
     dump.tables.values().map(Vec::len).sum()
 }
 
-/// Refuses to replace a database that holds rows unless `force`; with
-/// `force`, dumps them first and says where.
-async fn guard(
+/// Replaces every row of `store` with `dump`'s. A database that holds rows
+/// is refused unless `force`; with `force`, its rows are dumped first, read
+/// in the same transaction as the replacement, which keeps other writers out
+/// until it commits: a write committed by another client meanwhile is in the
+/// dump or survives, never lost. Says where the dump went.
+async fn replace_guarded(
     store: &dyn DumpStore,
+    dump: &Dump,
     force: bool,
     backups: &Backups,
     operation: &str,
+    failed: &str,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let rows = store.row_count().await?;
-    if rows == 0 {
-        return Ok(());
+    // What the save step did, for the message once the replacement commits.
+    let saved: Mutex<Option<(usize, PathBuf)>> = Mutex::new(None);
+    let refused: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let save = |replaced: &Dump| -> Result<(), StoreError> {
+        let rows = row_count(replaced);
+        if rows == 0 {
+            return Ok(());
+        }
+        let outcome = if force {
+            backups.write(replaced, operation).map(|path| {
+                *saved.lock().unwrap_or_else(PoisonError::into_inner) = Some((rows, path));
+            })
+        } else {
+            Err(anyhow::anyhow!(
+                "the database already holds {rows} rows, which {operation} would replace: give --force to replace them (a dump of them is written first)"
+            ))
+        };
+        outcome.map_err(|e| {
+            let message = format!("{e:#}");
+            *refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+            StoreError::Other(message)
+        })
+    };
+    if let Err(e) = store.replace_all_saving(dump, &save).await {
+        if let Some(refusal) = refused.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            return Err(refusal);
+        }
+        return Err(anyhow::Error::new(e).context(failed.to_owned()));
     }
-    if !force {
-        bail!("the database already holds {rows} rows, which {operation} would replace: give --force to replace them (a dump of them is written first)");
+    if let Some((rows, path)) = saved.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        writeln!(
+            err,
+            "{operation}: the {rows} rows being replaced were dumped to {}",
+            path.display()
+        )?;
     }
-    let path = backups.write(&store.export().await?, operation)?;
-    writeln!(
-        err,
-        "{operation}: the {rows} rows being replaced were dumped to {}",
-        path.display()
-    )?;
     Ok(())
 }
 
@@ -166,11 +195,8 @@ pub async fn dbinit(
         Some(path) => dumpfile::read(path)?,
         None => Dump::default(),
     };
-    guard(store, force, backups, "dbinit", err).await?;
-    store
-        .replace_all(&dump)
-        .await
-        .context("loading the dump failed; the database is unchanged")?;
+    let failed = "loading the dump failed; the database is unchanged";
+    replace_guarded(store, &dump, force, backups, "dbinit", failed, err).await?;
     writeln!(err, "dbinit: the database holds {} rows", row_count(&dump))?;
     Ok(())
 }
@@ -201,10 +227,8 @@ pub async fn dbcopy(
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let dump = from.export().await.context("reading the source database")?;
-    guard(to, force, backups, "dbcopy", err).await?;
-    to.replace_all(&dump)
-        .await
-        .context("writing the target database failed; it is unchanged")?;
+    let failed = "writing the target database failed; it is unchanged";
+    replace_guarded(to, &dump, force, backups, "dbcopy", failed, err).await?;
     writeln!(err, "dbcopy: copied {} rows", row_count(&dump))?;
     Ok(())
 }

@@ -61,12 +61,18 @@ pub fn to_bytes(dump: &Dump) -> anyhow::Result<Vec<u8>> {
 /// file beside it, fsynced, then renamed. With `create_new`, an existing
 /// `path` is an error rather than replaced.
 ///
+/// A dump holds the slave passwords in the clear: the file is readable by
+/// its owner only (0600), or, replacing a file, at most what that file
+/// allowed (never wider).
+///
 /// # Errors
 /// Any I/O error, naming the file.
 pub fn write_atomically(path: &Path, bytes: &[u8], create_new: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if create_new && path.exists() {
         bail!("{} already exists", path.display());
     }
+    let mode = fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o600);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -77,7 +83,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8], create_new: bool) -> anyhow::
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let written = (|| -> std::io::Result<()> {
-        let mut f = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut f = File::options().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -133,6 +139,28 @@ mod tests {
         // {'users': []}
         let err = format!("{:#}", parse(b"(dp0\nS'users'\np1\n(lp2\ns.").unwrap_err());
         assert!(err.contains("no such table: users"), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn dumps_are_private_and_a_replaced_file_is_never_widened() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.json");
+        write_atomically(&new, b"{}", true).unwrap();
+        assert_eq!(mode(&new), 0o600);
+        for (before, after) in [(0o644, 0o600), (0o400, 0o400), (0o640, 0o600)] {
+            let existing = dir.path().join(format!("existing-{before:o}.json"));
+            fs::write(&existing, b"old").unwrap();
+            fs::set_permissions(&existing, fs::Permissions::from_mode(before)).unwrap();
+            write_atomically(&existing, b"{}", false).unwrap();
+            assert_eq!(mode(&existing), after, "replacing a {before:o} file");
+            assert_eq!(fs::read(&existing).unwrap(), b"{}");
+        }
     }
 
     #[test]
