@@ -350,6 +350,9 @@ fn backup_script_keeps_the_password_off_command_lines_and_its_dumps_private() {
     let loaded = run(
         "dbinit",
         Command::new(&real)
+            // Dumps a --force writes "next to" a network database land in
+            // the working directory: keep them out of the source tree.
+            .current_dir(tmp.path())
             .arg("dbinit")
             .arg(slavealloc_e2e::workspace::repo_dir().join("fixtures/sample-fleet.json"))
             .env("SLAVEALLOC_DB", &db),
@@ -363,6 +366,7 @@ fn backup_script_keeps_the_password_off_command_lines_and_its_dumps_private() {
         run(
             "slavealloc-backup",
             Command::new(deploy_dir().join("slavealloc-backup"))
+                .current_dir(tmp.path())
                 .env("SLAVEALLOC", &wrapper)
                 .env_remove("SLAVEALLOC_DB")
                 .args(args),
