@@ -18,6 +18,9 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::{Backend, SqlOptions, SqlStore};
 
+#[cfg(unix)]
+pub mod servers;
+
 /// The MariaDB server tests use, unless `SLAVEALLOC_TEST_MYSQL` says
 /// otherwise.
 pub const DEFAULT_MYSQL: &str = "mysql://root@127.0.0.1:3306";

@@ -34,6 +34,7 @@ use slavealloc_http_warp::{ServerConfig, Services, Tokens};
 use slavealloc_store_sql::SqlStore;
 use slavealloc_tac_minijinja::MinijinjaRenderer;
 use slavealloc_web_ui::UiConfig;
+use warp::Filter;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -227,84 +228,243 @@ async fn ids(store: &SqlStore, table: Table) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// The daemon as `serve` wires it, over a fresh SQLite database holding the
+/// sample fleet, on `127.0.0.1:0`.
+struct Daemon {
+    store: SqlStore,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), warp::hyper::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// With `tokens` empty, writes need no token: only the cross-origin
+    /// guard stands between a web page and the fleet.
+    async fn start(tokens: Tokens) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("ui.db").display()))
+            .await
+            .unwrap();
+        store.replace_all(&sample_fleet()).await.unwrap();
+        let host = Arc::new(FixedHost {
+            now: SystemTime::now(),
+            fqdn: "slavealloc.test".into(),
+        });
+        let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
+        let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
+        let services = Services {
+            allocator: Allocator::new(allocation, Arc::new(MinijinjaRenderer::default()), host.clone()),
+            inventory: Inventory::new(inventory, host),
+        };
+        let ui = slavealloc_web_ui::routes(
+            UiConfig {
+                base_url: BASE.into(),
+                write_auth: tokens.required(),
+                db_deadline: Some(Duration::from_secs(5)),
+            },
+            services.inventory.clone(),
+        );
+        let config = ServerConfig {
+            base_url: BASE.into(),
+            tokens,
+            ui: Some(ui),
+            ..ServerConfig::default()
+        };
+        let filter = slavealloc_http_warp::routes(services, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(slavealloc_http_warp::serve(listener, filter, async {
+            let _ = stopped.await;
+        }));
+        Daemon {
+            store,
+            addr,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+/// Headless Chromium through chromedriver, with a fresh profile.
+struct Browser {
+    c: Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let (driver, port) = start_chromedriver();
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1440,900", "--force-device-scale-factor=1",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        });
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        Browser {
+            c,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+}
+
+/// Runs `walk` as its own task so that a failed assertion still ends the
+/// browser session and the server before the test reports it.
+async fn run_then_stop<F>(browser: Browser, daemon: Daemon, walk: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let result = tokio::spawn(walk).await;
+    let _ = browser.c.close().await;
+    daemon.stop().await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_in_a_real_browser() {
     if !browser_present() {
         return;
     }
-
-    // ---- the daemon, as `serve` wires it, over a fresh SQLite database
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("ui.db").display()))
-        .await
-        .unwrap();
-    store.replace_all(&sample_fleet()).await.unwrap();
-    let host = Arc::new(FixedHost {
-        now: SystemTime::now(),
-        fqdn: "slavealloc.test".into(),
-    });
-    let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
-    let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
-    let services = Services {
-        allocator: Allocator::new(allocation, Arc::new(MinijinjaRenderer::default()), host.clone()),
-        inventory: Inventory::new(inventory, host),
-    };
-    let ui = slavealloc_web_ui::routes(
-        UiConfig {
-            base_url: BASE.into(),
-            write_auth: true,
-            db_deadline: Some(Duration::from_secs(5)),
-        },
-        services.inventory.clone(),
-    );
-    let config = ServerConfig {
-        base_url: BASE.into(),
-        tokens: Tokens::new([(TOKEN_NAME, TOKEN)]).unwrap(),
-        ui: Some(ui),
-        ..ServerConfig::default()
-    };
-    let filter = slavealloc_http_warp::routes(services, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(slavealloc_http_warp::serve(listener, filter, async {
-        let _ = stopped.await;
-    }));
-
-    // ---- the browser
-    let (_driver, port) = start_chromedriver();
-    let profile = tempfile::tempdir().unwrap();
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1440,900", "--force-device-scale-factor=1",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }
-    });
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps.as_object().unwrap().clone())
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    let daemon = Daemon::start(Tokens::new([(TOKEN_NAME, TOKEN)]).unwrap()).await;
+    let browser = Browser::start().await;
     let ui = Ui {
-        c: c.clone(),
-        origin: format!("http://{addr}"),
+        c: browser.c.clone(),
+        origin: format!("http://{}", daemon.addr),
         shots: screenshot_dir(),
     };
-    // Run the walk as its own task so that a failed assertion still ends
-    // the browser session and the server before the test reports it.
-    let walk = tokio::spawn(async move { drive(&ui, &store).await });
-    let result = walk.await;
-    let _ = c.close().await;
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
+    let store = daemon.store.clone();
+    run_then_stop(browser, daemon, async move { drive(&ui, &store).await }).await;
+}
+
+/// The writes a page can make a browser send without asking the server
+/// first: a `no-cors` fetch whose body has no type (which the JSON API
+/// would take), a `text/plain` one, a form; and a `PUT` and a `DELETE`,
+/// which the browser may only send after a preflight.
+const ATTEMPTS: &str = r#"
+    async (target, tag) => {
+        const master = n => JSON.stringify({nickname: `${tag}-${n}`, fqdn: `${tag}-${n}.example`,
+                                            http_port: 0, pb_port: 9999, dcid: 1, poolid: 1});
+        const tries = [
+            () => fetch(`${target}/api/masters`, {method: 'POST', mode: 'no-cors',
+                                                  body: new Blob([master('blob')])}),
+            () => fetch(`${target}/api/masters`, {method: 'POST', mode: 'no-cors',
+                                                  headers: {'Content-Type': 'text/plain'},
+                                                  body: master('text')}),
+            () => fetch(`${target}/api/slaves/1`, {method: 'PUT', body: JSON.stringify({notes: tag}),
+                                                   headers: {'Content-Type': 'application/json'}}),
+            () => fetch(`${target}/api/slaves/2`, {method: 'DELETE'}),
+        ];
+        const seen = [];
+        for (const t of tries) {
+            try { const r = await t(); seen.push(r.type === 'opaque' ? 'opaque' : r.status); }
+            catch (e) { seen.push('refused by the browser'); }
+        }
+        return seen;
     }
+"#;
+
+/// A web page on another origin, open in an engineer's browser while the
+/// daemon runs without tokens, cannot change the fleet: the same requests
+/// from the daemon's own origin do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_cannot_write() {
+    if !browser_present() {
+        return;
+    }
+    let daemon = Daemon::start(Tokens::default()).await;
+    // The hostile page: served by another listener, on a name (localhost)
+    // that is another site than the daemon's 127.0.0.1.
+    let page = warp::path("evil").map(|| warp::reply::html("<!doctype html><title>evil</title><p>hello"));
+    let (evil, serving) = warp::serve(page).bind_ephemeral(([127, 0, 0, 1], 0));
+    tokio::spawn(serving);
+    let evil_port = evil.port();
+    let browser = Browser::start().await;
+    let (c, store, target) = (
+        browser.c.clone(),
+        daemon.store.clone(),
+        format!("http://{}", daemon.addr),
+    );
+    run_then_stop(browser, daemon, async move {
+        let before = store.export().await.unwrap();
+        c.goto(&format!("http://localhost:{evil_port}/evil")).await.unwrap();
+        let attempts = format!(
+            "const done = arguments[arguments.length - 1];
+                                ({ATTEMPTS})('{target}{BASE}', 'evil').then(done, e => done(String(e)));"
+        );
+        let seen = c.execute_async(&attempts, vec![]).await.unwrap();
+        // The form: a top-level cross-site navigation, which carries no
+        // Origin the page can forge.
+        c.execute(
+            &format!(
+                "const f = document.createElement('form');
+                 f.method = 'POST'; f.enctype = 'text/plain'; f.action = '{target}{BASE}/api/masters';
+                 const i = document.createElement('input');
+                 i.name = '{{\"nickname\":\"evil-form\",\"fqdn\":\"f.example\",\"x\":\"';
+                 i.value = '\"}}'; f.appendChild(i); document.body.appendChild(f); f.submit();"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while c.current_url().await.unwrap().port() != Some(target_port(&target)) {
+            assert!(Instant::now() < deadline, "the form was never submitted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let refused = c.source().await.unwrap();
+        assert!(refused.contains("cross-origin"), "the form's answer: {refused}");
+        assert_eq!(
+            store.export().await.unwrap(),
+            before,
+            "nothing was written; the page saw {seen}"
+        );
+
+        // The same requests from the daemon's own origin are writes.
+        c.goto(&format!("{target}{BASE}/ui/")).await.unwrap();
+        let own = format!(
+            "const done = arguments[arguments.length - 1];
+                           ({ATTEMPTS})(location.origin + '{BASE}', 'own').then(done, e => done(String(e)));"
+        );
+        let seen = c.execute_async(&own, vec![]).await.unwrap();
+        let masters = InventoryStore::list(&store, Table::Masters).await.unwrap();
+        assert!(
+            masters.iter().any(|m| text(m, "nickname") == "own-blob"),
+            "the untyped POST wrote: {seen}"
+        );
+        let slave = InventoryStore::get(&store, Table::Slaves, 1).await.unwrap().unwrap();
+        assert_eq!(text(&slave, "notes"), "own", "{seen}");
+        assert!(
+            InventoryStore::get(&store, Table::Slaves, 2).await.unwrap().is_none(),
+            "{seen}"
+        );
+    })
+    .await;
+}
+
+fn target_port(origin: &str) -> u16 {
+    origin.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// The whole walk through the UI.

@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 /// Settings the host's environment must not leak into a test daemon.
-const ENV: [&str; 9] = [
+const ENV: [&str; 11] = [
     "SLAVEALLOC_CONFIG",
     "SLAVEALLOC_DB",
     "SLAVEALLOC_LISTEN",
@@ -36,6 +36,8 @@ const ENV: [&str; 9] = [
     "SLAVEALLOC_DEMO",
     "SLAVEALLOC_FQDN",
     "SLAVEALLOC_SIGNING_KEY",
+    "SLAVEALLOC_OPEN_WRITES",
+    "SLAVEALLOC_TRUSTED_PROXIES",
 ];
 
 /// A running `slavealloc serve`.
@@ -48,10 +50,16 @@ struct Daemon {
 
 impl Daemon {
     async fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Daemon {
+        Daemon::start_on("127.0.0.1:0", args, env, cwd).await
+    }
+
+    /// Like [`Daemon::start`], listening on `listen`; a wildcard address is
+    /// reached through loopback.
+    async fn start_on(listen: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_slavealloc"));
         cmd.arg("serve")
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -76,7 +84,7 @@ impl Daemon {
             };
             log.lock().unwrap().push(line.clone());
             if let Some(addr) = line.strip_prefix("listening on http://") {
-                break addr.to_owned();
+                break addr.replacen("0.0.0.0:", "127.0.0.1:", 1);
             }
         };
         let sink = Arc::clone(&log);
@@ -301,6 +309,56 @@ async fn write_tokens_from_the_configuration_file_guard_writes_and_never_reach_t
     assert!(status.success());
     assert!(log.contains("relops"), "the token's name is logged: {log}");
     assert!(!log.contains(token), "the token itself never is: {log}");
+}
+
+/// Protected mode on the real binary: with no write tokens, a daemon on a
+/// reachable address refuses to start, before it listens, until the
+/// operator says open writes are meant; tokens or loopback need no saying.
+#[tokio::test]
+async fn with_no_tokens_serve_refuses_every_interface_until_open_writes_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slavealloc"))
+        .args(["serve", "--demo", "--listen", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .env_remove("SLAVEALLOC_CONFIG")
+        .env_remove("SLAVEALLOC_OPEN_WRITES")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve open writes on 0.0.0.0:0") && err.contains("--open-writes"),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+
+    // Saying so, by flag or by environment, serves with open writes.
+    for (args, env) in [
+        (vec!["--demo", "--open-writes"], vec![]),
+        (vec!["--demo"], vec![("SLAVEALLOC_OPEN_WRITES", "true")]),
+    ] {
+        let d = Daemon::start_on("0.0.0.0:0", &args, &env, dir.path()).await;
+        let r = request("PUT", &d.url("/api/slaves/1"), Some(json!({"notes": "open"})), &[]).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (200, json!({"success": true})),
+            "{args:?} {env:?}"
+        );
+        let (status, log) = d.stop().await;
+        assert!(status.success(), "{log}");
+    }
+
+    // With a token, every interface is fine and writes need it.
+    let config = dir.path().join("slavealloc.toml");
+    std::fs::write(
+        &config,
+        "demo = true\n[tokens]\nrelops = \"s3cret-token-for-relops-0123\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start_on("0.0.0.0:0", &["--config", config.to_str().unwrap()], &[], dir.path()).await;
+    let r = request("PUT", &d.url("/api/slaves/1"), Some(json!({"notes": "no token"})), &[]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    d.stop().await;
 }
 
 /// `slavealloc keygen --out PREFIX`, which must succeed.
