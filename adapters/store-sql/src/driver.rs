@@ -12,6 +12,7 @@ use std::fmt::{self, Write as _};
 use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
+use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::{Backend, PoolStats};
 
@@ -68,6 +69,9 @@ pub(crate) struct Dialect {
     /// Loads are read from the trigger-maintained `slave_loads` table rather
     /// than counted from `slaves` (SQLite).
     pub loads_table: bool,
+    /// One row holding 1 when the migrator's `_sqlx_migrations` table
+    /// exists in the connected database, 0 when not.
+    pub migrations_table_exists: &'static str,
 }
 
 /// A SQL statement being built: text plus its parameters, placeholders
@@ -124,8 +128,12 @@ pub(crate) trait Db: Send + Sync + fmt::Debug {
     fn dialect(&self) -> &'static Dialect;
     /// A connection or transaction for `mode`.
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError>;
-    /// Creates every missing table and index.
-    async fn ensure_schema(&self) -> Result<(), StoreError>;
+    /// Creates the original's tables and indexes that are missing, then
+    /// applies `migrator`'s migrations that are not yet recorded.
+    async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError>;
+    /// The migrations the database records, and the one left half-done.
+    /// Only called once the migrator's table is known to exist.
+    async fn applied_migrations(&self) -> Result<(Vec<AppliedMigration>, Option<i64>), StoreError>;
     /// After rows were inserted with their ids given, makes the table's next
     /// generated id follow the largest one (PostgreSQL sequences; the other
     /// backends do that by themselves).
@@ -228,6 +236,7 @@ mod tests {
             pool_lock: None,
             row_lock: "",
             loads_table: false,
+            migrations_table_exists: "",
         };
         let mut sql = Sql::new(&numbered, "SELECT 1 FROM t WHERE a = ");
         sql.param(Param::Int(Some(1)))

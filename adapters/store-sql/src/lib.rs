@@ -30,23 +30,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use slavealloc_domain::audit::{AuditEntry, AuditQuery};
 use slavealloc_domain::ports::AllocationUnit;
-use slavealloc_domain::schema::{Row, Table};
+use slavealloc_domain::schema::{Row, Table, Value};
 use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SaveReplaced, StoreError};
 
 mod allocation;
 mod driver;
 mod dump;
 mod inventory;
+mod migrations;
 mod mysql;
 mod postgres;
 mod rows;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-use driver::{Db, Mode, Sql};
+use driver::{Db, Mode, Out, Sql};
+pub use migrations::{MigrationState, MigrationStatus, SchemaStatus};
 
-/// Tables a backend may keep besides the domain's (see `sql/*/schema.sql`).
-const STORE_TABLES: [&str; 1] = ["slave_loads"];
+/// Tables a backend may keep besides the domain's (see `migrations/`).
+const STORE_TABLES: [&str; 2] = ["slave_loads", migrations::TABLE];
 
 /// The database kinds this crate speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +105,15 @@ pub struct SqlOptions {
     /// Connections are replaced after this long whatever their use, as the
     /// original's `pool_recycle` did.
     pub max_lifetime: Option<Duration>,
+    /// Applies (and expects) this build's schema migrations only up to this
+    /// version; `None`, the default, for all. For rolling-upgrade tests: a
+    /// store limited to an earlier version behaves as the build that had
+    /// only those migrations.
+    pub migrations_up_to: Option<i64>,
+    /// Whether a SQLite file that does not exist is created (the default).
+    /// Read-only work (`dbdump`, `db status`) says no, so that a misspelt
+    /// path is an error rather than an empty database.
+    pub create_missing: bool,
 }
 
 impl Default for SqlOptions {
@@ -111,6 +123,8 @@ impl Default for SqlOptions {
             acquire_timeout: Duration::from_secs(2),
             idle_timeout: Some(Duration::from_secs(120)),
             max_lifetime: Some(Duration::from_secs(400)),
+            migrations_up_to: None,
+            create_missing: true,
         }
     }
 }
@@ -123,6 +137,7 @@ impl Default for SqlOptions {
 #[derive(Clone)]
 pub struct SqlStore {
     db: Arc<dyn Db>,
+    migrations_up_to: Option<i64>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -184,18 +199,78 @@ impl SqlStore {
             Backend::MySql => Arc::new(mysql::open(url, &options)?),
             Backend::Postgres => Arc::new(postgres::open(url, &options)?),
         };
-        Ok(SqlStore { db })
+        Ok(SqlStore {
+            db,
+            migrations_up_to: options.migrations_up_to,
+        })
     }
 
-    /// Creates every table and index that is missing; leaves existing ones
-    /// (and their rows) alone, except SQLite's `slave_loads` counts, which
-    /// it recomputes from `slaves`. Safe to call again, and from two
-    /// processes at once.
+    /// Opens a database that must already hold the slavealloc tables, for
+    /// reading it (`dbdump`, `dbcopy`'s source): nothing is created, not
+    /// even a SQLite file, and a database without the tables is an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Other`] for a bad URL, a SQLite file that does not
+    /// exist or a database without the tables; [`StoreError::Unavailable`]
+    /// when it cannot be reached.
+    pub async fn open_existing(url: &str) -> Result<SqlStore, StoreError> {
+        let options = SqlOptions {
+            create_missing: false,
+            ..SqlOptions::default()
+        };
+        let store = Self::open_lazy(url, options)?;
+        let dialect = store.db.dialect();
+        let mut conn = store.db.begin(Mode::Read).await?;
+        let probe = format!("SELECT COUNT(*) FROM {}", Table::Slaves.name());
+        match conn.fetch(&Sql::new(dialect, &probe), &[Out::Int]).await {
+            Err(StoreError::Other(why)) => Err(StoreError::Other(format!(
+                "the database has no slavealloc tables (create them with `slavealloc dbinit`): {why}"
+            ))),
+            other => other.map(|_| store.clone()),
+        }
+    }
+
+    /// Creates the original's tables and indexes that are missing, then
+    /// applies the schema migrations of this rebuild's own tables that the
+    /// database has not recorded yet (see [`SqlStore::schema_status`]).
+    /// Leaves existing tables and their rows alone, except SQLite's
+    /// `slave_loads` counts, which it recomputes from `slaves`. Safe to
+    /// call again, and from several processes at once.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached;
+    /// [`StoreError::Other`] when a migration fails, or one the database
+    /// recorded differs from this build's.
+    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
+        let migrator = migrations::migrator(self.db.backend(), self.migrations_up_to);
+        self.db.ensure_schema(&migrator).await
+    }
+
+    /// Which schema migrations the database has, against this build's:
+    /// what `slavealloc db status` prints, and what a daemon checks at
+    /// start to say that it is older than its database. Reads only.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached.
-    pub async fn ensure_schema(&self) -> Result<(), StoreError> {
-        self.db.ensure_schema().await
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let dialect = self.db.dialect();
+        let mut conn = self.db.begin(Mode::Read).await?;
+        let exists = conn
+            .fetch(&Sql::new(dialect, dialect.migrations_table_exists), &[Out::Int])
+            .await?;
+        drop(conn);
+        let recorded = matches!(exists.first().and_then(|r| r.first()), Some(Value::Int(n)) if *n > 0);
+        let (applied, dirty) = if recorded {
+            self.db.applied_migrations().await?
+        } else {
+            (Vec::new(), None)
+        };
+        Ok(migrations::status(
+            self.db.backend(),
+            self.migrations_up_to,
+            &applied,
+            dirty,
+        ))
     }
 
     /// Drops every table of the schema, rows and all (`dbinit --force`).

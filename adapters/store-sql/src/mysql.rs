@@ -10,10 +10,12 @@ use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{Executor as _, MySql, Row as _};
+use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
+
+use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
-use crate::{Backend, SqlOptions};
+use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
 
@@ -22,7 +24,35 @@ static DIALECT: Dialect = Dialect {
     pool_lock: Some(" FOR UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
+    migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
+                              WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
 };
+
+/// The named lock that daemons starting together queue on. sqlx's migrator
+/// takes its own with `GET_LOCK(name, -1)`, which MariaDB answers at once
+/// with NULL instead of waiting, so on MariaDB it excludes nobody.
+const SCHEMA_LOCK: &str = "slavealloc.schema";
+/// How long a daemon waits for another to finish migrating.
+const SCHEMA_LOCK_WAIT_S: i32 = 60;
+
+async fn ensure_schema_on(conn: &mut MySqlConnection, migrator: &Migrator) -> Result<(), StoreError> {
+    let row = conn
+        .fetch_one(
+            sqlx::query("SELECT GET_LOCK(?, ?)")
+                .bind(SCHEMA_LOCK)
+                .bind(SCHEMA_LOCK_WAIT_S),
+        )
+        .await
+        .map_err(error)?;
+    let got: Option<i64> = row.try_get(0).map_err(error)?;
+    if got != Some(1) {
+        return Err(StoreError::Unavailable(format!(
+            "another daemon held the schema lock {SCHEMA_LOCK} for {SCHEMA_LOCK_WAIT_S} s"
+        )));
+    }
+    conn.execute(SCHEMA).await.map_err(error)?;
+    migrations::apply_on(conn, migrator, error).await
+}
 
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
@@ -152,9 +182,17 @@ impl Db for MySqlDb {
         Ok(Box::new(conn))
     }
 
-    async fn ensure_schema(&self) -> Result<(), StoreError> {
-        sqlx::raw_sql(SCHEMA).execute(&self.pool).await.map_err(error)?;
-        Ok(())
+    async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {
+        // A connection of its own, closed afterwards: closing it releases
+        // the lock whatever happened.
+        let mut conn = self.pool.acquire().await.map_err(error)?.detach();
+        let result = ensure_schema_on(&mut conn, migrator).await;
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn applied_migrations(&self) -> Result<(Vec<AppliedMigration>, Option<i64>), StoreError> {
+        migrations::applied(&self.pool, error).await
     }
 
     async fn close(&self) {

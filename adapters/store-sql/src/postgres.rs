@@ -12,8 +12,10 @@ use slavealloc_domain::StoreError;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInfo as _};
 
+use sqlx::migrate::{AppliedMigration, Migrator};
+
 use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
-use crate::{Backend, SqlOptions};
+use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
 
@@ -27,6 +29,8 @@ static DIALECT: Dialect = Dialect {
     pool_lock: Some(" FOR NO KEY UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
+    migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
+                              WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
 };
 
 #[derive(Debug)]
@@ -154,7 +158,7 @@ impl Db for PgDb {
         Ok(Box::new(conn))
     }
 
-    async fn ensure_schema(&self) -> Result<(), StoreError> {
+    async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SCHEMA_LOCK)
@@ -163,7 +167,12 @@ impl Db for PgDb {
             .map_err(error)?;
         let conn: &mut PgConnection = &mut tx;
         conn.execute(SCHEMA).await.map_err(error)?;
-        tx.commit().await.map_err(error)
+        tx.commit().await.map_err(error)?;
+        migrations::apply(&self.pool, migrator, error).await
+    }
+
+    async fn applied_migrations(&self) -> Result<(Vec<AppliedMigration>, Option<i64>), StoreError> {
+        migrations::applied(&self.pool, error).await
     }
 
     async fn sync_id_sequence(&self, tx: &mut dyn Tx, table: &str, id_column: &str) -> Result<(), StoreError> {

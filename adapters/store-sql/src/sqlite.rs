@@ -18,10 +18,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite};
 
+use sqlx::migrate::{AppliedMigration, Migrator};
+
 use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
-use crate::{Backend, SqlOptions};
+use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
+const LOADS: &str = include_str!("../sql/sqlite/loads.sql");
 
 /// How long a writer waits for the write lock before its transaction is
 /// reported as [`StoreError::Retryable`].
@@ -32,6 +35,7 @@ static DIALECT: Dialect = Dialect {
     pool_lock: None,
     row_lock: "",
     loads_table: true,
+    migrations_table_exists: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
 };
 
 #[derive(Debug)]
@@ -78,14 +82,19 @@ fn create_private(path: &Path) {
 pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Other(format!("invalid SQLite URL: {e}")))?
-        .create_if_missing(true)
+        .create_if_missing(options.create_missing)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
+    if !in_memory && options.create_missing {
         create_private(connect.get_filename());
+    } else if !in_memory && !connect.get_filename().exists() {
+        return Err(StoreError::Other(format!(
+            "there is no SQLite database {}",
+            connect.get_filename().display()
+        )));
     }
     let pool = SqlitePoolOptions::new().acquire_timeout(options.acquire_timeout);
     // An in-memory database lives only as long as a connection to it: keep
@@ -170,7 +179,7 @@ impl Db for SqliteDb {
         Ok(Box::new(conn))
     }
 
-    async fn ensure_schema(&self) -> Result<(), StoreError> {
+    async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {
         // Connections opening a brand-new file race to switch it to WAL, and
         // SQLite answers the loser SQLITE_BUSY at once, without waiting out
         // the busy timeout: so several daemons starting together retry here.
@@ -180,9 +189,27 @@ impl Db for SqliteDb {
                 Err(StoreError::Retryable(_)) if started.elapsed() < BUSY_TIMEOUT => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                done => return done,
+                done => break done?,
             }
         }
+        // SQLite has no lock for the migrator to take: a daemon that lost
+        // the race to record a migration runs again and finds it recorded
+        // (the migrations are idempotent).
+        loop {
+            match migrations::apply(&self.pool, migrator, error).await {
+                Err(_) if started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                done => break done?,
+            }
+        }
+        let mut tx = self.begin(Mode::Write).await?;
+        tx.execute(&Sql::new(&DIALECT, LOADS)).await?;
+        tx.commit().await
+    }
+
+    async fn applied_migrations(&self) -> Result<(Vec<AppliedMigration>, Option<i64>), StoreError> {
+        migrations::applied(&self.pool, error).await
     }
 
     async fn close(&self) {

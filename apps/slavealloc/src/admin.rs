@@ -87,10 +87,22 @@ pub enum AdminCommand {
     Drain(DrainArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
     Silos(FormatArgs),
+    /// The database's schema.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the version and exit.
     Version,
+}
+
+/// `db ...`: the database itself.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Print which of this build's schema migrations the database has (and
+    /// any a newer build applied). Reads only; exits 1 while some are
+    /// pending or differ from this build's.
+    Status(DbArg),
 }
 
 /// Options of `dbinit`.
@@ -251,7 +263,7 @@ pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCo
             db::dbinit(&store, a.dumpfile.as_deref(), a.force, &backups, term.err).await?;
         }
         AdminCommand::Dbdump(a) => {
-            let store = db::open(&a.db.db).await?;
+            let store = db::open_existing(&a.db.db).await?;
             db::dbdump(&store, a.dumpfile.as_deref(), term.out).await?;
         }
         AdminCommand::Dbimport(a) => {
@@ -259,10 +271,15 @@ pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCo
             import::dbimport(&store, &a, term.err).await?;
         }
         AdminCommand::Dbcopy(a) => {
-            let from = db::open(&a.from).await?;
+            let from = db::open_existing(&a.from).await?;
             let to = db::open(&a.to).await?;
             let backups = db::Backups::new(&a.to, a.backup_dir);
             db::dbcopy(&from, &to, a.force, &backups, term.err).await?;
+        }
+        AdminCommand::Db(DbCommand::Status(a)) => {
+            if !db::status(&a.db, term.out).await? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         AdminCommand::Completions(a) => {
             let mut cmd = <crate::Cli as clap::CommandFactory>::command();

@@ -301,6 +301,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             .map_or(defaults.acquire_timeout, Duration::from_millis),
         idle_timeout: d.idle_timeout_s.map(Duration::from_secs).or(defaults.idle_timeout),
         max_lifetime: d.max_lifetime_s.map(Duration::from_secs).or(defaults.max_lifetime),
+        ..defaults
     };
     let deadline = d
         .deadline_ms
@@ -552,6 +553,7 @@ async fn prepare(store: SqlStore, readiness: Readiness) {
     loop {
         match store.ensure_schema().await {
             Ok(()) => {
+                log_schema(&store).await;
                 readiness.set_ready();
                 tracing::info!("database ready");
                 return;
@@ -569,6 +571,21 @@ async fn prepare(store: SqlStore, readiness: Readiness) {
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// Says which schema version the database is at, and warns when it is
+/// newer than this build: during a rolling upgrade that is expected (the
+/// migrations are additive), after one it means this daemon was missed.
+async fn log_schema(store: &SqlStore) {
+    match store.schema_status().await {
+        Ok(status) if status.newer_than_this_build() => tracing::warn!(
+            schema_version = status.version(),
+            "the database has schema migrations this build does not know; serving it \
+             (migrations are additive), but this daemon is older than its database: upgrade it"
+        ),
+        Ok(status) => tracing::info!(schema_version = status.version(), "database schema up to date"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the schema version"),
     }
 }
 

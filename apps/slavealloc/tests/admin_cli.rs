@@ -113,6 +113,7 @@ impl Daemon {
         };
         // Keep reading its log so that it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
+        wait_until_ready(&root);
         Self {
             child,
             api: format!("{root}/api"),
@@ -132,6 +133,33 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until `/healthz` answers 200: the daemon listens at once and
+/// says 503 until its schema is checked and migrated.
+fn wait_until_ready(root: &str) {
+    use std::io::{Read as _, Write as _};
+    let (addr, base) = root
+        .trim_start_matches("http://")
+        .split_once('/')
+        .unwrap_or((root.trim_start_matches("http://"), ""));
+    let path = if base.is_empty() {
+        "/healthz".to_owned()
+    } else {
+        format!("/{base}/healthz")
+    };
+    for _ in 0..300 {
+        if let Ok(mut conn) = std::net::TcpStream::connect(addr) {
+            let _ = write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut answer = String::new();
+            let _ = conn.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{root}/healthz never answered 200");
 }
 
 /// A SQLite database holding the pickle fixture's fleet.
@@ -518,9 +546,13 @@ fn help_on_every_subcommand_and_completions() {
         "silos",
         "completions",
         "serve",
+        "db",
+        "db status",
     ];
     for sub in subcommands {
-        let out = ok(slavealloc(&[sub, "--help"]));
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let out = ok(slavealloc(&args));
         assert!(stdout(&out).contains("Usage: slavealloc"), "{sub}: {}", stdout(&out));
     }
     for shell in ["bash", "zsh", "fish"] {
@@ -530,4 +562,51 @@ fn help_on_every_subcommand_and_completions() {
     }
     let out = slavealloc(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Bug: `dbdump -D sqlite:<misspelt path>` created an empty database and
+/// wrote a valid empty dump with exit 0, so a typo in a backup job made
+/// "successful" empty backups. Read-only commands create nothing.
+#[test]
+fn reading_a_database_that_is_not_there_fails_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("slavealoc.db");
+    let url = format!("sqlite://{}", typo.display());
+    let out = dir.path().join("backup.json");
+    let err = fails(slavealloc(&["dbdump", "-D", &url, out.to_str().unwrap()]));
+    assert!(
+        err.contains("no SQLite database") && err.contains("slavealoc.db"),
+        "{err}"
+    );
+    let err = fails(slavealloc(&["dbcopy", "--from", &url, "--to", &Sqlite::new().url]));
+    assert!(err.contains("no SQLite database"), "{err}");
+    let status = slavealloc(&["db", "status", "-D", &url]);
+    assert_eq!(status.status.code(), Some(1), "{}", stderr(&status));
+    assert!(!typo.exists(), "no database was created");
+    assert!(!out.exists(), "no dump was written");
+
+    // A database file without the tables is no better.
+    std::fs::write(&typo, b"").unwrap();
+    let err = fails(slavealloc(&["dbdump", "-D", &url]));
+    assert!(err.contains("no slavealloc tables") && err.contains("dbinit"), "{err}");
+}
+
+#[test]
+fn db_status_lists_the_migrations_and_exits_1_until_they_are_applied() {
+    let db = Sqlite::new();
+    std::fs::write(db.dir.path().join("slavealloc.db"), b"").unwrap();
+    let before = slavealloc(&["db", "status", "-D", &db.url]);
+    assert_eq!(before.status.code(), Some(1), "{}", stderr(&before));
+    let text = stdout(&before);
+    assert!(
+        text.contains("schema version: none") && text.contains("audit log") && text.contains("pending"),
+        "{text}"
+    );
+
+    ok(slavealloc(&["dbinit", "-D", &db.url]));
+    let after = stdout(&ok(slavealloc(&["db", "status", "-D", &db.url])));
+    assert!(after.contains("     1  audit log"), "{after}");
+    assert!(!after.contains("pending"), "{after}");
+    let last = after.lines().last().unwrap();
+    assert!(last.ends_with("applied"), "{after}");
 }

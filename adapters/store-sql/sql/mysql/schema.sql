@@ -1,4 +1,6 @@
--- slavealloc schema for MariaDB/MySQL: ORIGINAL.md §1 plus audit_log, as
+-- slavealloc schema for MariaDB/MySQL: the original's tables,
+-- never altered (docs/compatibility.md); this rebuild's own tables are made by
+-- the versioned migrations in migrations/mysql/. As
 -- SQLAlchemy created it (InnoDB, INT AUTO_INCREMENT ids, VARCHAR(128), TEXT,
 -- BOOL). utf8mb4_bin makes names compare exactly, as on SQLite and
 -- PostgreSQL; the queries do not depend on it, so a database created by
@@ -125,17 +127,4 @@ CREATE TABLE IF NOT EXISTS slave_passwords (
     password TEXT NOT NULL,
     FOREIGN KEY (poolid) REFERENCES pools (poolid),
     FOREIGN KEY (distroid) REFERENCES distros (distroid)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
-
--- Added by this rebuild; the original tables are unchanged.
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INT NOT NULL AUTO_INCREMENT,
-    at VARCHAR(128) NOT NULL,
-    actor TEXT NOT NULL,
-    table_name VARCHAR(128) NOT NULL,
-    row_id INT NOT NULL,
-    old_values TEXT NULL,
-    new_values TEXT NULL,
-    PRIMARY KEY (id),
-    KEY audit_log_row (table_name, row_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

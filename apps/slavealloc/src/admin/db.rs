@@ -29,6 +29,56 @@ pub async fn open(url: &str) -> anyhow::Result<SqlStore> {
         .with_context(|| format!("cannot open the database {}", redact(url)))
 }
 
+/// Opens a database that must exist and hold the slavealloc tables, for
+/// reading: nothing is created, so a misspelt SQLite path in a backup job
+/// is an error, not an empty dump.
+///
+/// # Errors
+/// As for [`open`], and a database that is missing or has no tables.
+pub async fn open_existing(url: &str) -> anyhow::Result<SqlStore> {
+    SqlStore::open_existing(url)
+        .await
+        .with_context(|| format!("cannot read the database {}", redact(url)))
+}
+
+/// `db status`: which of this build's schema migrations the database has.
+/// Reads only. Returns whether every migration is applied unchanged.
+///
+/// # Errors
+/// A bad URL, a missing SQLite file, an unreachable database.
+pub async fn status(url: &str, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let options = slavealloc_store_sql::SqlOptions {
+        create_missing: false,
+        ..slavealloc_store_sql::SqlOptions::default()
+    };
+    let context = || format!("cannot read the database {}", redact(url));
+    let store = SqlStore::open_lazy(url, options).with_context(context)?;
+    let status = store.schema_status().await.with_context(context)?;
+    store.close().await;
+    writeln!(out, "database: {} ({})", redact(url), status.backend)?;
+    match status.version() {
+        Some(v) => writeln!(out, "schema version: {v}")?,
+        None => writeln!(out, "schema version: none (no migrations recorded)")?,
+    }
+    for m in &status.migrations {
+        let description = if m.description.is_empty() {
+            "(not in this build)"
+        } else {
+            &m.description
+        };
+        writeln!(out, "{:>6}  {:<28} {}", m.version, description, m.state)?;
+    }
+    if status.newer_than_this_build() {
+        writeln!(out, "the database is newer than this build: upgrade it")?;
+    } else if !status.up_to_date() {
+        writeln!(
+            out,
+            "migrations are pending: `slavealloc serve` or `slavealloc dbinit` applies them"
+        )?;
+    }
+    Ok(status.up_to_date())
+}
+
 /// A URL with any password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
