@@ -197,6 +197,49 @@ pub(crate) trait Tx: Send {
 
 /// Translates an sqlx error. `classify` gives the backend's reading of a
 /// database error code, when it has one.
+/// `host:port`, or the socket path: where a backend connects, for messages.
+pub(crate) fn describe_target(host: &str, port: u16, socket: Option<&std::path::PathBuf>) -> String {
+    match socket {
+        Some(path) => path.display().to_string(),
+        None if host.contains(':') => format!("[{host}]:{port}"),
+        None => format!("{host}:{port}"),
+    }
+}
+
+/// The longest a connection attempt made to explain a timeout may take.
+const EXPLAIN_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Translates an error of getting a connection. sqlx retries a refused
+/// connection until the acquire timeout and then says only that it timed
+/// out, which drops the one thing an operator needs: so one direct attempt
+/// finds the cause (refused, no such host, bad password, TLS) and names
+/// the server.
+pub(crate) async fn connection_error<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    e: sqlx::Error,
+    target: &str,
+    error: fn(sqlx::Error) -> StoreError,
+) -> StoreError {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    if !matches!(e, sqlx::Error::PoolTimedOut) {
+        return match error(e) {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{target}: {why}")),
+            other => other,
+        };
+    }
+    let waited = pool.options().get_acquire_timeout().as_millis();
+    match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            StoreError::Unavailable(format!(
+                "every connection to {target} stayed busy for {waited} ms"
+            ))
+        }
+        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to {target}: {cause}")),
+        Err(_) => StoreError::Unavailable(format!("{target} did not answer within {waited} ms")),
+    }
+}
+
 pub(crate) fn translate(
     e: sqlx::Error,
     classify: impl FnOnce(&dyn sqlx::error::DatabaseError) -> Option<StoreError>,

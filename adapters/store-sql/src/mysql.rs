@@ -14,7 +14,7 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
@@ -56,6 +56,8 @@ async fn ensure_schema_on(conn: &mut MySqlConnection, migrator: &Migrator) -> Re
 
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
+    /// Where it connects, for messages.
+    target: String,
     pool: MySqlPool,
 }
 
@@ -78,6 +80,7 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
     let connect = MySqlConnectOptions::from_str(url)
         .map_err(|e| StoreError::Other(format!("invalid MySQL URL: {e}")))?
         .charset("utf8mb4");
+    let target = describe_target(connect.get_host(), connect.get_port(), connect.get_socket());
     let pool = MySqlPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -92,7 +95,7 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
             })
         })
         .connect_lazy_with(connect);
-    Ok(MySqlDb { pool })
+    Ok(MySqlDb { pool, target })
 }
 
 fn query(sql: &Sql) -> sqlx::query::Query<'_, MySql, MySqlArguments> {
@@ -141,6 +144,36 @@ impl Tx for Conn<MySql> {
     }
 }
 
+impl MySqlDb {
+    /// A connection or transaction for `mode`, sqlx's error as it is.
+    async fn start(&self, mode: Mode) -> Result<Conn<MySql>, sqlx::Error> {
+        let conn = match mode {
+            Mode::Read => Conn::Plain(self.pool.acquire().await?),
+            // SET TRANSACTION applies to the next transaction only: the
+            // session stays at READ COMMITTED.
+            Mode::Consistent => Conn::Tx(
+                self.pool
+                    .begin_with(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
+                         START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+                    )
+                    .await
+                    ?,
+            ),
+            Mode::Write => Conn::Tx(self.pool.begin().await?),
+            // SERIALIZABLE turns every read into a locking read with
+            // next-key locks: other writers wait until the commit.
+            Mode::Exclusive => Conn::Tx(
+                self.pool
+                    .begin_with("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION")
+                    .await
+                    ?,
+            ),
+        };
+        Ok(conn)
+    }
+}
+
 #[async_trait]
 impl Db for MySqlDb {
     fn pool_stats(&self) -> crate::PoolStats {
@@ -156,36 +189,19 @@ impl Db for MySqlDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        let conn = match mode {
-            Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
-            // SET TRANSACTION applies to the next transaction only: the
-            // session stays at READ COMMITTED.
-            Mode::Consistent => Conn::Tx(
-                self.pool
-                    .begin_with(
-                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
-                         START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-                    )
-                    .await
-                    .map_err(error)?,
-            ),
-            Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
-            // SERIALIZABLE turns every read into a locking read with
-            // next-key locks: other writers wait until the commit.
-            Mode::Exclusive => Conn::Tx(
-                self.pool
-                    .begin_with("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION")
-                    .await
-                    .map_err(error)?,
-            ),
-        };
-        Ok(Box::new(conn))
+        match self.start(mode).await {
+            Ok(conn) => Ok(Box::new(conn)),
+            Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
+        }
     }
 
     async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {
         // A connection of its own, closed afterwards: closing it releases
         // the lock whatever happened.
-        let mut conn = self.pool.acquire().await.map_err(error)?.detach();
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn.detach(),
+            Err(e) => return Err(connection_error(&self.pool, e, &self.target, error).await),
+        };
         let result = ensure_schema_on(&mut conn, migrator).await;
         let _ = conn.close().await;
         result

@@ -14,7 +14,7 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -35,6 +35,8 @@ static DIALECT: Dialect = Dialect {
 
 #[derive(Debug)]
 pub(crate) struct PgDb {
+    /// Where it connects, for messages.
+    target: String,
     pool: PgPool,
 }
 
@@ -57,6 +59,7 @@ fn error(e: sqlx::Error) -> StoreError {
 pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> {
     let connect =
         PgConnectOptions::from_str(url).map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    let target = describe_target(connect.get_host(), connect.get_port(), connect.get_socket());
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -64,7 +67,7 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> 
         .max_lifetime(options.max_lifetime)
         .test_before_acquire(true)
         .connect_lazy_with(connect);
-    Ok(PgDb { pool })
+    Ok(PgDb { pool, target })
 }
 
 fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
@@ -120,6 +123,33 @@ impl Tx for Conn<Postgres> {
     }
 }
 
+impl PgDb {
+    /// A connection or transaction for `mode`, sqlx's error as it is.
+    async fn start(&self, mode: Mode) -> Result<Conn<Postgres>, sqlx::Error> {
+        let conn = match mode {
+            Mode::Read => Conn::Plain(self.pool.acquire().await?),
+            Mode::Consistent => Conn::Tx(
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await
+                    ?,
+            ),
+            Mode::Write => Conn::Tx(self.pool.begin().await?),
+            // EXCLUSIVE lets readers in and keeps every writer out.
+            Mode::Exclusive => {
+                let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                Conn::Tx(
+                    self.pool
+                        .begin_with(format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")))
+                        .await
+                        ?,
+                )
+            }
+        };
+        Ok(conn)
+    }
+}
+
 #[async_trait]
 impl Db for PgDb {
     fn pool_stats(&self) -> crate::PoolStats {
@@ -135,31 +165,17 @@ impl Db for PgDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        let conn = match mode {
-            Mode::Read => Conn::Plain(self.pool.acquire().await.map_err(error)?),
-            Mode::Consistent => Conn::Tx(
-                self.pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await
-                    .map_err(error)?,
-            ),
-            Mode::Write => Conn::Tx(self.pool.begin().await.map_err(error)?),
-            // EXCLUSIVE lets readers in and keeps every writer out.
-            Mode::Exclusive => {
-                let tables: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-                Conn::Tx(
-                    self.pool
-                        .begin_with(format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")))
-                        .await
-                        .map_err(error)?,
-                )
-            }
-        };
-        Ok(Box::new(conn))
+        match self.start(mode).await {
+            Ok(conn) => Ok(Box::new(conn)),
+            Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
+        }
     }
 
     async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(error)?;
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Err(connection_error(&self.pool, e, &self.target, error).await),
+        };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SCHEMA_LOCK)
             .execute(&mut *tx)

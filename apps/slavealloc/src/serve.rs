@@ -559,8 +559,10 @@ async fn prepare(store: SqlStore, readiness: Readiness) {
                 return;
             }
             Err(e) => {
+                // Readiness reports it as "database unavailable: WHY": the
+                // reason alone, so that it is said once.
                 let why = match &e {
-                    StoreError::Unavailable(_) => e.to_string(),
+                    StoreError::Unavailable(why) => why.clone(),
                     other => format!("cannot prepare the database schema: {other}"),
                 };
                 tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "database not ready");

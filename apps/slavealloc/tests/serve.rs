@@ -574,6 +574,15 @@ async fn with_the_database_down_the_daemon_listens_answers_503_fast_and_recovers
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Bug: "database unavailable: database unavailable: no database
+    // connection could be had in time" said nothing of why, twice. The
+    // cause and the server are named, once.
+    let r = get_within(&d.url("/api/slaves"), fast).await;
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    let server = format!("127.0.0.1:{}", proxy.port);
+    assert!(error.contains(&server) && error.to_lowercase().contains("refused"), "{error}");
+    assert_eq!(error.matches("database unavailable").count(), 1, "{error}");
+    assert!(d.log().contains(&server), "the log names the server: {}", d.log());
 
     // Back: requests succeed within 5 s, no restart.
     proxy.up();
