@@ -231,9 +231,7 @@ pub(crate) async fn connection_error<DB: sqlx::Database>(
     match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
-            StoreError::Unavailable(format!(
-                "every connection to {target} stayed busy for {waited} ms"
-            ))
+            StoreError::Unavailable(format!("every connection to {target} stayed busy for {waited} ms"))
         }
         Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to {target}: {cause}")),
         Err(_) => StoreError::Unavailable(format!("{target} did not answer within {waited} ms")),

@@ -157,8 +157,7 @@ impl MySqlDb {
                         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; \
                          START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
                     )
-                    .await
-                    ?,
+                    .await?,
             ),
             Mode::Write => Conn::Tx(self.pool.begin().await?),
             // SERIALIZABLE turns every read into a locking read with
@@ -166,8 +165,7 @@ impl MySqlDb {
             Mode::Exclusive => Conn::Tx(
                 self.pool
                     .begin_with("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION")
-                    .await
-                    ?,
+                    .await?,
             ),
         };
         Ok(conn)

@@ -131,8 +131,7 @@ impl PgDb {
             Mode::Consistent => Conn::Tx(
                 self.pool
                     .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await
-                    ?,
+                    .await?,
             ),
             Mode::Write => Conn::Tx(self.pool.begin().await?),
             // EXCLUSIVE lets readers in and keeps every writer out.
@@ -141,8 +140,7 @@ impl PgDb {
                 Conn::Tx(
                     self.pool
                         .begin_with(format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")))
-                        .await
-                        ?,
+                        .await?,
                 )
             }
         };

@@ -288,6 +288,50 @@ fn backup_script_keeps_the_newest_dumps_and_restores_after_an_accidental_dbinit(
     assert!(done.output.contains("nothing deleted"), "{}", done.output);
     assert_eq!(dumps_in(&backups), kept);
 
+    // Newcomer bug 2: a misspelt database path made an empty database and
+    // "successful" empty dumps that rotated the good ones away. A path that
+    // is not there, or a database with no slaves and no masters, fails and
+    // deletes nothing (an empty fleet is dumped with --allow-empty).
+    let misspelt = db.replace("slavealloc.db", "slavealoc.db");
+    assert_ne!(misspelt, db);
+    let empty_db = format!("sqlite://{}", tmp.path().join("empty.db").display());
+    let init = run(
+        "dbinit",
+        Command::new(&binaries().unwrap().slavealloc).args(["dbinit", "--db", &empty_db]),
+        tmp.path(),
+    );
+    assert!(init.status.success(), "{}", init.output);
+    for (url, says) in [
+        (&misspelt, "no SQLite database"),
+        (&empty_db, "no slaves and no masters"),
+    ] {
+        let typo = tmp.path().join("typo.toml");
+        fs::write(&typo, format!("db = \"{url}\"\n")).unwrap();
+        let args = ["dump", "--config", typo.to_str().unwrap(), "--dir", dir, "--keep", "1"];
+        let done = backup(&args, tmp.path());
+        assert!(!done.status.success(), "{url}: {}", done.output);
+        assert!(
+            done.output.contains(says) && done.output.contains("nothing deleted"),
+            "{url}: {}",
+            done.output
+        );
+        assert_eq!(dumps_in(&backups), kept, "{url}");
+    }
+    assert!(!tmp.path().join("slavealoc.db").exists(), "no database was created");
+    let empty_dir = tmp.path().join("empty-backups");
+    let typo = tmp.path().join("typo.toml");
+    let args = [
+        "dump",
+        "--config",
+        typo.to_str().unwrap(),
+        "--dir",
+        empty_dir.to_str().unwrap(),
+        "--allow-empty",
+    ];
+    let done = backup(&args, tmp.path());
+    assert!(done.status.success(), "{}", done.output);
+    assert_eq!(dumps_in(&empty_dir).len(), 1);
+
     // The accident the nightly dump is for: dbinit --force on the live
     // database. Restore the newest dump and get the same database back.
     let wiped = run(

@@ -580,7 +580,10 @@ async fn with_the_database_down_the_daemon_listens_answers_503_fast_and_recovers
     let r = get_within(&d.url("/api/slaves"), fast).await;
     let error = r.json()["error"].as_str().unwrap().to_owned();
     let server = format!("127.0.0.1:{}", proxy.port);
-    assert!(error.contains(&server) && error.to_lowercase().contains("refused"), "{error}");
+    assert!(
+        error.contains(&server) && error.to_lowercase().contains("refused"),
+        "{error}"
+    );
     assert_eq!(error.matches("database unavailable").count(), 1, "{error}");
     assert!(d.log().contains(&server), "the log names the server: {}", d.log());
 
