@@ -311,6 +311,44 @@ fn the_originals_pickles_load_through_dbinit() {
     assert_eq!(db.dump(), before);
 }
 
+/// Bug: a template or note holding both quote kinds, as real Python 2.7
+/// cPickle writes it (`S'...\'...'`), made dbinit refuse the whole dump.
+/// The checked-in fixture is what Python 2.7 writes; with an interpreter
+/// at hand (SLAVEALLOC_TEST_PYTHON2, which the test script sets where
+/// pyenv's 2.7 is installed, as on CI) it is written afresh and must match.
+#[test]
+fn a_python27_dump_with_both_quote_kinds_loads_through_dbinit() {
+    let fixture = fixtures().join("pickle/python27-quotes-proto0.pkl");
+    let pickle = match std::env::var_os("SLAVEALLOC_TEST_PYTHON2") {
+        Some(python) => {
+            let dir = tempfile::tempdir().unwrap();
+            let fresh = dir.path().join("fresh.pkl");
+            let made = Command::new(python)
+                .arg(fixtures().join("pickle/make_py27_pickles.py"))
+                .arg(&fresh)
+                .output()
+                .unwrap();
+            assert!(made.status.success(), "{}", stderr(&made));
+            let bytes = std::fs::read(&fresh).unwrap();
+            assert_eq!(
+                bytes,
+                std::fs::read(&fixture).unwrap(),
+                "the fixture is what Python 2.7 writes"
+            );
+            (dir, fresh)
+        }
+        None => (tempfile::tempdir().unwrap(), fixture),
+    };
+    let db = Sqlite::new();
+    ok(slavealloc(&["dbinit", "-D", &db.url, pickle.1.to_str().unwrap()]));
+    let dump: serde_json::Value = serde_json::from_slice(&db.dump()).unwrap();
+    let template = dump["tables"]["tac_templates"][0]["template"].as_str().unwrap();
+    assert!(template.starts_with("# it's \"quoted\"\n"), "{template:?}");
+    assert!(template.contains(r#"path = 'C:\\builds\\' + "it\'s""#), "{template:?}");
+    let notes = dump["tables"]["masters"][0]["notes"].as_str().unwrap();
+    assert_eq!(notes, "bug 1234: it's \"flaky\" \\' caf\u{e9}");
+}
+
 /// dbdump → dbinit → dbdump, and dbcopy, between SQLite, MariaDB and
 /// PostgreSQL: every copy dumps to the same bytes.
 #[tokio::test(flavor = "multi_thread")]
