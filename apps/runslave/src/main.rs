@@ -98,9 +98,10 @@ struct Args {
     basedir: PathBuf,
 
     /// The worker command; it is run as `<cmd> start <basedir>`. Split on
-    /// white space.
-    #[arg(short = 'c', long = "buildslave-cmd", default_value = "buildbot-worker")]
-    buildslave_cmd: String,
+    /// white space. [default: what the tac imports: `buildslave` for a tac
+    /// of `buildslave.bot`, else `buildbot-worker`]
+    #[arg(short = 'c', long = "buildslave-cmd")]
+    buildslave_cmd: Option<String>,
 
     /// Say what is being done.
     #[arg(short = 'v', long)]
@@ -280,7 +281,29 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
         println!("{DISABLED_MESSAGE}");
         return Ok(ExitCode::SUCCESS);
     }
-    start(&args.buildslave_cmd, &args.basedir, log)
+    let command = match &args.buildslave_cmd {
+        Some(cmd) => cmd.clone(),
+        None => worker_command(&std::fs::read_to_string(&tac_path).unwrap_or_default()).to_owned(),
+    };
+    start(&command, &args.basedir, log)
+}
+
+/// The command that runs the worker a tac is for: the original's tacs (and
+/// our `buildslave` template) import `buildslave.bot`, which only the old
+/// `buildslave` command starts; Buildbot 0.9+ tacs import `buildbot_worker`.
+fn worker_command(tac: &str) -> &'static str {
+    let imports = |module: &str| {
+        tac.lines().map(str::trim_start).any(|l| {
+            l.strip_prefix("from ")
+                .or_else(|| l.strip_prefix("import "))
+                .is_some_and(|rest| rest.starts_with(module))
+        })
+    };
+    if imports("buildslave") && !imports("buildbot_worker") {
+        "buildslave"
+    } else {
+        "buildbot-worker"
+    }
 }
 
 /// Accepts the cached tac after a failed download, if there is one and (with
@@ -602,6 +625,24 @@ fn start(cmd: &str, basedir: &Path, log: &Log) -> Result<ExitCode, Stop> {
 #[cfg(test)]
 mod tests {
     use std::fs;
+
+    /// Bug: runslave started `buildbot-worker` for the default (and the
+    /// demo's) tac, which imports `buildslave`.
+    #[test]
+    fn the_worker_command_follows_what_the_tac_imports() {
+        use super::worker_command;
+        assert_eq!(worker_command("from buildslave.bot import BuildSlave\n"), "buildslave");
+        assert_eq!(worker_command("import buildslave.bot\n"), "buildslave");
+        assert_eq!(
+            worker_command("from buildbot_worker.bot import Worker\n"),
+            "buildbot-worker"
+        );
+        assert_eq!(
+            worker_command("# buildslave in a comment\nimport sys\n"),
+            "buildbot-worker"
+        );
+        assert_eq!(worker_command(""), "buildbot-worker");
+    }
 
     use super::*;
 

@@ -215,6 +215,48 @@ fn a_new_tac_is_written_and_the_worker_started() {
     assert_eq!(args.trim(), format!("start {}", basedir.path().display()));
 }
 
+/// Without `-c`, the worker command is the one the tac is for: a
+/// `buildslave.bot` tac (the original's, and the default template's) starts
+/// `buildslave`, a `buildbot_worker` one `buildbot-worker`.
+#[test]
+fn without_a_command_the_tac_says_which_worker_to_start() {
+    const BUILDSLAVE: &str =
+        "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: x on alloc\n\nfrom buildslave.bot import BuildSlave\n";
+    const WORKER: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: x on alloc\n\nfrom buildbot_worker.bot import Worker\n";
+    for (tac, expected) in [(BUILDSLAVE, "buildslave"), (WORKER, "buildbot-worker")] {
+        let server = Server::start(Answer::Ok(tac));
+        let basedir = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        for name in ["buildslave", "buildbot-worker"] {
+            let script = fake_worker(bin.path(), 0);
+            let named = bin.path().join(name);
+            std::fs::write(
+                &named,
+                std::fs::read_to_string(&script)
+                    .unwrap()
+                    .replace("/args", &format!("/ran-{name}")),
+            )
+            .unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&named, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+        let out = runslave(&server.url, basedir.path(), &[])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ran: Vec<String> = files(bin.path())
+            .into_iter()
+            .filter(|f| f.starts_with("ran-"))
+            .collect();
+        assert_eq!(ran, [format!("ran-{expected}")], "{tac}");
+    }
+}
+
 #[test]
 fn a_disabled_slave_is_told_so_and_no_worker_is_started() {
     const DISABLED: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: x on alloc\n\nimport sys\nprint(\"SLAVE DISABLED; NOT STARTING\")\nsys.exit(0)\n";
