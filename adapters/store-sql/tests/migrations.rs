@@ -63,6 +63,7 @@ async fn daemons_starting_together_apply_each_migration_once() {
             stores.push(done.unwrap().unwrap_or_else(|e| panic!("{backend}: {e}")));
         }
         let status = stores[0].schema_status().await.unwrap();
+        assert_eq!(stores[0].row_count().await, Ok(0), "{backend}");
         assert!(status.up_to_date(), "{backend}: {status:?}");
         assert!(
             status.migrations.iter().all(|m| m.state == MigrationState::Applied),

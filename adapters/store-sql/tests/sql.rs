@@ -398,41 +398,7 @@ async fn a_new_sqlite_file_and_its_wal_and_shm_are_private() {
     assert_eq!(file_mode(&existing), 0o640, "an existing file's mode is left alone");
 }
 
-/// Several daemons starting at once on an empty database all create (or
-/// find) the schema without error.
-async fn concurrent_schema_creation(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let url = db.url().to_owned();
-        tasks.spawn(async move { SqlStore::connect(&url).await });
-    }
-    let mut stores = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        stores.push(done.unwrap());
-    }
-    let count = match &stores[0] {
-        Ok(store) => store.row_count().await,
-        Err(e) => Err(e.clone()),
-    };
-    for store in stores.iter().flatten() {
-        store.close().await;
-    }
-    db.destroy().await;
-    for store in &stores {
-        assert!(store.is_ok(), "{store:?}");
-    }
-    assert_eq!(count, Ok(0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_schema_creation_on_every_backend() {
-    for backend in [Backend::Sqlite, Backend::MySql, Backend::Postgres] {
-        concurrent_schema_creation(backend).await;
-    }
-}
+// Several daemons starting at once: tests/migrations.rs.
 
 /// ORIGINAL.md §1 as MariaDB describes it: per table, its engine, then per
 /// column `name type NULL|NOT NULL [PK] [AUTO] [UNIQUE] [-> table.column]`,

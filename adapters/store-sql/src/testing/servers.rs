@@ -71,6 +71,16 @@ fn as_user(user: Option<&str>, program: &Path) -> Command {
     }
 }
 
+/// `SCHEME_AND_USER@HOST:PORT/DATABASE`, then `?QUERY` when there is one.
+fn server_url(scheme_and_user: &str, host: &str, port: u16, database: &str, query: &str) -> String {
+    let url = format!("{scheme_and_user}@{host}:{port}/{database}");
+    if query.is_empty() {
+        url
+    } else {
+        format!("{url}?{query}")
+    }
+}
+
 /// A free TCP port on loopback (free when asked; the server binds it soon
 /// after).
 pub fn free_port() -> u16 {
@@ -230,12 +240,7 @@ impl PrivatePostgres {
 
     /// `postgres://postgres@HOST:PORT/postgres`, then `query` when given.
     pub fn url(&self, host: &str, query: &str) -> String {
-        let url = format!("postgres://postgres@{host}:{}/postgres", self.port);
-        if query.is_empty() {
-            url
-        } else {
-            format!("{url}?{query}")
-        }
+        server_url("postgres://postgres", host, self.port, "postgres", query)
     }
 
     /// Appends `settings` to `postgresql.conf` and reloads the server.
@@ -401,12 +406,7 @@ impl PrivateMariadb {
 
     /// `mysql://root@HOST:PORT/slavealloc`, then `query` when given.
     pub fn url(&self, host: &str, query: &str) -> String {
-        let url = format!("mysql://root@{host}:{}/slavealloc", self.port);
-        if query.is_empty() {
-            url
-        } else {
-            format!("{url}?{query}")
-        }
+        server_url("mysql://root", host, self.port, "slavealloc", query)
     }
 }
 
