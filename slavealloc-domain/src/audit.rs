@@ -7,8 +7,16 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
-use crate::ports::Actor;
 use crate::schema::{Row, Table, Value};
+
+/// Who did a write, and when: stamped on the audit entry the store appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A token's name, or the client's remote address.
+    pub name: String,
+    /// When.
+    pub at: SystemTime,
+}
 
 /// `audit_log.at`: UTC, second precision, so that text order is time order
 /// on every backend.

@@ -18,19 +18,6 @@ pub type DistroId = i32;
 /// `tac_templates.tplid`.
 pub type TemplateId = i32;
 
-/// A row of one of the eight lookup tables (`distros`, `datacenters`,
-/// `bitlengths`, `speeds`, `purposes`, `trustlevels`, `environments`,
-/// `pools`): an id and a unique name. Which table it came from is carried by
-/// the caller; the id column's name differs per table (see
-/// [`crate::schema::Table::id_column`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LookupRow {
-    /// The table's id column.
-    pub id: i32,
-    /// The table's unique `name` column.
-    pub name: String,
-}
-
 /// `tac_templates`: a named buildbot.tac template a slave can opt into
 /// through `slaves.custom_tplid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,53 +25,12 @@
 //!
 //! ## Embedding the allocator
 //! Wire an [`Allocator`] from a store, a renderer and a [`ports::Host`]:
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::time::SystemTime;
-//!
-//! use slavealloc_domain::{Allocator, Dump, FixedHost, Reason};
-//! use slavealloc_store_memory::MemoryStore;
-//! use slavealloc_tac_minijinja::MinijinjaRenderer;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // A tiny fleet: one pool with two masters and one slave, as a dump.
-//! let lookup = |id: &str, name: &str| serde_json::json!([{ (id): 1, "name": name }]);
-//! let fleet: Dump = serde_json::from_value(serde_json::json!({
-//!     "format": "slavealloc-dump", "version": 1,
-//!     "tables": {
-//!         "distros": lookup("distroid", "ubuntu64"), "bitlengths": lookup("bitsid", "64"),
-//!         "speeds": lookup("speedid", "fast"), "purposes": lookup("purposeid", "tests"),
-//!         "datacenters": lookup("dcid", "mdc1"), "trustlevels": lookup("trustid", "try"),
-//!         "environments": lookup("envid", "prod"), "pools": lookup("poolid", "tests-pool"),
-//!         "masters": [
-//!             {"masterid": 1, "nickname": "bm01", "fqdn": "bm01.example.com", "http_port": 8001,
-//!              "pb_port": 9001, "dcid": 1, "poolid": 1, "enabled": true, "notes": null},
-//!             {"masterid": 2, "nickname": "bm02", "fqdn": "bm02.example.com", "http_port": 8002,
-//!              "pb_port": 9002, "dcid": 1, "poolid": 1, "enabled": true, "notes": null}],
-//!         "slaves": [
-//!             {"slaveid": 1, "name": "tst-linux64-01", "distroid": 1, "bitsid": 1, "speedid": 1,
-//!              "purposeid": 1, "dcid": 1, "trustid": 1, "envid": 1, "poolid": 1,
-//!              "basedir": "/builds/worker", "locked_masterid": null, "custom_tplid": null,
-//!              "enabled": true, "notes": null, "current_masterid": null}],
-//!         "slave_passwords": [{"poolid": 1, "distroid": null, "password": "s3cret"}]
-//!     }
-//! }))?;
-//!
-//! let store = Arc::new(MemoryStore::from_dump(&fleet)?);
-//! let host = Arc::new(FixedHost { now: SystemTime::now(), fqdn: "slavealloc.example.com".into() });
-//! let allocator = Allocator::new(store, Arc::new(MinijinjaRenderer::default()), host);
-//!
-//! // Machines may report their name in upper case.
-//! let allocation = allocator.gettac("TST-LINUX64-01").await?;
-//! assert_eq!(allocation.decision.master.as_ref().map(|m| m.nickname.as_str()), Some("bm01"));
-//! assert_eq!(allocation.decision.reason, Reason::Balanced);
-//! assert!(allocation.tac.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY"));
-//! assert!(allocation.tac.contains("'bm01.example.com'"));
-//! # Ok(())
-//! # }
-//! ```
+//! for example `slavealloc-store-memory`'s `MemoryStore` (or
+//! `slavealloc-store-sql`'s `SqlStore`), `slavealloc-tac-minijinja`'s
+//! `MinijinjaRenderer` and a [`FixedHost`], then call
+//! [`Allocator::gettac`]. The runnable example is in
+//! `slavealloc-store-memory`'s documentation: it lives there because this
+//! crate depends on no adapter, not even for its tests.
 #![deny(missing_docs)]
 
 pub mod access;
@@ -86,6 +45,8 @@ pub mod name;
 pub mod ports;
 pub mod rule;
 pub mod schema;
+#[cfg(any(test, feature = "mocks"))]
+pub mod testing;
 
 pub use access::{Permission, Writer};
 pub use admin::{AdminApi, AdminError, LocalAdmin};

@@ -262,14 +262,7 @@ impl Host for FixedHost {
     }
 }
 
-/// Who did a write, and when: stamped on the audit entry the store appends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// A token's name, or the client's remote address.
-    pub name: String,
-    /// When.
-    pub at: SystemTime,
-}
+pub use crate::audit::Actor;
 
 /// The admin reads and writes behind the REST API, on generic [`Row`]s
 /// described by [`Table`]'s metadata. Rows the store returns carry every

@@ -68,11 +68,6 @@ impl HttpAdmin {
         }
     }
 
-    /// The API base URL, as given (without a trailing slash).
-    pub fn api_url(&self) -> &str {
-        &self.api
-    }
-
     fn table_url(&self, table: Table) -> String {
         format!("{}/{}", self.api, table.name())
     }

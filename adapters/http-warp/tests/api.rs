@@ -34,13 +34,13 @@ async fn gettac_commits_the_allocation_and_answers_the_tac_as_text(kind: Kind) {
         "{}",
         r.body
     );
-    assert!(r.body.contains("slave=bld-linux64-spot-003 "), "{}", r.body);
+    assert!(r.body.contains("slave=bld-linux64-spot-003\n"), "{}", r.body);
 
     let slave = h.row("slaves", 3).await;
     let master = h.row("masters", slave["current_masterid"].as_i64().unwrap()).await;
     assert!(
         r.body.contains(&format!(
-            "master={} port={}",
+            "master={}:{}",
             master["fqdn"].as_str().unwrap(),
             master["pb_port"]
         )),
@@ -76,7 +76,7 @@ async fn a_disabled_slave_gets_the_disabled_tac_and_loses_its_master(kind: Kind)
     // t-w1064-ix-007 is disabled but still on bm10.
     let r = h.get("/gettac/t-w1064-ix-007").await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("SLAVE DISABLED t-w1064-ix-007"), "{}", r.body);
+    assert!(r.body.contains("DISABLED t-w1064-ix-007"), "{}", r.body);
     assert_eq!(h.row("slaves", 41).await["current_masterid"], Json::Null);
     h.finish().await;
 }
@@ -91,7 +91,7 @@ async fn api_gettac_answers_json_and_commits_nothing(kind: Kind) {
     assert_eq!(r.header("cache-control"), Some("no-cache"));
     let j = r.json();
     assert_eq!(j["success"], true);
-    assert!(j["tac"].as_str().unwrap().contains("slave=bld-linux64-spot-006 "));
+    assert!(j["tac"].as_str().unwrap().contains("slave=bld-linux64-spot-006\n"));
     let r = h.get("/api/gettac/nobody").await;
     assert_eq!((r.status, r.json()), (404, json!({"success": false})));
     assert_eq!(h.dump().await, before);

@@ -317,7 +317,7 @@ async fn shutdown_lets_the_requests_in_flight_finish() {
     gated.gate.add_permits(1);
     let r = request.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("slave=bld-linux64-spot-003 "));
+    assert!(r.body.contains("slave=bld-linux64-spot-003\n"));
     server.task.await.unwrap();
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use slavealloc_domain::ports::{TacBody, TacRequest};
-use slavealloc_domain::{AllocationStore, Allocator, DumpStore, FixedHost, InventoryStore, RenderError, TacRenderer};
+use slavealloc_domain::{AllocationStore, Allocator, DumpStore, FixedHost, InventoryStore};
 
 pub mod cases;
 pub mod fleet;
@@ -134,39 +133,7 @@ where
     }
 }
 
-/// A [`TacRenderer`] that writes the header and then its inputs, one per
-/// line: enough for the suite to see which master, password and template
-/// an allocation chose.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlainRenderer;
-
-impl TacRenderer for PlainRenderer {
-    fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
-        let generated = request
-            .header
-            .generated
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let header = format!(
-            "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: {generated} on {}\n\n",
-            request.header.host
-        );
-        let body = match &request.body {
-            TacBody::Disabled { slavename } => format!("DISABLED {slavename}\n"),
-            TacBody::Enabled { template, values } => format!(
-                "master={}:{}\nslave={}\nbasedir={}\npasswd={}\ntemplate={}\n",
-                values.buildmaster_host,
-                values.port,
-                values.slavename,
-                values.basedir,
-                values.passwd,
-                template.as_ref().map_or("default", |t| t.name.as_str()),
-            ),
-        };
-        Ok(header + &body)
-    }
-}
+pub use slavealloc_domain::testing::PlainRenderer;
 
 /// Expands into one `#[tokio::test]` per contract case, each running the
 /// case on fresh stores made by the [`StoreFactory`] that `$factory`

@@ -32,23 +32,16 @@ use std::time::{Duration, SystemTime};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use slavealloc_domain::ports::TacRequest;
 use slavealloc_domain::schema::{to_row, Row, Table, Value};
+use slavealloc_domain::testing::PlainRenderer;
 use slavealloc_domain::{
     AllocationError, Allocator, AuditEntry, AuditQuery, Dump, DumpStore, FixedHost, Intent, InventoryStore, Master,
-    MasterId, PoolId, Reason, RenderError, Silo, Slave, SlaveName, SlavePassword, TacRenderer,
+    MasterId, PoolId, Reason, Silo, Slave, SlaveName, SlavePassword,
 };
 use slavealloc_store_memory::MemoryStore;
 
-/// A renderer whose output is a deterministic function of its input: the
-/// properties compare tacs between runs, not their contents.
-struct DebugRenderer;
-
-impl TacRenderer for DebugRenderer {
-    fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
-        Ok(format!("{:?}", request.body))
-    }
-}
+// The properties compare tacs between runs, not their contents: the
+// domain's PlainRenderer is a deterministic function of its input.
 
 #[derive(Debug, Clone)]
 struct Fleet {
@@ -277,7 +270,7 @@ fn allocator(store: &MemoryStore) -> Allocator {
         now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_300_000_000),
         fqdn: "slavealloc.example.com".into(),
     };
-    Allocator::new(Arc::new(store.clone()), Arc::new(DebugRenderer), Arc::new(host))
+    Allocator::new(Arc::new(store.clone()), Arc::new(PlainRenderer), Arc::new(host))
 }
 
 /// What an allocation can change: the slaves' rows and the audit log (its

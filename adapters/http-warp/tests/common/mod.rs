@@ -8,34 +8,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value as Json;
-use slavealloc_domain::ports::{TacBody, TacRequest};
-use slavealloc_domain::{
-    AllocationStore, Allocator, Dump, DumpStore, FixedHost, Inventory, InventoryStore, RenderError, TacRenderer,
-};
+pub use slavealloc_domain::testing::PlainRenderer;
+use slavealloc_domain::{AllocationStore, Allocator, Dump, DumpStore, FixedHost, Inventory, InventoryStore};
 use slavealloc_http_warp::{routes, ServerConfig, Services};
 use slavealloc_store_memory::MemoryStore;
 use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, SqlStore};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
-
-/// A renderer whose output shows exactly what was decided.
-#[derive(Debug)]
-pub struct PlainRenderer;
-
-impl TacRenderer for PlainRenderer {
-    fn render(&self, r: &TacRequest) -> Result<String, RenderError> {
-        Ok(match &r.body {
-            TacBody::Disabled { slavename } => {
-                format!("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n\nSLAVE DISABLED {slavename}\n")
-            }
-            TacBody::Enabled { values: v, .. } => format!(
-                "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n\nmaster={} port={} slave={} basedir={} passwd={}\n",
-                v.buildmaster_host, v.port, v.slavename, v.basedir, v.passwd
-            ),
-        })
-    }
-}
 
 /// Every storage port in one object.
 pub trait Store: AllocationStore + InventoryStore + DumpStore {}

@@ -425,28 +425,11 @@ mod tests {
     use std::time::SystemTime;
 
     use serde_json::json;
-    use slavealloc_domain::ports::{TacBody, TacRequest};
-    use slavealloc_domain::{Allocator, Dump, FixedHost, Inventory, LocalAdmin, RenderError, TacRenderer};
+    use slavealloc_domain::testing::PlainRenderer;
+    use slavealloc_domain::{Allocator, Dump, FixedHost, Inventory, LocalAdmin};
     use slavealloc_store_memory::MemoryStore;
 
     use super::*;
-
-    /// A renderer that says which master it was given.
-    struct PlainRenderer;
-
-    impl TacRenderer for PlainRenderer {
-        fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
-            Ok(match &request.body {
-                TacBody::Disabled { slavename } => {
-                    format!("# AUTOMATICALLY GENERATED - DO NOT MODIFY\n{slavename} disabled\n")
-                }
-                TacBody::Enabled { values, .. } => format!(
-                    "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n{} -> {}:{}\n",
-                    values.slavename, values.buildmaster_host, values.port
-                ),
-            })
-        }
-    }
 
     fn fleet() -> Dump {
         let lookup = |id: &str, name: &str| json!([{ (id): 1, "name": name }]);
@@ -518,7 +501,8 @@ mod tests {
         let r = run!(gettac(&api, &["tst-01".into()], false));
         assert_eq!(
             r.out,
-            "# AUTOMATICALLY GENERATED - DO NOT MODIFY\ntst-01 -> bm01.example.com:9001\n"
+            "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: 0 on alloc.example\n\n\
+             master=bm01.example.com:9001\nslave=tst-01\nbasedir=/builds/slave\npasswd=pw\ntemplate=default\n"
         );
         assert_eq!(r.err, "");
         assert_eq!(slave(&api, "tst-01").await["current_masterid"], Value::Null);

@@ -1,0 +1,55 @@
+//! Test support for crates that use the domain (behind the `mocks`
+//! feature, with the mockall mocks of every port): one fake renderer, so
+//! that tests across the workspace read the same tac text.
+
+use std::time::SystemTime;
+
+use crate::error::RenderError;
+use crate::ports::{TacBody, TacRenderer, TacRequest};
+
+/// A [`TacRenderer`] that writes the header and then its inputs, one per
+/// line: enough for the suite to see which master, password and template
+/// an allocation chose.
+///
+/// ```text
+/// # AUTOMATICALLY GENERATED - DO NOT MODIFY
+/// # generated: <unix seconds> on <host>
+///
+/// master=<host>:<port>
+/// slave=<name>
+/// basedir=<dir>
+/// passwd=<password>
+/// template=<custom template name, or default>
+/// ```
+///
+/// and `DISABLED <name>` as the body of a disabled slave's tac.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainRenderer;
+
+impl TacRenderer for PlainRenderer {
+    fn render(&self, request: &TacRequest) -> Result<String, RenderError> {
+        let generated = request
+            .header
+            .generated
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let header = format!(
+            "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: {generated} on {}\n\n",
+            request.header.host
+        );
+        let body = match &request.body {
+            TacBody::Disabled { slavename } => format!("DISABLED {slavename}\n"),
+            TacBody::Enabled { template, values } => format!(
+                "master={}:{}\nslave={}\nbasedir={}\npasswd={}\ntemplate={}\n",
+                values.buildmaster_host,
+                values.port,
+                values.slavename,
+                values.basedir,
+                values.passwd,
+                template.as_ref().map_or("default", |t| t.name.as_str()),
+            ),
+        };
+        Ok(header + &body)
+    }
+}
