@@ -175,6 +175,11 @@ impl HttpAdmin {
             if let Some(e) = filter.enabled {
                 query.push(("enabled", e.to_string()));
             }
+            // Without it the server leaves decommissioned slaves out, and
+            // `drain` over HTTP missed those still on the master.
+            if filter.include_decomm {
+                query.push(("include_decomm", "true".to_owned()));
+            }
         }
         let mut url = self.table_url(table);
         for (i, (k, v)) in query.iter().enumerate() {
