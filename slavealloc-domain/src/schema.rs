@@ -415,6 +415,56 @@ impl Table {
             .collect()
     }
 
+    /// Checks a row a store is asked to write, whatever built it: every key
+    /// is a column of this table and every value fits it (NULL only where
+    /// allowed, integers in 32 bits, no NUL character in text). Every store
+    /// refuses the same rows this way; the checks of a client's values
+    /// (names, ports, lengths) are [`Table::parse_update`]'s and
+    /// [`Table::parse_insert`]'s.
+    ///
+    /// # Errors
+    /// The first key that is no column, or the first value that does not fit.
+    pub fn check_stored(self, row: &Row) -> Result<(), InputError> {
+        for (key, value) in row {
+            let column = self
+                .column(key)
+                .ok_or_else(|| InputError::new(key, format!("{self} has no such column")))?;
+            let fits = match (column.kind, value) {
+                (_, Value::Null) => column.nullable || Err(InputError::new(key, "may not be null"))?,
+                (Kind::Id | Kind::Int | Kind::Port | Kind::Ref(_), Value::Int(i)) => i32::try_from(*i)
+                    .map(|_| true)
+                    .map_err(|_| InputError::new(key, format!("{i} does not fit a 32-bit integer")))?,
+                (Kind::Bool, Value::Bool(_)) => true,
+                (Kind::Name | Kind::SlaveName | Kind::Text, Value::Text(t)) => {
+                    !t.contains('\0') || Err(InputError::new(key, "may not contain a NUL character"))?
+                }
+                _ => false,
+            };
+            if !fits {
+                let want = match column.kind {
+                    Kind::Bool => "a boolean",
+                    Kind::Name | Kind::SlaveName | Kind::Text => "a string",
+                    _ => "an integer",
+                };
+                return Err(InputError::new(key, format!("must be {want}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Table::check_stored`] for the changes of an update of row `id`,
+    /// which may not change the row's id.
+    ///
+    /// # Errors
+    /// As for [`Table::check_stored`], and an id column given another id.
+    pub fn check_changes(self, id: i32, changes: &Row) -> Result<(), InputError> {
+        self.check_stored(changes)?;
+        match self.id_column().and_then(|c| changes.get(c).map(|v| (c, v))) {
+            Some((c, v)) if *v != Value::Int(id.into()) => Err(InputError::new(c, "cannot be changed")),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks a client's JSON object for a create: every insertable column,
     /// with defaults for the ones left out; other keys are ignored.
     ///

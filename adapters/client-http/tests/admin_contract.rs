@@ -146,7 +146,7 @@ async fn rows_are_found_by_id_and_name_and_absent_ones_are_none() {
         let by_name = api.find(Table::Slaves, &text(first, "name")).await.unwrap().unwrap();
         assert_eq!(by_id, by_name);
         // Plain rows: the table's columns only, no names added.
-        assert!(by_id.get("pool").is_none() && by_id.get("poolid").is_some());
+        assert!(!by_id.contains_key("pool") && by_id.contains_key("poolid"));
         assert_eq!(api.get(Table::Slaves, 999_999).await.unwrap(), None);
         assert_eq!(api.find(Table::Slaves, "no-such-slave").await.unwrap(), None);
         let masters = api.list(Table::Masters, &SlaveFilter::default()).await.unwrap();
@@ -172,7 +172,10 @@ async fn gettac_records_only_when_committing_and_refuses_the_unknown() {
         assert_eq!(current().await, before, "a peek records nothing");
         let tac = api.gettac(&name(slave), true).await.unwrap();
         assert!(tac.starts_with("# AUTOMATICALLY GENERATED - DO NOT MODIFY"), "{tac}");
-        assert!(matches!(current().await, Some(Value::Int(_))), "the allocation is recorded");
+        assert!(
+            matches!(current().await, Some(Value::Int(_))),
+            "the allocation is recorded"
+        );
         match api.gettac(&name("no-such-slave"), true).await {
             Err(AdminError::NoAllocation { slave, .. }) => assert_eq!(slave, "no-such-slave"),
             other => panic!("{other:?}"),

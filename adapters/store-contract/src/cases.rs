@@ -318,6 +318,48 @@ pub async fn bad_references_are_refused_naming_the_column<F: StoreFactory>(h: Ha
     );
 }
 
+/// A row that does not fit the schema is refused the same way by every
+/// store, naming the column, whoever built it (the memory store used to
+/// take unknown keys, id changes and mistyped values the SQL stores
+/// refuse); nothing is written.
+pub async fn rows_that_do_not_fit_the_schema_are_refused_by_every_store<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(2)).await;
+    let s = h.store();
+    let before = s.export().await.unwrap();
+    let column_of = |r: Result<slavealloc_domain::Row, StoreError>| match r {
+        Err(StoreError::Input(e)) => e.column,
+        other => panic!("not refused as input: {other:?}"),
+    };
+    let updates = [
+        (row(&[("no_such_column", int(1))]), "no_such_column"),
+        (row(&[("slaveid", int(9)), ("notes", text("moved"))]), "slaveid"),
+        (row(&[("poolid", text("one"))]), "poolid"),
+        (row(&[("enabled", int(1))]), "enabled"),
+        (row(&[("name", Value::Null)]), "name"),
+        (row(&[("notes", text("a\0b"))]), "notes"),
+        (row(&[("poolid", int(1 << 40))]), "poolid"),
+    ];
+    for (changes, column) in updates {
+        let what = format!("{changes:?}");
+        assert_eq!(
+            column_of(s.update(Table::Slaves, 1, changes, actor("t")).await),
+            column,
+            "{what}"
+        );
+    }
+    let mut master = Table::Masters.parse_insert(&body(master_body("bm-x", 1))).unwrap();
+    master.insert("rogue".into(), int(1));
+    assert_eq!(column_of(s.insert(Table::Masters, master, actor("t")).await), "rogue");
+    assert_eq!(s.export().await.unwrap(), before, "nothing was written");
+
+    // Giving a row its own id is no change.
+    let same = row(&[("slaveid", int(1)), ("notes", text("kept"))]);
+    assert_eq!(
+        s.update(Table::Slaves, 1, same, actor("t")).await.unwrap()["notes"],
+        text("kept")
+    );
+}
+
 /// A row still referred to cannot be deleted, and the error says by what.
 pub async fn referenced_rows_cannot_be_deleted<F: StoreFactory>(h: Harness<F>) {
     load(&h, &one_pool(2)).await;

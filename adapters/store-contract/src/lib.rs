@@ -148,6 +148,7 @@ macro_rules! contract_tests {
             deletes_remove_the_row,
             duplicate_names_are_refused,
             bad_references_are_refused_naming_the_column,
+            rows_that_do_not_fit_the_schema_are_refused_by_every_store,
             referenced_rows_cannot_be_deleted,
             every_write_is_audited,
             values_round_trip_exactly,

@@ -660,6 +660,7 @@ impl InventoryStore for MemoryStore {
     }
 
     async fn insert(&self, table: Table, row: Row, actor: Actor) -> Result<Row, StoreError> {
+        table.check_stored(&row)?;
         let mut state = self.state.lock().await;
         let (key, row) = state.insert(table, row)?;
         let row_id = if table.id_column().is_some() { key.into() } else { 0 };
@@ -670,6 +671,7 @@ impl InventoryStore for MemoryStore {
     }
 
     async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
+        table.check_changes(id, &changes)?;
         let mut state = self.state.lock().await;
         let old = state.get(table, id).cloned().ok_or(StoreError::NotFound)?;
         let mut new = old.clone();

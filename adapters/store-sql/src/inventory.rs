@@ -12,7 +12,7 @@ use slavealloc_domain::schema::{Column, DefaultValue, InputError, Kind, Row, Tab
 use slavealloc_domain::{Actor, Dump, StoreError};
 
 use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx};
-use crate::rows::{check_columns, param, select_list, to_row};
+use crate::rows::{param, select_list, to_row};
 
 /// At most this many rows per multi-row `INSERT`, to stay far below every
 /// backend's limit on parameters per statement.
@@ -215,7 +215,8 @@ pub(crate) async fn find_by_name(db: &dyn Db, table: Table, name: &str) -> Resul
 
 /// Creates a row.
 pub(crate) async fn insert(db: &dyn Db, table: Table, mut row: Row, actor: Actor) -> Result<Row, StoreError> {
-    check_columns(table, &row)?;
+    // Column names are written into SQL text: only the schema's may get there.
+    table.check_stored(&row)?;
     let id_column = table.id_column();
     if let Some(c) = id_column {
         if row.get(c) == Some(&Value::Null) {
@@ -289,7 +290,7 @@ pub(crate) async fn insert(db: &dyn Db, table: Table, mut row: Row, actor: Actor
 
 /// Writes changes into one row.
 pub(crate) async fn update(db: &dyn Db, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
-    check_columns(table, &changes)?;
+    table.check_changes(id, &changes)?;
     let id_column = table.id_column().ok_or(StoreError::NotFound)?;
     for (k, v) in &changes {
         if let Some(c) = table.column(k) {
@@ -308,9 +309,6 @@ pub(crate) async fn update(db: &dyn Db, table: Table, id: i32, changes: Row, act
         .collect();
     if changed.is_empty() {
         return Ok(old);
-    }
-    if changed.iter().any(|c| c.name == id_column) {
-        return Err(input(id_column, "cannot be changed"));
     }
     let mut new = old.clone();
     new.extend(changes);
