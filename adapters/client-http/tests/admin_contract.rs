@@ -15,8 +15,7 @@ use slavealloc_client_http::HttpAdmin;
 use slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT;
 use slavealloc_domain::testing::PlainRenderer;
 use slavealloc_domain::{
-    AdminApi, AdminError, AllocationStore, Allocator, FixedHost, Inventory, InventoryStore, LocalAdmin, Row,
-    SlaveFilter, SlaveName, Table, Value,
+    AdminApi, AdminError, FixedHost, InventoryStore, LocalAdmin, Row, SlaveFilter, SlaveName, Table, Value,
 };
 use slavealloc_fixtures::sample_fleet;
 use slavealloc_http_warp::{ServerConfig, Services};
@@ -27,12 +26,7 @@ fn services(store: &Arc<MemoryStore>) -> Services {
         now: SystemTime::UNIX_EPOCH,
         fqdn: "alloc.example".into(),
     });
-    let allocation: Arc<dyn AllocationStore> = store.clone();
-    let inventory: Arc<dyn InventoryStore> = store.clone();
-    Services {
-        allocator: Allocator::new(allocation, Arc::new(PlainRenderer), host.clone()),
-        inventory: Inventory::new(inventory, host),
-    }
+    Services::new(store.clone(), store.clone(), Arc::new(PlainRenderer), host)
 }
 
 /// Runs `case` over `LocalAdmin`, then over `HttpAdmin` and a listener,

@@ -49,7 +49,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::service::{service_fn, Service};
-use slavealloc_domain::{Allocator, Inventory};
+use slavealloc_domain::{AllocationStore, Allocator, Host, Inventory, InventoryStore, TacRenderer};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
@@ -193,6 +193,25 @@ pub struct Services {
     pub allocator: Allocator,
     /// The tables for the REST API, `/healthz` and `/api/audit`.
     pub inventory: Inventory,
+}
+
+impl Services {
+    /// The services over a store's two ports (usually one store, twice):
+    /// the allocator renders with `renderer`, and the inventory checks
+    /// every template written with the same renderer, so that one refused
+    /// at save time is one that would fail at boot (wiring the two by hand,
+    /// tests used to forget the check).
+    pub fn new(
+        allocation: Arc<dyn AllocationStore>,
+        inventory: Arc<dyn InventoryStore>,
+        renderer: Arc<dyn TacRenderer>,
+        host: Arc<dyn Host>,
+    ) -> Self {
+        Self {
+            allocator: Allocator::new(allocation, renderer.clone(), host.clone()),
+            inventory: Inventory::new(inventory, host).with_template_check(renderer),
+        }
+    }
 }
 
 /// Everything a handler needs, shared by all requests.

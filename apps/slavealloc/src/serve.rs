@@ -22,9 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use slavealloc_domain::{
-    AllocationStore, Allocator, DumpStore, Host, Inventory, InventoryStore, StoreError, TacRenderer,
-};
+use slavealloc_domain::{DumpStore, Host, StoreError, TacRenderer};
 use slavealloc_http_warp::auth::Scope;
 use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
 use slavealloc_http_warp::{
@@ -33,6 +31,7 @@ use slavealloc_http_warp::{
 use slavealloc_store_sql::{SqlOptions, SqlStore};
 use slavealloc_tac_minijinja::{BuiltinTemplate, MinijinjaRenderer, RendererConfig};
 use slavealloc_tac_signing::{SigningRenderer, TacSigner};
+use warp::filters::BoxedFilter;
 
 /// The database when none is configured: SQLite in the working directory,
 /// created with its schema if missing, as the original's default.
@@ -424,7 +423,12 @@ impl Host for SystemHost {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// `slavealloc serve`: settings, logging, [`Daemon::build`], bind, the
+/// listening line, serve until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Bad settings, an unreadable signing key, a demo database that cannot be
+/// made, an address that cannot be bound.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let settings = settings(&args)?;
@@ -434,21 +438,141 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokens = ?settings.tokens,
         "starting"
     );
+    // Built before anything listens: a daemon that would hand out
+    // unsigned tacs when asked to sign them must not start.
+    let daemon = Daemon::build(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("while binding {}", settings.listen))?;
+    let addr = listener.local_addr().context("while reading the bound address")?;
+    // The one line tests and scripts wait for (see listening_line).
+    eprintln!("{}", listening_line(addr));
+    daemon.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
 
-    // The demo's database lives in a directory removed when this returns.
-    let demo_dir;
-    let readiness;
-    let store = match &settings.db {
+/// The whole daemon from [`Settings`], on a listener the caller bound,
+/// until `shutdown` completes: what `slavealloc serve` runs, for tests,
+/// benchmarks and tools that start the daemon in process.
+///
+/// # Errors
+/// As for [`Daemon::build`], and a failure to serve.
+pub async fn launch(
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Daemon::build(settings).await?.serve(listener, shutdown).await
+}
+
+/// A daemon wired and ready to serve: its store, renderer, services, UI
+/// and routes, as the settings say.
+#[derive(Debug)]
+pub struct Daemon {
+    store: SqlStore,
+    routes: BoxedFilter<(warp::reply::Response,)>,
+    limits: Limits,
+    /// The demo's database lives in a directory removed when the daemon is.
+    _demo_dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Opens the store (the schema is checked in the background, see
+    /// [`Readiness`]; the demo's database is made and filled at once),
+    /// reads the signing key, and wires renderer, services, UI and routes.
+    ///
+    /// # Errors
+    /// A bad database URL, a demo database that cannot be made, an
+    /// unreadable or world-readable signing key.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Daemon> {
+        let (store, readiness, demo_dir) = open_store(settings).await?;
+        let signer = settings.signing_key.as_deref().map(read_signing_key).transpose()?;
+        let minijinja: Arc<dyn TacRenderer> = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
+        let renderer: Arc<dyn TacRenderer> = match signer {
+            Some(signer) => Arc::new(SigningRenderer::new(minijinja, signer)),
+            None => minijinja,
+        };
+        let host = Arc::new(SystemHost {
+            fqdn: settings.fqdn.clone(),
+        });
+        let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host);
+        // Stored templates render after the commit on a few blocking
+        // threads, each batch within a budget well inside the request
+        // deadline, so a bad template answers its own slaves 500 and nobody
+        // else waits.
+        let render_pool = BlockingRenderPool::new(DEFAULT_RENDER_THREADS, render_budget(settings.deadline));
+        services.allocator = services.allocator.with_render_executor(Arc::new(render_pool));
+
+        // ---- web UI (slavealloc-web-ui), mounted at <base>/ui ----
+        let ui: Option<UiFilter> = settings.ui.then(|| {
+            // Pages wait for the database no longer than API requests do.
+            let config = slavealloc_web_ui::UiConfig {
+                base_url: settings.base_url.clone(),
+                write_auth: settings.tokens.required(),
+                db_deadline: Some(settings.deadline),
+            };
+            slavealloc_web_ui::routes(config, services.inventory.clone())
+        });
+        // ---- end of web UI ----
+
+        let config = ServerConfig {
+            base_url: settings.base_url.clone(),
+            tokens: settings.tokens.clone(),
+            allocator_enabled: settings.allocator,
+            ui,
+            batch_limit: settings.batch_limit,
+            db_deadline: settings.deadline,
+            readiness,
+            pool_state: Some(pool_state(store.clone())),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            guard: settings.guard.clone(),
+        };
+        Ok(Daemon {
+            routes: slavealloc_http_warp::routes(services, config),
+            store,
+            limits: settings.limits.clone(),
+            _demo_dir: demo_dir,
+        })
+    }
+
+    /// The store it serves, for callers that look behind its back.
+    pub fn store(&self) -> &SqlStore {
+        &self.store
+    }
+
+    /// Serves on `listener` until `shutdown` completes and the requests
+    /// in flight are answered, then closes the database.
+    ///
+    /// # Errors
+    /// A failure to serve.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        slavealloc_http_warp::serve_with(listener, self.routes, shutdown, self.limits)
+            .await
+            .context("while serving")?;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// The configured database, checked in the background, or the demo's,
+/// made and filled now.
+async fn open_store(settings: &Settings) -> anyhow::Result<(SqlStore, Readiness, Option<tempfile::TempDir>)> {
+    match &settings.db {
         Some(url) => {
             let store = SqlStore::open_lazy(url, settings.pool.clone())
                 .with_context(|| format!("while opening {}", redact(url)))?;
-            readiness = Readiness::not_ready("the database schema has not been checked yet");
+            let readiness = Readiness::not_ready("the database schema has not been checked yet");
             tokio::spawn(prepare(store.clone(), readiness.clone()));
-            store
+            Ok((store, readiness, None))
         }
         None => {
-            demo_dir = tempfile::tempdir().context("while creating the demo's directory")?;
-            let url = format!("sqlite://{}", demo_dir.path().join("demo.db").display());
+            let dir = tempfile::tempdir().context("while creating the demo's directory")?;
+            let url = format!("sqlite://{}", dir.path().join("demo.db").display());
             let store = SqlStore::connect_with(&url, settings.pool.clone())
                 .await
                 .context("while creating the demo database")?;
@@ -457,71 +581,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("while loading the sample fleet")?;
             tracing::info!(db = %url, "demo: the sample fleet in a temporary SQLite database, deleted at exit");
-            readiness = Readiness::ready();
-            store
+            Ok((store, Readiness::ready(), Some(dir)))
         }
-    };
-
-    // Read before anything listens: a daemon that would hand out unsigned
-    // tacs when asked to sign them must not start.
-    let signer = settings.signing_key.as_deref().map(read_signing_key).transpose()?;
-    let minijinja: Arc<dyn TacRenderer> = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
-    let renderer: Arc<dyn TacRenderer> = match signer {
-        Some(signer) => Arc::new(SigningRenderer::new(minijinja, signer)),
-        None => minijinja,
-    };
-    let host = Arc::new(SystemHost {
-        fqdn: settings.fqdn.clone(),
-    });
-    let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
-    let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
-    let check: Arc<dyn TacRenderer> = renderer.clone();
-    // Stored templates render after the commit on a few blocking threads,
-    // each batch within a budget well inside the request deadline, so a
-    // bad template answers its own slaves 500 and nobody else waits.
-    let render_pool = BlockingRenderPool::new(DEFAULT_RENDER_THREADS, render_budget(settings.deadline));
-    let services = Services {
-        allocator: Allocator::new(allocation, renderer, host.clone()).with_render_executor(Arc::new(render_pool)),
-        inventory: Inventory::new(inventory, host).with_template_check(check),
-    };
-
-    // ---- web UI (slavealloc-web-ui), mounted at <base>/ui ----
-    let ui: Option<UiFilter> = settings.ui.then(|| {
-        // Pages wait for the database no longer than API requests do.
-        let config = slavealloc_web_ui::UiConfig {
-            base_url: settings.base_url.clone(),
-            write_auth: settings.tokens.required(),
-            db_deadline: Some(settings.deadline),
-        };
-        slavealloc_web_ui::routes(config, services.inventory.clone())
-    });
-    // ---- end of web UI ----
-
-    let config = ServerConfig {
-        base_url: settings.base_url.clone(),
-        tokens: settings.tokens.clone(),
-        allocator_enabled: settings.allocator,
-        ui,
-        batch_limit: settings.batch_limit,
-        db_deadline: settings.deadline,
-        readiness,
-        pool_state: Some(pool_state(store.clone())),
-        trusted_proxies: settings.trusted_proxies.clone(),
-        guard: settings.guard.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("while binding {}", settings.listen))?;
-    let addr = listener.local_addr().context("while reading the bound address")?;
-    let routes = slavealloc_http_warp::routes(services, config);
-    // The one line tests and scripts wait for (see listening_line).
-    eprintln!("{}", listening_line(addr));
-    slavealloc_http_warp::serve_with(listener, routes, shutdown_signal(), settings.limits.clone())
-        .await
-        .context("while serving")?;
-    tracing::info!("stopped");
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// Reads the signing key, refusing one that group or others may read: the

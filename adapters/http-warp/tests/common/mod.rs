@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use serde_json::Value as Json;
 pub use slavealloc_domain::testing::PlainRenderer;
-use slavealloc_domain::{AllocationStore, Allocator, Dump, DumpStore, FixedHost, Inventory, InventoryStore};
+use slavealloc_domain::{AllocationStore, Dump, DumpStore, FixedHost, InventoryStore};
 use slavealloc_http_warp::{routes, ServerConfig, Services};
 use slavealloc_store_memory::MemoryStore;
 use slavealloc_store_sql::testing::TestDatabase;
@@ -27,12 +27,7 @@ pub fn services(store: Arc<dyn Store>) -> Services {
         now: SystemTime::now(),
         fqdn: "slavealloc.test".into(),
     });
-    let allocation: Arc<dyn AllocationStore> = store.clone();
-    let inventory: Arc<dyn InventoryStore> = store;
-    Services {
-        allocator: Allocator::new(allocation, Arc::new(PlainRenderer), host.clone()),
-        inventory: Inventory::new(inventory, host),
-    }
+    Services::new(store.clone(), store, Arc::new(PlainRenderer), host)
 }
 
 /// An answer, read whole.

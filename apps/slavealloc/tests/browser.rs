@@ -1,6 +1,6 @@
-//! The real-browser test: the daemon's own routes (REST API, write tokens,
-//! audit) with this UI mounted, served on `127.0.0.1:0` from a fresh SQLite
-//! database holding the sample fleet, driven by headless Chromium through
+//! The real-browser test: the whole daemon as `slavealloc serve` wires it
+//! (REST API, write tokens, audit, the web UI), served on `127.0.0.1:0`
+//! from a fresh SQLite database holding the sample fleet, driven by headless Chromium through
 //! chromedriver (Debian's `chromium` and `chromium-driver` packages).
 //!
 //! It loads every page, edits a slave's pool and enabled flag through the
@@ -18,22 +18,18 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value as Json};
-use slavealloc_domain::{
-    AllocationStore, Allocator, DumpStore, FixedHost, Inventory, InventoryStore, Row, Table, Value,
-};
+use slavealloc::serve::ServeArgs;
+use slavealloc_domain::{DumpStore, InventoryStore, Row, Table, Value};
 use slavealloc_fixtures::sample_fleet;
-use slavealloc_http_warp::{ServerConfig, Services, Tokens};
+use slavealloc_http_warp::Tokens;
 use slavealloc_store_sql::SqlStore;
-use slavealloc_tac_minijinja::MinijinjaRenderer;
-use slavealloc_web_ui::UiConfig;
 use warp::Filter;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -228,13 +224,13 @@ async fn ids(store: &SqlStore, table: Table) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// The daemon as `serve` wires it, over a fresh SQLite database holding the
-/// sample fleet, on `127.0.0.1:0`.
+/// The daemon as `serve` wires it ([`slavealloc::serve::launch`]), over a
+/// fresh SQLite database holding the sample fleet, on `127.0.0.1:0`.
 struct Daemon {
     store: SqlStore,
     addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), warp::hyper::Error>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -243,41 +239,27 @@ impl Daemon {
     /// guard stands between a web page and the fleet.
     async fn start(tokens: Tokens) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqlStore::connect(&format!("sqlite://{}", dir.path().join("ui.db").display()))
-            .await
-            .unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ui.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
         store.replace_all(&sample_fleet()).await.unwrap();
-        let host = Arc::new(FixedHost {
-            now: SystemTime::now(),
-            fqdn: "slavealloc.test".into(),
-        });
-        let allocation: Arc<dyn AllocationStore> = Arc::new(store.clone());
-        let inventory: Arc<dyn InventoryStore> = Arc::new(store.clone());
-        let services = Services {
-            allocator: Allocator::new(allocation, Arc::new(MinijinjaRenderer::default()), host.clone()),
-            inventory: Inventory::new(inventory, host),
+        let args = ServeArgs {
+            db: Some(url),
+            base_url: Some(BASE.into()),
+            fqdn: Some("slavealloc.test".into()),
+            ..ServeArgs::default()
         };
-        let ui = slavealloc_web_ui::routes(
-            UiConfig {
-                base_url: BASE.into(),
-                write_auth: tokens.required(),
-                db_deadline: Some(Duration::from_secs(5)),
-            },
-            services.inventory.clone(),
-        );
-        let config = ServerConfig {
-            base_url: BASE.into(),
-            tokens,
-            ui: Some(ui),
-            ..ServerConfig::default()
-        };
-        let filter = slavealloc_http_warp::routes(services, config);
+        let mut settings = slavealloc::serve::settings(&args).unwrap();
+        settings.tokens = tokens;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(slavealloc_http_warp::serve(listener, filter, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(async move {
+            slavealloc::serve::launch(&settings, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        wait_until_ready(addr).await;
         Daemon {
             store,
             addr,
@@ -290,6 +272,23 @@ impl Daemon {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.server.await.unwrap().unwrap();
+    }
+}
+
+/// Waits until `/healthz` answers 200: the daemon listens at once and
+/// checks its schema in the background.
+async fn wait_until_ready(addr: std::net::SocketAddr) {
+    let client = hyper::Client::new();
+    let url: hyper::Uri = format!("http://{addr}{BASE}/healthz").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = client.get(url.clone()).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,0 +1,53 @@
+//! # slavealloc
+//!
+//! The allocator daemon (`serve`) and the admin command line, as a library
+//! so that other release tools and tests start the whole daemon the way
+//! the binary does ([`serve::launch`], [`serve::Daemon`]) and reuse the
+//! admin operations over any [`slavealloc_domain::AdminApi`] ([`admin`]).
+//! The `slavealloc` binary only parses its arguments and calls [`run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod admin;
+pub mod keygen;
+pub mod serve;
+
+/// Hands each Buildbot worker its master.
+#[derive(Debug, Parser)]
+#[command(name = "slavealloc", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    admin: admin::GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the allocator daemon: /gettac, the REST API, the web UI.
+    Serve(serve::ServeArgs),
+    /// Make the ed25519 key pair that signs tacs (signing_key in the tac table) and
+    /// that `runslave --pubkey` checks them with.
+    Keygen(keygen::KeygenArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
+}
+
+/// Runs one parsed command line; errors are printed as one line on stderr.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Keygen(args) => keygen::run(&args),
+        Command::Admin(cmd) => admin::run(cmd, cli.admin).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line, no backtrace: the cause chain in words.
+            eprintln!("slavealloc: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
