@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use slavealloc_domain::AdminApi;
 
-mod api;
-mod db;
+pub mod api;
+pub mod db;
 mod dumpfile;
-mod import;
+pub mod import;
 mod output;
 mod pickle;
 

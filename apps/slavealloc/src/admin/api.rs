@@ -21,6 +21,12 @@ pub struct Term<'a> {
     pub err: &'a mut dyn Write,
 }
 
+impl std::fmt::Debug for Term<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Term").finish_non_exhaustive()
+    }
+}
+
 /// The columns `list slaves` shows, as the UI's slave table.
 const SLAVE_COLUMNS: &[&str] = &[
     "name",
