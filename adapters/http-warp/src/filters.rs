@@ -95,14 +95,16 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
     let put = row()
         .and(warp::put())
         .and(s())
+        .and(raw_query())
         .and(caller(&state))
         .and(body())
-        .then(|t, key, state, c, b| handlers::put_row(state, t, key, c, b));
+        .then(|t, key, state, q, c, b| handlers::put_row(state, t, key, q, c, b));
     let delete = row()
         .and(warp::delete())
         .and(s())
+        .and(raw_query())
         .and(caller(&state))
-        .then(|t, key, state, c| handlers::delete_row(state, t, key, c));
+        .then(|t, key, state, q, c| handlers::delete_row(state, t, key, q, c));
 
     let mut routes: Routes = index
         .or(openapi)

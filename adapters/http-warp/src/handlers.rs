@@ -242,12 +242,39 @@ pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: Str
     }
 }
 
-/// `PUT /api/<table>/<id>`: writes the updatable keys the body carries,
-/// ignores the rest, answers exactly `{"success": true}`.
-pub async fn put_row(state: Arc<AppState>, table: Table, key: String, caller: Caller, body: Body) -> Response {
+/// The id a row path names: `<id>`, or `<name>` with `?byname=1` (404
+/// when no row has that name).
+async fn row_key(state: &AppState, table: Table, key: &str, query: &str) -> Result<i32, ApiError> {
+    if !models::by_name(&models::query_pairs(query)?)? {
+        return models::row_id(key);
+    }
+    let inventory = state.services.inventory.clone();
+    let name = key.to_owned();
+    let row = state
+        .db(async move { inventory.find(table, &name).await })
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
+    let id = row.as_ref().and_then(|r| table.id_column().and_then(|c| r.get(c))).and_then(|v| v.as_int());
+    match id.map(i32::try_from) {
+        Some(Ok(id)) => Ok(id),
+        _ => Err(ApiError::from_store(&StoreError::NotFound)),
+    }
+}
+
+/// `PUT /api/<table>/<id>` (or `<name>?byname=1`): writes the updatable
+/// keys the body carries, ignores the rest, answers exactly
+/// `{"success": true}`.
+pub async fn put_row(
+    state: Arc<AppState>,
+    table: Table,
+    key: String,
+    query: String,
+    caller: Caller,
+    body: Body,
+) -> Response {
     let result = async {
-        let id = models::row_id(&key)?;
         let writer = state.authorize(&caller)?;
+        let id = row_key(&state, table, &key, &query).await?;
         let body = body.json_object().await?;
         let inventory = state.services.inventory.clone();
         state
@@ -288,11 +315,12 @@ pub async fn create_row(state: Arc<AppState>, table: Table, caller: Caller, body
     }
 }
 
-/// `DELETE /api/<table>/<id>`: 409 while other rows refer to it.
-pub async fn delete_row(state: Arc<AppState>, table: Table, key: String, caller: Caller) -> Response {
+/// `DELETE /api/<table>/<id>` (or `<name>?byname=1`): 409 while other
+/// rows refer to it.
+pub async fn delete_row(state: Arc<AppState>, table: Table, key: String, query: String, caller: Caller) -> Response {
     let result = async {
-        let id = models::row_id(&key)?;
         let writer = state.authorize(&caller)?;
+        let id = row_key(&state, table, &key, &query).await?;
         let inventory = state.services.inventory.clone();
         state
             .db(async move { inventory.delete_as(table, id, &writer).await })

@@ -383,6 +383,30 @@ async fn post_creates_and_delete_removes(kind: Kind) {
     h.finish().await;
 }
 
+/// Newcomer bug 6: `PUT .../NAME?byname=1` answered with advice to add the
+/// `?byname=1` it had. Writes by name work as reads by name do.
+async fn puts_and_deletes_by_name(kind: Kind) {
+    let Some(h) = Harness::new(kind, ServerConfig::default()).await else {
+        return;
+    };
+    let notes = json!({"notes": "by name"});
+    let r = h.send("PUT", "/api/slaves/bld-linux64-spot-003?byname=1", &notes).await;
+    assert_eq!((r.status, r.json()), (200, json!({"success": true})), "{}", r.body);
+    let row = h.get("/api/slaves/bld-linux64-spot-003?byname=1").await.json();
+    assert_eq!(row["notes"], "by name");
+    let r = h.send("PUT", "/api/slaves/no-such-slave?byname=1", &notes).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = h.send("PUT", "/api/slaves/bld-linux64-spot-003", &notes).await;
+    assert_eq!(r.status, 400, "a name without ?byname=1 is still no id: {}", r.body);
+
+    let r = h.send("POST", "/api/pools", &json!({"name": "short-lived"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = h.request("DELETE", "/api/pools/short-lived?byname=1", None, &[]).await;
+    assert_eq!((r.status, r.json()), (200, json!({"success": true})), "{}", r.body);
+    assert_eq!(h.get("/api/pools/short-lived?byname=1").await.status, 404);
+    h.finish().await;
+}
+
 async fn with_tokens_writes_need_one_and_reads_and_gettac_do_not(kind: Kind) {
     let Some(h) = Harness::new(kind, with_tokens()).await else {
         return;
@@ -689,6 +713,7 @@ on_every_store!(
     bad_requests_get_clear_errors_and_change_nothing,
     unknown_paths_and_methods_outside_the_api_answer_in_plain_text,
     post_creates_and_delete_removes,
+    puts_and_deletes_by_name,
     with_tokens_writes_need_one_and_reads_and_gettac_do_not,
     the_audit_log_records_writes_and_allocations_newest_first,
     health_and_metrics,
