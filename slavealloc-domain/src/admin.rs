@@ -21,8 +21,9 @@ use crate::schema::{Row, Table};
 /// sentence an operator can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AdminError {
-    /// The allocator gave no tac for this slave: unknown, or no enabled
-    /// master in its pool (HTTP 404 on `/gettac`).
+    /// The allocator gave no tac for this slave; `reason` says which case
+    /// (no slave of that name, no enabled master in its pool) when the
+    /// server said (HTTP 404 on `/gettac`).
     #[error("no allocation available for {slave}: {reason}")]
     NoAllocation {
         /// The slave asked for.
@@ -37,10 +38,17 @@ pub enum AdminError {
     /// duplicate, a reference to a missing row. The text is the server's.
     #[error("refused by the server: {0}")]
     Rejected(String),
-    /// A write needs a token the request did not carry, or carried a wrong
-    /// one.
-    #[error("not authorized: {0} (give a write token with --token or SLAVEALLOC_TOKEN)")]
-    Unauthorized(String),
+    /// A write needs a token and the request carried none.
+    #[error("this server needs a write token for that: give one with --token or SLAVEALLOC_TOKEN")]
+    TokenNeeded,
+    /// The request carried a token the server does not know (a typo, or one
+    /// removed from its configuration).
+    #[error("the server refused the write token given: it is not one of its tokens ({0})")]
+    TokenRefused(String),
+    /// The token is known but its scope does not allow this write (an
+    /// operator token changing a template, say).
+    #[error("the write token given may not do that: {0}")]
+    Forbidden(String),
     /// The server could not be reached at all.
     #[error("cannot reach the slavealloc server at {url}: {reason}")]
     Unreachable {
@@ -106,7 +114,8 @@ pub trait AdminApi: Send + Sync {
     /// # Errors
     /// [`AdminError::NotFound`] when the row is gone,
     /// [`AdminError::Rejected`] for a value the server refuses,
-    /// [`AdminError::Unauthorized`] without a valid write token; nothing is
+    /// [`AdminError::TokenNeeded`], [`AdminError::TokenRefused`] or
+    /// [`AdminError::Forbidden`] without a write token that may; nothing is
     /// written then.
     async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError>;
 }
@@ -137,8 +146,8 @@ fn from_store(e: StoreError) -> AdminError {
         StoreError::Duplicate(_)
         | StoreError::InvalidReference { .. }
         | StoreError::Referenced(_)
-        | StoreError::Input(_)
-        | StoreError::Forbidden(_) => AdminError::Rejected(e.to_string()),
+        | StoreError::Input(_) => AdminError::Rejected(e.to_string()),
+        StoreError::Forbidden(why) => AdminError::Forbidden(why),
         StoreError::Unavailable(_) | StoreError::Retryable(_) | StoreError::Other(_) => {
             AdminError::Server(e.to_string())
         }
@@ -153,13 +162,15 @@ impl AdminApi for LocalAdmin {
         } else {
             self.allocator.peek(slave.as_str()).await
         };
-        answer.map(|a| a.tac).map_err(|e| match e {
-            e if e.is_no_allocation() => AdminError::NoAllocation {
+        answer.map(|a| a.tac).map_err(|e| match e.no_allocation_reason() {
+            Some(reason) => AdminError::NoAllocation {
                 slave: slave.to_string(),
-                reason: e.to_string(),
+                reason,
             },
-            AllocationError::Storage(s) => from_store(s),
-            e => AdminError::Server(e.to_string()),
+            None => match e {
+                AllocationError::Storage(s) => from_store(s),
+                e => AdminError::Server(e.to_string()),
+            },
         })
     }
 

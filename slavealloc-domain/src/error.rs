@@ -130,9 +130,20 @@ impl AllocationError {
     /// Whether this is the ordinary "no allocation available" answer (HTTP
     /// 404) rather than a fault (HTTP 500/503).
     pub fn is_no_allocation(&self) -> bool {
-        matches!(
-            self,
-            AllocationError::InvalidName(_) | AllocationError::UnknownSlave(_) | AllocationError::NoMaster { .. }
-        )
+        self.no_allocation_reason().is_some()
+    }
+
+    /// For "no allocation available", which case it is, in words an
+    /// operator can act on; `None` for a fault. The answer to a machine
+    /// stays the original's bare "no allocation available".
+    pub fn no_allocation_reason(&self) -> Option<String> {
+        match self {
+            AllocationError::InvalidName(e) => Some(format!("not a slave name ({e})")),
+            AllocationError::UnknownSlave(_) => Some("no slave has this name".to_owned()),
+            AllocationError::NoMaster { poolid, .. } => {
+                Some(format!("its pool (poolid {poolid}) has no enabled master"))
+            }
+            _ => None,
+        }
     }
 }

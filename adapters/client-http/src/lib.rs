@@ -73,8 +73,9 @@ impl HttpAdmin {
     }
 
     /// Sends one request and returns the status and body of any HTTP
-    /// answer; transport failures become [`AdminError::Unreachable`].
-    fn send(&self, method: &str, url: &str, body: Option<String>) -> Result<(u16, String), AdminError> {
+    /// answer, and the reason header a "no allocation" carries;
+    /// transport failures become [`AdminError::Unreachable`].
+    fn send(&self, method: &str, url: &str, body: Option<String>) -> Result<Answer, AdminError> {
         let mut req = self.agent.request(method, url).set("Accept", "application/json");
         if let Some(token) = &self.token {
             req = req.set("Authorization", &format!("Bearer {token}"));
@@ -94,11 +95,12 @@ impl HttpAdmin {
             }
         };
         let status = resp.status();
+        let reason = resp.header(REASON_HEADER).map(str::to_owned);
         let text = resp.into_string().map_err(|e| AdminError::Unreachable {
             url: url.to_owned(),
             reason: format!("reading the answer: {e}"),
         })?;
-        Ok((status, text))
+        Ok(Answer { status, text, reason })
     }
 
     /// Sends a request that answers JSON; maps error statuses to
@@ -110,7 +112,7 @@ impl HttpAdmin {
         body: Option<String>,
         absent_ok: bool,
     ) -> Result<Option<serde_json::Value>, AdminError> {
-        let (status, text) = self.send(method, url, body)?;
+        let Answer { status, text, .. } = self.send(method, url, body)?;
         let is_json = serde_json::from_str::<serde_json::Value>(&text).is_ok();
         match status {
             200..=299 => parse_json(url, &text).map(Some),
@@ -121,30 +123,32 @@ impl HttpAdmin {
                 reason: format!("HTTP 404, not the slavealloc API: {}", first_line(&text)),
             }),
             404 if absent_ok => Ok(None),
-            _ => Err(status_error(status, &text)),
+            _ => Err(status_error(status, &text, self.token.is_some())),
         }
     }
 
     fn gettac_blocking(&self, slave: &SlaveName, commit: bool) -> Result<String, AdminError> {
-        let no_allocation = |text: &str| AdminError::NoAllocation {
+        let no_allocation = |text: &str, reason: Option<String>| AdminError::NoAllocation {
             slave: slave.to_string(),
-            reason: server_message(text).unwrap_or_else(|| "no allocation available".into()),
+            reason: reason
+                .or_else(|| server_message(text))
+                .unwrap_or_else(|| "the server gave no reason".into()),
         };
         if commit {
             let url = format!("{}/gettac/{}", self.root, slave);
-            let (status, text) = self.send("GET", &url, None)?;
+            let Answer { status, text, reason } = self.send("GET", &url, None)?;
             return match status {
                 200 if text.starts_with("# AUTOMATICALLY GENERATED") => Ok(text),
                 200 => Err(AdminError::BadResponse {
                     url,
                     reason: format!("not a generated buildbot.tac: {}", first_line(&text)),
                 }),
-                404 => Err(no_allocation(&text)),
-                _ => Err(status_error(status, &text)),
+                404 => Err(no_allocation(&text, reason)),
+                _ => Err(status_error(status, &text, self.token.is_some())),
             };
         }
         let url = format!("{}/gettac/{}", self.api, slave);
-        let (status, text) = self.send("GET", &url, None)?;
+        let Answer { status, text, reason } = self.send("GET", &url, None)?;
         match status {
             200 => {
                 let v = parse_json(&url, &text)?;
@@ -156,8 +160,8 @@ impl HttpAdmin {
                         reason: "the answer has no \"tac\" string".into(),
                     })
             }
-            404 => Err(no_allocation(&text)),
-            _ => Err(status_error(status, &text)),
+            404 => Err(no_allocation(&text, reason)),
+            _ => Err(status_error(status, &text, self.token.is_some())),
         }
     }
 
@@ -214,7 +218,7 @@ impl HttpAdmin {
     fn update_blocking(&self, table: Table, id: i32, changes: &Row) -> Result<(), AdminError> {
         let url = format!("{}/{id}", self.table_url(table));
         let body = serde_json::to_string(changes).map_err(|e| AdminError::Rejected(e.to_string()))?;
-        let (status, text) = self.send("PUT", &url, Some(body))?;
+        let Answer { status, text, .. } = self.send("PUT", &url, Some(body))?;
         match status {
             200..=299 => match serde_json::from_str::<serde_json::Value>(&text) {
                 Ok(v) if v.get("success") == Some(&serde_json::Value::Bool(false)) => Err(AdminError::Rejected(
@@ -229,9 +233,21 @@ impl HttpAdmin {
             404 => Err(AdminError::NotFound(
                 server_message(&text).unwrap_or_else(|| format!("{table} {id}")),
             )),
-            _ => Err(status_error(status, &text)),
+            _ => Err(status_error(status, &text, self.token.is_some())),
         }
     }
+}
+
+/// The header in which `/gettac`'s 404 says why there is no allocation
+/// (its body stays the original's bare "no allocation available").
+const REASON_HEADER: &str = "x-slavealloc-reason";
+
+/// What one request answered.
+struct Answer {
+    status: u16,
+    text: String,
+    /// [`REASON_HEADER`], when present.
+    reason: Option<String>,
 }
 
 /// Runs a blocking request on tokio's blocking pool.
@@ -288,7 +304,7 @@ fn server_message(text: &str) -> Option<String> {
 
 /// An error status as an [`AdminError`], with the server's own message
 /// when it gave one.
-fn status_error(status: u16, text: &str) -> AdminError {
+fn status_error(status: u16, text: &str, sent_token: bool) -> AdminError {
     let message = server_message(text).unwrap_or_else(|| {
         let line = first_line(text);
         if line.is_empty() {
@@ -298,7 +314,9 @@ fn status_error(status: u16, text: &str) -> AdminError {
         }
     });
     match status {
-        401 | 403 => AdminError::Unauthorized(message),
+        401 if sent_token => AdminError::TokenRefused(message),
+        401 => AdminError::TokenNeeded,
+        403 => AdminError::Forbidden(message),
         404 => AdminError::NotFound(message),
         400..=499 => AdminError::Rejected(message),
         _ => AdminError::Server(message),
@@ -341,10 +359,17 @@ mod tests {
 
     #[test]
     fn errors_carry_the_servers_message() {
-        let e = status_error(409, r#"{"success": false, "error": "duplicate: masters.nickname"}"#);
+        let e = status_error(
+            409,
+            r#"{"success": false, "error": "duplicate: masters.nickname"}"#,
+            false,
+        );
         assert_eq!(e, AdminError::Rejected("duplicate: masters.nickname".into()));
-        assert!(matches!(status_error(401, "{}"), AdminError::Unauthorized(_)));
-        let e = status_error(502, "<html><body>Bad Gateway</body></html>");
+        // Bug: a wrong token and a missing one got the same message.
+        assert_eq!(status_error(401, "{}", false), AdminError::TokenNeeded);
+        assert!(matches!(status_error(401, "{}", true), AdminError::TokenRefused(_)));
+        assert!(matches!(status_error(403, "{}", true), AdminError::Forbidden(_)));
+        let e = status_error(502, "<html><body>Bad Gateway</body></html>", false);
         assert_eq!(
             e,
             AdminError::Server("HTTP 502: <html><body>Bad Gateway</body></html>".into())

@@ -178,6 +178,40 @@ async fn gettac_records_only_when_committing_and_refuses_the_unknown() {
     .await;
 }
 
+/// Bug 6: "no allocation available" said the same for an unknown slave and
+/// for a pool without an enabled master; both transports now say which.
+#[tokio::test]
+async fn no_allocation_says_why() {
+    over_both(|api, _| async move {
+        for commit in [false, true] {
+            match api.gettac(&name("no-such-slave"), commit).await {
+                Err(AdminError::NoAllocation { reason, .. }) => assert_eq!(reason, "no slave has this name"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let slave = api.find(Table::Slaves, "bld-linux64-spot-003").await.unwrap().unwrap();
+        let masters = api.list(Table::Masters, &SlaveFilter::default()).await.unwrap();
+        for m in masters.iter().filter(|m| m.get("poolid") == slave.get("poolid")) {
+            let Some(Value::Int(id)) = m.get("masterid") else {
+                panic!("{m:?}")
+            };
+            let off = Row::from([("enabled".to_owned(), Value::Bool(false))]);
+            api.update(Table::Masters, i32::try_from(*id).unwrap(), off)
+                .await
+                .unwrap();
+        }
+        for commit in [false, true] {
+            match api.gettac(&name("bld-linux64-spot-003"), commit).await {
+                Err(AdminError::NoAllocation { reason, .. }) => {
+                    assert!(reason.contains("has no enabled master"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn updates_write_what_they_say_and_bad_ones_write_nothing() {
     over_both(|api, store| async move {

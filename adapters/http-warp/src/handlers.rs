@@ -86,13 +86,32 @@ fn text(status: StatusCode, body: String) -> Response {
     r
 }
 
+/// The header in which a 404 from `/gettac` says why (see
+/// [`AllocationError::no_allocation_reason`]).
+pub const REASON_HEADER: &str = "x-slavealloc-reason";
+
+/// `/gettac`'s 404: the original's bare body, which machines and scripts
+/// know, and the reason in [`REASON_HEADER`] for the admin command line.
+fn no_allocation(e: &AllocationError) -> Response {
+    let mut r = text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned());
+    if let Some(v) = e
+        .no_allocation_reason()
+        .and_then(|why| HeaderValue::from_str(&why).ok())
+    {
+        r.headers_mut()
+            .insert(header::HeaderName::from_static(REASON_HEADER), v);
+    }
+    r
+}
+
 /// `GET /gettac/<slave>`: allocate, commit (in the next group commit), and
 /// answer the tac as text/plain; 404 `no allocation available`; 503 while
 /// the database is unreachable; 500 `error processing request: ...`.
 pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -> Response {
     let started = Instant::now();
-    let Ok(name) = SlaveName::parse(&raw) else {
-        return text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned());
+    let name = match SlaveName::parse(&raw) {
+        Ok(name) => name,
+        Err(e) => return no_allocation(&AllocationError::InvalidName(e)),
     };
     let result = match state.readiness.check() {
         Err(reason) => Err(AllocationError::Storage(StoreError::Unavailable(reason))),
@@ -116,7 +135,7 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
         }
         Err(e) if e.is_no_allocation() => {
             tracing::info!(slave = %raw, error = %e, "no allocation");
-            text(StatusCode::NOT_FOUND, NO_ALLOCATION.to_owned())
+            no_allocation(&e)
         }
         Err(AllocationError::Storage(e @ StoreError::Unavailable(_))) => {
             tracing::warn!(slave = %raw, error = %e, "gettac: database unavailable");
@@ -195,7 +214,10 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response
         .await;
     match result {
         Ok(Ok(a)) => models::json(StatusCode::OK, &json!({"success": true, "tac": a.tac})),
-        Ok(Err(e)) if e.is_no_allocation() => models::json(StatusCode::NOT_FOUND, &json!({"success": false})),
+        Ok(Err(e)) if e.is_no_allocation() => models::json(
+            StatusCode::NOT_FOUND,
+            &json!({"success": false, "error": e.no_allocation_reason()}),
+        ),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "api gettac failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_json()
@@ -254,7 +276,10 @@ async fn row_key(state: &AppState, table: Table, key: &str, query: &str) -> Resu
         .db(async move { inventory.find(table, &name).await })
         .await
         .map_err(|e| ApiError::from_store(&e))?;
-    let id = row.as_ref().and_then(|r| table.id_column().and_then(|c| r.get(c))).and_then(|v| v.as_int());
+    let id = row
+        .as_ref()
+        .and_then(|r| table.id_column().and_then(|c| r.get(c)))
+        .and_then(|v| v.as_int());
     match id.map(i32::try_from) {
         Some(Ok(id)) => Ok(id),
         _ => Err(ApiError::from_store(&StoreError::NotFound)),

@@ -93,7 +93,10 @@ async fn api_gettac_answers_json_and_commits_nothing(kind: Kind) {
     assert_eq!(j["success"], true);
     assert!(j["tac"].as_str().unwrap().contains("slave=bld-linux64-spot-006\n"));
     let r = h.get("/api/gettac/nobody").await;
-    assert_eq!((r.status, r.json()), (404, json!({"success": false})));
+    assert_eq!(
+        (r.status, r.json()),
+        (404, json!({"success": false, "error": "no slave has this name"}))
+    );
     assert_eq!(h.dump().await, before);
     h.finish().await;
 }

@@ -519,11 +519,13 @@ fn writes_need_the_token_when_the_daemon_has_tokens() {
     std::fs::write(&config, format!("[tokens]\nrelops = \"{TOKEN}\"\n")).unwrap();
     let daemon = Daemon::start(&db.url, Some(&config));
     let before = db.dump();
+    // Bug 6: a missing token and a wrong one said the same thing.
     let err = fails(daemon.cli(&["disable", "tst-linux64-01"]));
-    assert!(err.contains("not authorized"), "{err}");
+    assert!(err.contains("needs a write token") && err.contains("--token"), "{err}");
     assert_eq!(db.dump(), before);
     let err = fails(daemon.cli(&["--token", "wrong-token-wrong-token-wrong", "disable", "tst-linux64-01"]));
-    assert!(err.contains("not authorized"), "{err}");
+    assert!(err.contains("refused the write token"), "{err}");
+    assert_eq!(db.dump(), before);
     ok(daemon.cli(&["disable", "tst-linux64-01", "--token", TOKEN]));
     assert_eq!(
         stderr(&ok(daemon.cli(&["disable", "tst-linux64-01"]))),
