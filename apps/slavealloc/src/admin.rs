@@ -27,16 +27,36 @@ pub const DEFAULT_DB: &str = "sqlite:slavealloc.db";
 /// The default REST API base.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8010/api";
 
-/// Options of every subcommand that talks to the REST API; global, so they
-/// may come before or after the subcommand's name, as in the original.
-#[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
-    /// The allocator's REST API base URL (`/gettac` is found next to it).
-    #[arg(short = 'A', long = "api", env = "SLAVEALLOC_API", default_value = DEFAULT_API, global = true)]
-    pub api: String,
-    /// A write token, sent as `Authorization: Bearer <token>`.
-    #[arg(long, env = "SLAVEALLOC_TOKEN", hide_env_values = true, global = true)]
+/// `-A/--api` and `--token`, taken by the subcommands that talk to the REST
+/// API (after their name) and, as in the original, before the subcommand's
+/// name; only those subcommands take them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApiArgs {
+    /// The allocator's REST API base URL (`/gettac` is found next to it)
+    /// [env: SLAVEALLOC_API] [default: http://127.0.0.1:8010/api]
+    #[arg(short = 'A', long = "api", value_name = "URL")]
+    pub api: Option<String>,
+    /// A write token, sent as `Authorization: Bearer <token>` [env: SLAVEALLOC_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+}
+
+impl ApiArgs {
+    /// These, else `outer` (given before the subcommand's name), else the
+    /// environment, else the default: the command line wins over the
+    /// environment wherever on it they are.
+    fn resolve(&self, outer: &ApiArgs) -> (String, Option<String>) {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let api = (self.api.clone().or_else(|| outer.api.clone()))
+            .or_else(|| env("SLAVEALLOC_API"))
+            .unwrap_or_else(|| DEFAULT_API.to_owned());
+        let token = (self.token.clone().or_else(|| outer.token.clone())).or_else(|| env("SLAVEALLOC_TOKEN"));
+        (api, token)
+    }
+
+    fn given(&self) -> bool {
+        self.api.is_some() || self.token.is_some()
+    }
 }
 
 /// `-D/--db`, for the subcommands that work on a database directly.
@@ -48,9 +68,26 @@ pub struct DbArg {
     pub db: String,
 }
 
-/// The admin subcommands.
+/// The admin subcommands: those on a database, those through the REST API,
+/// and a few of their own.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    #[command(flatten)]
+    Database(DatabaseCommand),
+    #[command(flatten)]
+    Api(ApiCommand),
+    /// The database's schema.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the version and exit.
+    Version,
+}
+
+/// The subcommands that work on a database directly (`-D/--db`).
+#[derive(Debug, Subcommand)]
+pub enum DatabaseCommand {
     /// Create the schema in a database, optionally loading a dump (JSON from
     /// dbdump, or a pickle from the original Python dbdump).
     ///
@@ -65,6 +102,12 @@ pub enum AdminCommand {
     /// Copy a whole database to another, of any backend (refresh staging from
     /// production).
     Dbcopy(DbcopyArgs),
+}
+
+/// The subcommands that go through a running allocator's REST API
+/// (`-A/--api`, `--token`).
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
     /// Print the buildbot.tac of each slave, allocating it a master.
     Gettac(GettacArgs),
     /// Lock a slave to a master (or, with -u, unlock it).
@@ -86,14 +129,23 @@ pub enum AdminCommand {
     /// Disable a master and list the slaves still on it.
     Drain(DrainArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
-    Silos(FormatArgs),
-    /// The database's schema.
-    #[command(subcommand)]
-    Db(DbCommand),
-    /// Print a shell completion script.
-    Completions(CompletionsArgs),
-    /// Print the version and exit.
-    Version,
+    Silos(SilosArgs),
+}
+
+impl ApiCommand {
+    /// Its `-A/--api` and `--token`.
+    fn api_args(&self) -> &ApiArgs {
+        match self {
+            ApiCommand::Gettac(a) => &a.api,
+            ApiCommand::Lock(a) => &a.api,
+            ApiCommand::Unlock(a) => &a.api,
+            ApiCommand::Enable(a) | ApiCommand::Disable(a) | ApiCommand::Notes(a) => &a.api,
+            ApiCommand::List(a) => &a.api,
+            ApiCommand::Show(a) => &a.api,
+            ApiCommand::Drain(a) => &a.api,
+            ApiCommand::Silos(a) => &a.api,
+        }
+    }
 }
 
 /// `db ...`: the database itself.
@@ -151,6 +203,8 @@ pub struct DbcopyArgs {
 /// Options of `gettac`.
 #[derive(Debug, Args)]
 pub struct GettacArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// Slave host names (unqualified).
     #[arg(required = true)]
     slaves: Vec<String>,
@@ -162,6 +216,8 @@ pub struct GettacArgs {
 /// Options of `lock`.
 #[derive(Debug, Args)]
 pub struct LockArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// The slave.
     slave: String,
     /// The master (nickname) to lock it to.
@@ -175,6 +231,8 @@ pub struct LockArgs {
 /// A slave name alone.
 #[derive(Debug, Args)]
 pub struct SlaveArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// The slave.
     slave: String,
 }
@@ -182,6 +240,8 @@ pub struct SlaveArgs {
 /// Options of `enable`, `disable` and `notes`.
 #[derive(Debug, Args)]
 pub struct EnableArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// The slave.
     slave: String,
     /// New slave notes.
@@ -201,6 +261,8 @@ pub enum ListWhat {
 /// Options of `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// Slaves or masters.
     what: ListWhat,
     /// Only those of this pool (repeatable).
@@ -227,6 +289,8 @@ pub struct FormatArgs {
 /// Options of `show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// A slave name or a master nickname.
     name: String,
     /// Output format (`table`: one `column: value` line each).
@@ -237,8 +301,19 @@ pub struct ShowArgs {
 /// Options of `drain`.
 #[derive(Debug, Args)]
 pub struct DrainArgs {
+    #[command(flatten)]
+    api: ApiArgs,
     /// The master's nickname.
     master: String,
+}
+
+/// Options of `silos`.
+#[derive(Debug, Args)]
+pub struct SilosArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Options of `completions`.
@@ -249,7 +324,14 @@ pub struct CompletionsArgs {
 }
 
 /// Runs one admin subcommand.
-pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCode> {
+///
+/// # Errors
+/// The subcommand's, in words; `-A`/`--token` before a subcommand that does
+/// not use the REST API.
+pub async fn run(cmd: AdminCommand, outer: ApiArgs) -> anyhow::Result<ExitCode> {
+    if outer.given() && !matches!(cmd, AdminCommand::Api(_)) {
+        anyhow::bail!("-A/--api and --token are options of the REST API subcommands (gettac, lock, list, ...) only");
+    }
     // Not locked: dbimport's progress bar writes to stderr too.
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let mut term = api::Term {
@@ -257,20 +339,20 @@ pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCo
         err: &mut stderr,
     };
     match cmd {
-        AdminCommand::Dbinit(a) => {
+        AdminCommand::Database(DatabaseCommand::Dbinit(a)) => {
             let store = db::open(&a.db.db).await?;
             let backups = db::Backups::new(&a.db.db, a.backup_dir);
             db::dbinit(&store, a.dumpfile.as_deref(), a.force, &backups, term.err).await?;
         }
-        AdminCommand::Dbdump(a) => {
+        AdminCommand::Database(DatabaseCommand::Dbdump(a)) => {
             let store = db::open_existing(&a.db.db).await?;
             db::dbdump(&store, a.dumpfile.as_deref(), term.out).await?;
         }
-        AdminCommand::Dbimport(a) => {
+        AdminCommand::Database(DatabaseCommand::Dbimport(a)) => {
             let store = db::open(&a.db.db).await?;
             import::dbimport(&store, &a, term.err).await?;
         }
-        AdminCommand::Dbcopy(a) => {
+        AdminCommand::Database(DatabaseCommand::Dbcopy(a)) => {
             let from = db::open_existing(&a.from).await?;
             let to = db::open(&a.to).await?;
             let backups = db::Backups::new(&a.to, a.backup_dir);
@@ -286,8 +368,9 @@ pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCo
             clap_complete::generate(a.shell, &mut cmd, "slavealloc", term.out);
         }
         AdminCommand::Version => writeln!(term.out, "slavealloc {}", env!("CARGO_PKG_VERSION"))?,
-        cmd => {
-            let client = slavealloc_client_http::HttpAdmin::new(&global.api, global.token);
+        AdminCommand::Api(cmd) => {
+            let (api, token) = cmd.api_args().resolve(&outer);
+            let client = slavealloc_client_http::HttpAdmin::new(&api, token);
             run_api(cmd, &client, &mut term).await?;
         }
     }
@@ -295,18 +378,18 @@ pub async fn run(cmd: AdminCommand, global: GlobalArgs) -> anyhow::Result<ExitCo
 }
 
 /// Runs a subcommand that goes through the REST API.
-async fn run_api(cmd: AdminCommand, client: &dyn AdminApi, term: &mut api::Term<'_>) -> anyhow::Result<()> {
+async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_>) -> anyhow::Result<()> {
     match cmd {
-        AdminCommand::Gettac(a) => api::gettac(client, term, &a.slaves, !a.noop).await,
-        AdminCommand::Lock(a) => match (a.unlock, a.master) {
+        ApiCommand::Gettac(a) => api::gettac(client, term, &a.slaves, !a.noop).await,
+        ApiCommand::Lock(a) => match (a.unlock, a.master) {
             (false, Some(master)) => api::lock(client, term, &a.slave, &master).await,
             _ => api::unlock(client, term, &a.slave).await,
         },
-        AdminCommand::Unlock(a) => api::unlock(client, term, &a.slave).await,
-        AdminCommand::Enable(a) => api::set_enabled(client, term, &a.slave, true, a.message).await,
-        AdminCommand::Disable(a) => api::set_enabled(client, term, &a.slave, false, a.message).await,
-        AdminCommand::Notes(a) => api::notes(client, term, &a.slave, a.message).await,
-        AdminCommand::List(a) => {
+        ApiCommand::Unlock(a) => api::unlock(client, term, &a.slave).await,
+        ApiCommand::Enable(a) => api::set_enabled(client, term, &a.slave, true, a.message).await,
+        ApiCommand::Disable(a) => api::set_enabled(client, term, &a.slave, false, a.message).await,
+        ApiCommand::Notes(a) => api::notes(client, term, &a.slave, a.message).await,
+        ApiCommand::List(a) => {
             let enabled = match (a.enabled, a.disabled) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
@@ -314,9 +397,8 @@ async fn run_api(cmd: AdminCommand, client: &dyn AdminApi, term: &mut api::Term<
             };
             api::list(client, term, a.what, &a.pool, enabled, a.format.format).await
         }
-        AdminCommand::Show(a) => api::show(client, term, &a.name, a.format).await,
-        AdminCommand::Drain(a) => api::drain(client, term, &a.master).await,
-        AdminCommand::Silos(a) => api::silos(client, term, a.format).await,
-        other => anyhow::bail!("{other:?} does not use the REST API"),
+        ApiCommand::Show(a) => api::show(client, term, &a.name, a.format).await,
+        ApiCommand::Drain(a) => api::drain(client, term, &a.master).await,
+        ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
     }
 }

@@ -20,8 +20,10 @@ pub mod serve;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// `-A/--api` and `--token` before the subcommand's name, as the
+    /// original took them; only the REST API subcommands use them.
     #[command(flatten)]
-    admin: admin::GlobalArgs,
+    api: admin::ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,10 +39,14 @@ enum Command {
 
 /// Runs one parsed command line; errors are printed as one line on stderr.
 pub async fn run(cli: Cli) -> ExitCode {
+    let outer_api = cli.api.api.is_some() || cli.api.token.is_some();
     let result = match cli.command {
+        Command::Serve(_) | Command::Keygen(_) if outer_api => Err(anyhow::anyhow!(
+            "-A/--api and --token are options of the REST API subcommands (gettac, lock, list, ...) only"
+        )),
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen(args) => keygen::run(&args),
-        Command::Admin(cmd) => admin::run(cmd, cli.admin).await,
+        Command::Admin(cmd) => admin::run(cmd, cli.api).await,
     };
     match result {
         Ok(code) => code,

@@ -432,6 +432,18 @@ fn api_subcommands_against_a_running_daemon() {
     );
     let out = ok(daemon.cli(&["gettac", "w64-ix-slave01"]));
     assert_eq!(stderr(&out), "Slave 'w64-ix-slave01' is disabled; no allocation made\n");
+    // -A after the subcommand's name works as before it; so does the
+    // environment, which the command line beats.
+    let out = ok(slavealloc(&["gettac", "-n", "-A", &daemon.api, "tst-linux64-01"]));
+    assert!(stdout(&out).starts_with(MARKER), "{}", stdout(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_slavealloc"))
+        .args(["gettac", "-n", "tst-linux64-01"])
+        .env("SLAVEALLOC_API", &daemon.api)
+        .output()
+        .unwrap();
+    assert!(ok(out).status.success());
+    let err = fails(slavealloc(&["gettac", "-n", "no-such-slave", "-A", &daemon.api]));
+    assert!(err.contains("no slave has this name"), "bug 6: {err}");
 
     // lock / unlock
     let out = ok(daemon.cli(&["lock", "tst-linux64-01", "bm03-build"]));
@@ -595,6 +607,25 @@ fn help_on_every_subcommand_and_completions() {
         let out = ok(slavealloc(&args));
         assert!(stdout(&out).contains("Usage: slavealloc"), "{sub}: {}", stdout(&out));
     }
+    // Bug 5: -A/--api and --token were on every subcommand, serve and
+    // dbinit included. Only the API subcommands take them.
+    for sub in ["serve", "dbinit", "dbdump", "dbimport", "dbcopy", "keygen", "db status"] {
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let help = stdout(&ok(slavealloc(&args)));
+        assert!(!help.contains("--api") && !help.contains("--token"), "{sub}: {help}");
+    }
+    for sub in [
+        "gettac", "lock", "unlock", "enable", "disable", "notes", "list", "show", "drain", "silos",
+    ] {
+        let help = stdout(&ok(slavealloc(&[sub, "--help"])));
+        assert!(help.contains("--api") && help.contains("--token"), "{sub}: {help}");
+    }
+    let out = slavealloc(&["serve", "--api", "http://x/api"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {}", stderr(&out));
+    let err = fails(slavealloc(&["-A", "http://x/api", "dbinit"]));
+    assert!(err.contains("REST API subcommands"), "{err}");
+
     for shell in ["bash", "zsh", "fish"] {
         let out = ok(slavealloc(&["completions", shell]));
         let script = stdout(&out);
