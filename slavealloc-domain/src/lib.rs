@@ -45,7 +45,6 @@ pub mod name;
 pub mod ports;
 pub mod rule;
 pub mod schema;
-#[cfg(any(test, feature = "mocks"))]
 pub mod testing;
 
 pub use access::{Permission, Writer};

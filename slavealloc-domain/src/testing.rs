@@ -1,6 +1,9 @@
-//! Test support for crates that use the domain (behind the `mocks`
-//! feature, with the mockall mocks of every port): one fake renderer, so
-//! that tests across the workspace read the same tac text.
+//! Test support for crates that use the domain: one fake renderer, so
+//! that tests across the workspace read the same tac text. Not behind the
+//! `mocks` feature (which gives the mockall mocks of every port): the
+//! contract-suite crate needs it in its normal dependencies, and a domain
+//! feature that only some members enable gives the domain, and every crate
+//! above it, a second build (newcomer bug 7).
 
 use std::time::SystemTime;
 

@@ -112,7 +112,9 @@ impl MemoryStore {
 
 /// A map for the lookups of an allocation: foldhash instead of SipHash,
 /// whose hashing was a fifth of an in-memory decision. Still seeded per
-/// process, so names sent by clients cannot be chosen to collide.
+/// process (from address-space randomisation: foldhash is built without
+/// `std`, see the workspace Cargo.toml), so names sent by clients cannot be
+/// chosen to collide.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A slave's name as a map key, held inside the map when it is short, as

@@ -42,8 +42,6 @@ mod mysql;
 mod postgres;
 mod rows;
 mod sqlite;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use driver::{Db, Mode, Out, Sql};
 pub use migrations::{MigrationState, MigrationStatus, SchemaStatus};

@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use slavealloc_domain::{DumpStore, StoreError};
-use slavealloc_store_sql::testing::servers::{PrivateMariadb, PrivatePostgres, TestCertificates};
 use slavealloc_store_sql::SqlStore;
+use slavealloc_store_sql_testing::servers::{PrivateMariadb, PrivatePostgres, TestCertificates};
 use sqlx::{Connection as _, Row as _};
 
 /// Whether a session of the store's own URL is encrypted, asked of the

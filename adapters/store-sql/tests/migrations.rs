@@ -12,8 +12,8 @@ use slavealloc_domain::schema::Table;
 use slavealloc_domain::{DumpStore, StoreError};
 use slavealloc_store_contract::allocator;
 use slavealloc_store_contract::fleet::one_pool;
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, MigrationState, SqlOptions, SqlStore};
+use slavealloc_store_sql_testing::TestDatabase;
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
 const BACKENDS: [Backend; 3] = [Backend::Sqlite, Backend::MySql, Backend::Postgres];

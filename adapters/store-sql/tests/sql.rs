@@ -13,8 +13,8 @@ use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::{AllocationStore, DumpStore, InventoryStore, StoreError};
 use slavealloc_store_contract::allocator;
 use slavealloc_store_contract::fleet::{int, one_pool, Fleet};
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, SqlOptions, SqlStore};
+use slavealloc_store_sql_testing::TestDatabase;
 use sqlx::{Connection as _, Executor as _, Row as _};
 
 // ---------------------------------------------------------------- concurrency

@@ -11,8 +11,8 @@ use slavealloc_domain::schema::Table;
 use slavealloc_domain::DumpStore;
 use slavealloc_store_contract::allocator;
 use slavealloc_store_contract::fleet::{int, one_pool, Fleet};
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, SqlStore};
+use slavealloc_store_sql_testing::TestDatabase;
 use sqlx::{Connection as _, Executor as _, SqliteConnection};
 
 /// `(poolid, distroid, bitsid, purposeid, dcid, trustid, envid, masterid,

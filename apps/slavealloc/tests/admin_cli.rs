@@ -9,8 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::Backend;
+use slavealloc_store_sql_testing::TestDatabase;
 
 const MARKER: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY";
 /// A write token long enough for the daemon to accept it.

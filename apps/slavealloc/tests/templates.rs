@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use slavealloc_domain::{Dump, DumpStore};
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::Backend;
+use slavealloc_store_sql_testing::TestDatabase;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

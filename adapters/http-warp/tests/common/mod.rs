@@ -12,8 +12,8 @@ pub use slavealloc_domain::testing::PlainRenderer;
 use slavealloc_domain::{AllocationStore, Dump, DumpStore, FixedHost, InventoryStore};
 use slavealloc_http_warp::{routes, ServerConfig, Services};
 use slavealloc_store_memory::MemoryStore;
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, SqlStore};
+use slavealloc_store_sql_testing::TestDatabase;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 

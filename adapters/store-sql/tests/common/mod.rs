@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use slavealloc_store_contract::StoreFactory;
-use slavealloc_store_sql::testing::TestDatabase;
 use slavealloc_store_sql::{Backend, SqlStore};
+use slavealloc_store_sql_testing::TestDatabase;
 
 /// Makes [`SqlStore`]s on fresh databases of one backend.
 #[derive(Debug)]

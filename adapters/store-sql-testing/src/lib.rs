@@ -1,3 +1,5 @@
+//! # slavealloc-store-sql-testing
+//!
 //! Fresh databases for tests, here so that every crate's tests that need a
 //! real database get one the same way (see DEVELOPERS.md, "Databases for
 //! tests").
@@ -16,10 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection as _, Executor as _};
 
-use crate::{Backend, SqlOptions, SqlStore};
+use slavealloc_store_sql::{Backend, SqlOptions, SqlStore};
 
 #[cfg(unix)]
 pub mod servers;
+
+// A crate of its own rather than a feature of slavealloc-store-sql: a
+// feature that some members enable and others do not gives the store two
+// builds, and `cargo run -p slavealloc` after a workspace build recompiled
+// it and everything above it (newcomer bug 7).
 
 /// The MariaDB server tests use, unless `SLAVEALLOC_TEST_MYSQL` says
 /// otherwise.
