@@ -1,4 +1,4 @@
-//! One struct per table of the original schema (ORIGINAL.md §1), with the
+//! One struct per table of the original schema (docs/compatibility.md §1), with the
 //! same table and column names, so that a row of an existing slavealloc
 //! database maps onto a struct field by field.
 //!

@@ -1,6 +1,6 @@
 //! The allocation rule, as pure functions over a [`Snapshot`].
 //!
-//! For one slave (ORIGINAL.md §2):
+//! For one slave (docs/compatibility.md §2):
 //! 1. disabled → a disabled tac, and `current_masterid` becomes NULL;
 //! 2. the password is the pool's row for the slave's distro, else the pool's
 //!    wildcard (NULL distro) row; none at all is an error;
@@ -18,7 +18,7 @@
 //! Rows are shared, not copied: a [`Snapshot`] holds its rows behind
 //! [`Arc`]s and a [`Decision`] holds the same `Arc`s, so deciding allocates
 //! nothing (the in-memory store hands out the rows it keeps, and the
-//! decision under 1 µs that issue 2 asks for depends on it).
+//! sub-microsecond decision in benches/README.md depends on it).
 
 use std::borrow::Cow;
 use std::sync::Arc;

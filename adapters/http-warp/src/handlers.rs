@@ -124,7 +124,7 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
     match result {
         Ok(a) => {
             log_allocation(&state, &a, client, started);
-            // A signed tac's signature also goes in a header (issue 9).
+            // A signed tac's signature also goes in a header (SECURITY.md).
             let signature = slavealloc_tac_signing::signature_value(&a.tac).and_then(|v| HeaderValue::from_str(v).ok());
             let mut r = text(StatusCode::OK, a.tac);
             if let Some(v) = signature {

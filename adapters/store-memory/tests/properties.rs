@@ -1,6 +1,6 @@
 //! Properties of allocation through the domain `Allocator` on the in-memory
 //! store, for random fleets, random starting states and random request
-//! orders (issue 2).
+//! orders.
 //!
 //! A fleet is small (a few pools, up to four masters each, some disabled;
 //! up to 40 slaves drawn from up to three silos, with random speeds, since

@@ -14,7 +14,7 @@
 //! binding and decoding values, its transaction start, its lock clause and
 //! its error codes. No module mixes backends with `cfg` or macros.
 //!
-//! The schema is the original's (ORIGINAL.md §1), so an existing slavealloc
+//! The schema is the original's (docs/compatibility.md §1), so an existing slavealloc
 //! database works unchanged; the only addition is the `audit_log` table.
 //!
 //! SQLite URLs follow sqlx: `sqlite://slavealloc.db` and

@@ -1,6 +1,6 @@
 //! What only the SQL store has to prove, against the real servers:
 //! allocations serialised per pool across connection pools, a pool that
-//! survives killed connections, the schema of ORIGINAL.md §1, a database
+//! survives killed connections, the schema of docs/compatibility.md §1, a database
 //! created by the original working unchanged, and clear errors when the
 //! database is down.
 #![allow(clippy::unwrap_used)]
@@ -400,7 +400,7 @@ async fn a_new_sqlite_file_and_its_wal_and_shm_are_private() {
 
 // Several daemons starting at once: tests/migrations.rs.
 
-/// ORIGINAL.md §1 as MariaDB describes it: per table, its engine, then per
+/// The original schema (docs/compatibility.md §1) as MariaDB describes it: per table, its engine, then per
 /// column `name type NULL|NOT NULL [PK] [AUTO] [UNIQUE] [-> table.column]`,
 /// then its secondary indexes.
 const ORIGINAL_SCHEMA: &str = "
@@ -569,7 +569,7 @@ async fn describe_mariadb(conn: &mut sqlx::MySqlConnection, name: &str) -> Strin
     out
 }
 
-/// The schema `SqlStore` creates on MariaDB is ORIGINAL.md §1's (plus
+/// The schema `SqlStore` creates on MariaDB is the original's (docs/compatibility.md §1, plus
 /// `audit_log`), checked in information_schema.
 #[tokio::test]
 async fn mariadb_schema_matches_the_original() {

@@ -1,4 +1,4 @@
-//! Signed tacs over TLS, end to end (issue 9, finding 2): a real nginx runs
+//! Signed tacs over TLS, end to end (SECURITY.md, "Signed tacs and runslave over TLS"): a real nginx runs
 //! the TLS site (apps/slavealloc/deploy/nginx/slavealloc-production-tls.conf)
 //! with a certificate from a CA this test makes with the `openssl` CLI, in
 //! front of the real `slavealloc serve` signing with a key from `slavealloc

@@ -1,4 +1,4 @@
-//! The admin subcommands: the original's command line (ORIGINAL.md §6) and
+//! The admin subcommands: the original's command line (docs/compatibility.md §6) and
 //! a few new ones.
 //!
 //! Two families. `dbinit`, `dbdump`, `dbimport` and `dbcopy` work on a

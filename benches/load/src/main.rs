@@ -1,4 +1,4 @@
-//! Load benchmark of `slavealloc serve` (issue 3): on a generated
+//! Load benchmark of `slavealloc serve` (README, "Performance"): on a generated
 //! 10,000-slave fleet, with 64 keep-alive connections, measures /healthz
 //! and /gettac requests per second, gettac's median and 99th-percentile
 //! latency, on SQLite and on MariaDB, and the daemon's peak RSS
