@@ -43,6 +43,7 @@ pub mod error;
 pub mod inventory;
 pub mod name;
 pub mod ports;
+pub mod reports;
 pub mod rule;
 pub mod schema;
 pub mod testing;

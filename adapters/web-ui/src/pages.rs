@@ -8,7 +8,7 @@ use serde::Serialize;
 use slavealloc_domain::audit::format_at;
 use slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT;
 use slavealloc_domain::schema::Kind;
-use slavealloc_domain::{AuditEntry, AuditQuery, Row, SlaveFilter, StoreError, Table, Value};
+use slavealloc_domain::{reports, AuditEntry, AuditQuery, Row, SlaveFilter, StoreError, Table, Value};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -578,50 +578,6 @@ pub(crate) async fn masters(ui: &Ui, raw: &str) -> Response {
     ui.render(StatusCode::OK, "masters.html", ctx)
 }
 
-/// The silo attributes as the report shows them (speed included, as in the
-/// original's report).
-const REPORT_SILO: &[&str] = &[
-    "distro",
-    "bitlength",
-    "speed",
-    "purpose",
-    "datacenter",
-    "trustlevel",
-    "environment",
-];
-/// The allocation silo: what the rule balances over (no speed).
-const ALLOCATION_SILO: &[&str] = &[
-    "distro",
-    "bitlength",
-    "purpose",
-    "datacenter",
-    "trustlevel",
-    "environment",
-];
-
-fn cell_text(c: Cell<'_>) -> &str {
-    match c {
-        Cell::Text(t) => t,
-        _ => "",
-    }
-}
-
-fn cmp_keys<S: AsRef<str>>(a: &[S], b: &[S]) -> std::cmp::Ordering {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| natural_cmp(x.as_ref(), y.as_ref()))
-        .find(|o| o.is_ne())
-        .unwrap_or(std::cmp::Ordering::Equal)
-}
-
-#[derive(Debug, Serialize)]
-struct ReportRow {
-    silo: Vec<String>,
-    /// One count per report pool, in the pools' order.
-    counts: Vec<u64>,
-    total: u64,
-}
-
 #[derive(Debug, Serialize)]
 struct SpreadGroup {
     pool: String,
@@ -656,45 +612,22 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     let p = Params::parse(raw);
     let pool_filter = p.text("pool");
     let only_imbalanced = p.flag("imbalanced");
-    let slaves = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
+    // Every slave, denormalized: the decommissioned environment is a
+    // silo of its own.
+    let every = SlaveFilter {
+        include_decomm: true,
+        ..SlaveFilter::default()
+    };
+    let slaves = try_page!(ui, ui.inventory.list(Table::Slaves, &every).await);
     let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
     let lookups = try_page!(ui, Lookups::load(ui, SLAVE_LOOKUPS).await);
-    let names = SlaveNames::new(&lookups);
-    let key = |s: &Row, keys: &[&str]| -> Vec<String> {
-        keys.iter().map(|k| cell_text(names.cell(s, k)).to_owned()).collect()
-    };
-
-    // The silo × pool report.
-    let mut report: HashMap<Vec<String>, HashMap<&str, u64>> = HashMap::new();
-    let mut pools_seen = BTreeSet::new();
-    for s in &slaves {
-        let pool = cell_text(names.cell(s, "pool"));
-        *report.entry(key(s, REPORT_SILO)).or_default().entry(pool).or_default() += 1;
-        pools_seen.insert(pool);
-    }
-    let mut pools: Vec<&str> = pools_seen.into_iter().collect();
-    pools.sort_by(|a, b| natural_cmp(a, b));
-    let mut report_rows: Vec<ReportRow> = report
-        .into_iter()
-        .map(|(silo, by_pool)| {
-            let counts: Vec<u64> = pools.iter().map(|p| by_pool.get(p).copied().unwrap_or(0)).collect();
-            ReportRow {
-                total: counts.iter().sum(),
-                silo,
-                counts,
-            }
-        })
-        .collect();
-    report_rows.sort_by(|a, b| cmp_keys(&a.silo, &b.silo));
-    let pool_totals: Vec<u64> = (0..pools.len())
-        .map(|i| report_rows.iter().map(|r| r.counts[i]).sum())
-        .collect();
+    let report = reports::silo_report(&slaves);
 
     // Per pool × allocation silo: the spread over the pool's masters.
     let mut groups: HashMap<(Option<i64>, Vec<String>), Vec<&Row>> = HashMap::new();
     for s in &slaves {
         groups
-            .entry((int(s, "poolid"), key(s, ALLOCATION_SILO)))
+            .entry((int(s, "poolid"), reports::silo_of(s)))
             .or_default()
             .push(s);
     }
@@ -709,7 +642,7 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
             spread_group(pool, silo, &members, &pool_masters, &slaves_path)
         })
         .collect();
-    spread.sort_by(|a, b| natural_cmp(&a.pool, &b.pool).then_with(|| cmp_keys(&a.silo, &b.silo)));
+    spread.sort_by(|a, b| natural_cmp(&a.pool, &b.pool).then_with(|| reports::cmp_all(&a.silo, &b.silo)));
     let group_count = spread.len();
     let imbalanced_count = spread.iter().filter(|g| g.imbalanced).count();
     spread.retain(|g| (pool_filter.is_empty() || g.pool == pool_filter) && (!only_imbalanced || g.imbalanced));
@@ -717,12 +650,12 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     let ctx = minijinja::context! {
         page => "silos",
         title => "Silos",
-        pools => pools,
-        report => report_rows,
-        pool_totals => pool_totals,
-        slave_total => slaves.len(),
-        report_columns => REPORT_SILO,
-        allocation_columns => ALLOCATION_SILO,
+        pools => report.pools,
+        report => report.rows,
+        pool_totals => report.pool_totals,
+        slave_total => report.total,
+        report_columns => report.attributes,
+        allocation_columns => report.attributes,
         groups => spread,
         group_count => group_count,
         imbalanced_count => imbalanced_count,
@@ -758,7 +691,7 @@ fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[&Row
     let max = masters.iter().map(|m| count(m)).max().unwrap_or(0).max(1);
     let group_query = |master: &str| {
         let mut pairs = vec![("pool", pool), ("master", master), ("decomm", "1")];
-        pairs.extend(ALLOCATION_SILO.iter().copied().zip(silo.iter().map(String::as_str)));
+        pairs.extend(reports::silo_labels().into_iter().zip(silo.iter().map(String::as_str)));
         href(slaves_path, &query(&pairs))
     };
     SpreadGroup {

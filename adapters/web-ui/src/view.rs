@@ -56,41 +56,7 @@ pub(crate) fn href(path: &str, query: &str) -> String {
     }
 }
 
-/// Compares strings the way people read host names: runs of digits by
-/// value (`tst-2` before `tst-10`), letters case-insensitively.
-pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (whole_a, whole_b) = (a, b);
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            // Equal to a reader (`a07` and `a7`, `A` and `a`): still a total
-            // order, so that sorting is deterministic.
-            (None, None) => return whole_a.len().cmp(&whole_b.len()).then_with(|| whole_a.cmp(whole_b)),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (ra, rb) = (run(a), run(b));
-                let strip = |s: &'_ [u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
-                let (na, nb) = (&a[strip(&a[..ra])..ra], &b[strip(&b[..rb])..rb]);
-                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[ra..];
-                b = &b[rb..];
-            }
-            (Some(x), Some(y)) => {
-                let ord = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase());
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[1..];
-                b = &b[1..];
-            }
-        }
-    }
-}
+pub(crate) use slavealloc_domain::reports::natural_cmp;
 
 /// A value as a table shows it, borrowed from a row or a name map, so
 /// that 10,000 rows can be filtered and sorted without copying them.

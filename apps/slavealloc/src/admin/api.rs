@@ -2,13 +2,13 @@
 //! [`AdminApi`] port, with the original's messages: results on stdout,
 //! what was done on stderr, failures as errors (exit status 1).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{bail, Context};
 use slavealloc_domain::inventory::SlaveFilter;
 use slavealloc_domain::schema::{Kind, Row, Table, Value};
-use slavealloc_domain::{AdminApi, SlaveName};
+use slavealloc_domain::{reports, AdminApi, SlaveName};
 
 use super::output::{cell, write_rows, write_table, Format};
 use super::ListWhat;
@@ -54,17 +54,6 @@ const MASTER_COLUMNS: &[&str] = &[
     "pool",
     "enabled",
     "notes",
-];
-
-/// The allocation silo's attributes, by their denormalized names (speed is
-/// not one: the allocator ignores it).
-const SILO_COLUMNS: &[&str] = &[
-    "environment",
-    "purpose",
-    "distro",
-    "bitlength",
-    "datacenter",
-    "trustlevel",
 ];
 
 fn text<'r>(row: &'r Row, column: &str) -> Option<&'r str> {
@@ -386,39 +375,35 @@ pub async fn drain(api: &dyn AdminApi, term: &mut Term<'_>, nickname: &str) -> a
 /// `silos`: one row per allocation silo, a column per pool with the number
 /// of slaves, and the total.
 pub async fn silos(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> anyhow::Result<()> {
-    let slaves = api.list(Table::Slaves, &SlaveFilter::default()).await?;
-    let mut pools: Vec<String> = slaves
+    // Every slave, as the UI's report counts them: the decommissioned
+    // environment is a silo of its own.
+    let every = SlaveFilter {
+        include_decomm: true,
+        ..SlaveFilter::default()
+    };
+    let report = reports::silo_report(&api.list(Table::Slaves, &every).await?);
+    let rows: Vec<Row> = report
+        .rows
         .iter()
-        .filter_map(|s| text(s, "pool"))
-        .map(str::to_owned)
-        .collect();
-    pools.sort();
-    pools.dedup();
-    let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
-    for s in &slaves {
-        let key = SILO_COLUMNS.iter().map(|c| cell(s.get(*c))).collect();
-        let pool = text(s, "pool").unwrap_or_default().to_owned();
-        *counts.entry(key).or_default().entry(pool).or_default() += 1;
-    }
-    let rows: Vec<Row> = counts
-        .into_iter()
-        .map(|(key, per_pool)| {
-            let mut row: Row = SILO_COLUMNS
+        .map(|r| {
+            let mut row: Row = report
+                .attributes
                 .iter()
-                .zip(key)
-                .map(|(c, v)| ((*c).to_owned(), Value::Text(v)))
+                .zip(&r.silo)
+                .map(|(a, v)| ((*a).to_owned(), Value::Text(v.clone())))
                 .collect();
-            row.insert("total".into(), Value::Int(per_pool.values().sum()));
-            for p in &pools {
-                row.insert(p.clone(), Value::Int(per_pool.get(p).copied().unwrap_or(0)));
+            for (pool, n) in report.pools.iter().zip(&r.counts) {
+                row.insert(pool.clone(), Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)));
             }
+            row.insert("total".into(), Value::Int(i64::try_from(r.total).unwrap_or(i64::MAX)));
             row
         })
         .collect();
-    let columns: Vec<&str> = SILO_COLUMNS
+    let columns: Vec<&str> = report
+        .attributes
         .iter()
         .copied()
-        .chain(pools.iter().map(String::as_str))
+        .chain(report.pools.iter().map(String::as_str))
         .chain(["total"])
         .collect();
     write_rows(term.out, format, &columns, &rows)?;

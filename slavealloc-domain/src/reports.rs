@@ -1,0 +1,232 @@
+//! Reports over the fleet, written once for the web UI and the command
+//! line: the one definition of a slave's silo as a report shows it, and the
+//! silo × pool report.
+//!
+//! Reports read denormalized slave rows ([`crate::Inventory::list`] with
+//! the decommissioned environment included): the silo is the names of the
+//! slave's attributes, as an operator reads them.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::schema::{Row, Table, Value};
+
+/// The columns of `slaves` that make a slave's allocation silo, in the
+/// order reports show them: the other slaves of its pool with the same
+/// values are its peers ([`crate::entities::Silo`], [`crate::rule`]).
+/// Speed is not one: the allocator never looked at it, although the
+/// original's report showed it.
+pub const SILO_COLUMNS: [&str; 6] = ["envid", "purposeid", "distroid", "bitsid", "dcid", "trustid"];
+
+/// The keys of [`SILO_COLUMNS`] in a denormalized slave row: `environment`,
+/// `purpose`, `distro`, `bitlength`, `datacenter`, `trustlevel`.
+pub fn silo_labels() -> [&'static str; 6] {
+    SILO_COLUMNS.map(|c| Table::Slaves.column(c).and_then(|c| c.label).unwrap_or(c))
+}
+
+/// A denormalized slave row's silo, as its attributes' names (empty for a
+/// missing one).
+pub fn silo_of(slave: &Row) -> Vec<String> {
+    silo_labels()
+        .iter()
+        .map(|k| slave.get(*k).and_then(Value::as_text).unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The silo × pool report: how many slaves each silo has in each pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiloReport {
+    /// The silo's attributes, as [`silo_labels`].
+    pub attributes: [&'static str; 6],
+    /// Every pool that has a slave, in [`natural_cmp`] order.
+    pub pools: Vec<String>,
+    /// One row per silo, in [`natural_cmp`] order of its attributes.
+    pub rows: Vec<SiloRow>,
+    /// Slaves per pool, in the pools' order.
+    pub pool_totals: Vec<u64>,
+    /// Every slave counted.
+    pub total: u64,
+}
+
+/// One silo of a [`SiloReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiloRow {
+    /// Its attributes' names, as [`SiloReport::attributes`].
+    pub silo: Vec<String>,
+    /// Slaves per pool, in [`SiloReport::pools`]' order.
+    pub counts: Vec<u64>,
+    /// Its slaves in every pool.
+    pub total: u64,
+}
+
+/// The silo × pool report of these denormalized slave rows.
+pub fn silo_report(slaves: &[Row]) -> SiloReport {
+    let pool_of = |s: &Row| s.get("pool").and_then(Value::as_text).unwrap_or_default().to_owned();
+    let mut pools: Vec<String> = slaves
+        .iter()
+        .map(pool_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    pools.sort_by(|a, b| natural_cmp(a, b));
+    let column: BTreeMap<&str, usize> = pools.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+    let mut by_silo: BTreeMap<Vec<String>, Vec<u64>> = BTreeMap::new();
+    for s in slaves {
+        let counts = by_silo.entry(silo_of(s)).or_insert_with(|| vec![0; pools.len()]);
+        counts[column[pool_of(s).as_str()]] += 1;
+    }
+    let mut rows: Vec<SiloRow> = by_silo
+        .into_iter()
+        .map(|(silo, counts)| SiloRow {
+            total: counts.iter().sum(),
+            silo,
+            counts,
+        })
+        .collect();
+    rows.sort_by(|a, b| cmp_all(&a.silo, &b.silo));
+    let pool_totals = (0..pools.len())
+        .map(|i| rows.iter().map(|r| r.counts[i]).sum())
+        .collect();
+    SiloReport {
+        attributes: silo_labels(),
+        pools,
+        rows,
+        pool_totals,
+        total: slaves.len() as u64,
+    }
+}
+
+/// [`natural_cmp`] of two silos, attribute by attribute.
+pub fn cmp_all<S: AsRef<str>>(a: &[S], b: &[S]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| natural_cmp(x.as_ref(), y.as_ref()))
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
+}
+
+/// Compares strings the way people read host names: runs of digits by
+/// value (`tst-2` before `tst-10`), letters case-insensitively.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (whole_a, whole_b) = (a, b);
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            // Equal to a reader (`a07` and `a7`, `A` and `a`): still a total
+            // order, so that sorting is deterministic.
+            (None, None) => return whole_a.len().cmp(&whole_b.len()).then_with(|| whole_a.cmp(whole_b)),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (ra, rb) = (run(a), run(b));
+                let strip = |s: &'_ [u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
+                let (na, nb) = (&a[strip(&a[..ra])..ra], &b[strip(&b[..rb])..rb]);
+                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[ra..];
+                b = &b[rb..];
+            }
+            (Some(x), Some(y)) => {
+                let ord = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase());
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entities::Slave;
+    use crate::schema::from_row;
+
+    fn slave(pool: &str, env: &str, distro: &str) -> Row {
+        [
+            ("pool", pool),
+            ("environment", env),
+            ("purpose", "tests"),
+            ("distro", distro),
+            ("bitlength", "64"),
+            ("datacenter", "mdc1"),
+            ("trustlevel", "core"),
+            ("speed", "fast"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::Text(v.to_owned())))
+        .collect()
+    }
+
+    #[test]
+    fn the_report_silo_is_the_allocators() {
+        // Every column of the rule's Silo, and nothing else.
+        let ids: Row = SILO_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((*c).to_owned(), Value::Int(i as i64 + 1)))
+            .collect();
+        let mut row = ids.clone();
+        for (k, v) in [
+            ("slaveid", Value::Int(1)),
+            ("name", Value::Text("s".into())),
+            ("speedid", Value::Int(99)),
+            ("poolid", Value::Int(1)),
+            ("basedir", Value::Text("/b".into())),
+            ("locked_masterid", Value::Null),
+            ("custom_tplid", Value::Null),
+            ("enabled", Value::Bool(true)),
+            ("notes", Value::Null),
+            ("current_masterid", Value::Null),
+        ] {
+            row.insert(k.to_owned(), v);
+        }
+        let slave: Slave = from_row(&row).unwrap();
+        let silo = slave.silo();
+        let values = [
+            silo.envid,
+            silo.purposeid,
+            silo.distroid,
+            silo.bitsid,
+            silo.dcid,
+            silo.trustid,
+        ];
+        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            silo_labels(),
+            [
+                "environment",
+                "purpose",
+                "distro",
+                "bitlength",
+                "datacenter",
+                "trustlevel"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_report_counts_each_silo_per_pool_in_natural_order() {
+        let slaves = [
+            slave("pool-10", "prod", "ubuntu64"),
+            slave("pool-2", "prod", "ubuntu64"),
+            slave("pool-2", "prod", "ubuntu64"),
+            slave("pool-2", "decomm", "win10"),
+        ];
+        let report = silo_report(&slaves);
+        assert_eq!(report.pools, ["pool-2", "pool-10"]);
+        assert_eq!(report.rows.len(), 2, "speed makes no silo of its own");
+        assert_eq!(report.rows[0].silo[0], "decomm");
+        assert_eq!(report.rows[1].counts, [2, 1]);
+        assert_eq!(report.rows[1].total, 3);
+        assert_eq!(report.pool_totals, [3, 1]);
+        assert_eq!(report.total, 4);
+    }
+}
