@@ -94,11 +94,37 @@ impl NewAuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AuditQuery {
     /// Only entries of this table.
-    pub table: Option<String>,
+    pub table: Option<Table>,
     /// Only entries of this row id.
     pub row_id: Option<i64>,
+    /// Only entries written at or after this time (to the second, as `at`
+    /// is stored), so that "the last hour" reads the last hour, not the
+    /// whole log.
+    pub since: Option<SystemTime>,
     /// At most this many (the API caps it).
     pub limit: u32,
+}
+
+impl AuditQuery {
+    /// Whether `entry` is one this query selects (limit aside): what every
+    /// store's filter must agree with.
+    pub fn selects(&self, entry: &NewAuditEntry) -> bool {
+        self.table.is_none_or(|t| t.name() == entry.table_name)
+            && self.row_id.is_none_or(|id| id == entry.row_id)
+            && self
+                .since
+                .is_none_or(|since| entry.at.as_str() >= format_at(since).as_str())
+    }
+}
+
+/// Reads a time as stored in `audit_log.at` (`2026-11-30T07:00:00Z`).
+///
+/// # Errors
+/// Any other spelling.
+pub fn parse_at(text: &str) -> Result<SystemTime, String> {
+    time::PrimitiveDateTime::parse(text, AT_FORMAT)
+        .map(|t| t.assume_utc().into())
+        .map_err(|e| format!("{text:?} is not a time like 2026-11-30T07:00:00Z ({e})"))
 }
 
 #[cfg(test)]

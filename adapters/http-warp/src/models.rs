@@ -6,6 +6,7 @@ use std::pin::Pin;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
+use slavealloc_domain::audit::parse_at;
 use slavealloc_domain::{AuditQuery, SlaveFilter, StoreError, Table};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -222,8 +223,10 @@ pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
             "table" if v.is_empty() => q.table = None,
             "table" => {
                 let t: Table = v.parse().map_err(|e| ApiError::bad_request(format!("table: {e}")))?;
-                q.table = Some(t.name().to_owned());
+                q.table = Some(t);
             }
+            "since" if v.is_empty() => q.since = None,
+            "since" => q.since = Some(parse_at(v).map_err(|e| ApiError::bad_request(format!("since: {e}")))?),
             "id" if v.is_empty() => q.row_id = None,
             "id" => q.row_id = Some(v.parse().map_err(|_| ApiError::bad_request("id: must be an integer"))?),
             "limit" => {
@@ -274,10 +277,21 @@ mod tests {
 
     #[test]
     fn audit_queries_are_bounded() {
-        let q = audit_query(&pairs("table=slaves&id=7&limit=5")).unwrap();
-        assert_eq!((q.table.as_deref(), q.row_id, q.limit), (Some("slaves"), Some(7), 5));
+        let q = audit_query(&pairs("table=slaves&id=7&limit=5&since=2026-11-30T07:00:00Z")).unwrap();
+        assert_eq!((q.table, q.row_id, q.limit), (Some(Table::Slaves), Some(7), 5));
+        assert_eq!(
+            q.since,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_022_000))
+        );
         assert_eq!(audit_query(&[]).unwrap().limit, DEFAULT_AUDIT_LIMIT);
-        for bad in ["table=users", "id=x", "limit=0", "limit=1001", "limit=-1"] {
+        for bad in [
+            "table=users",
+            "id=x",
+            "limit=0",
+            "limit=1001",
+            "limit=-1",
+            "since=yesterday",
+        ] {
             assert_eq!(audit_query(&pairs(bad)).unwrap_err().status, 400, "{bad}");
         }
     }

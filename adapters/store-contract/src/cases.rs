@@ -318,6 +318,52 @@ pub async fn bad_references_are_refused_naming_the_column<F: StoreFactory>(h: Ha
     );
 }
 
+/// The log is read by time: `since` keeps the entries written at or after
+/// it (to the second), newest first, on every store, so that "the last
+/// hour" never reads the whole log.
+pub async fn the_audit_log_is_read_by_time<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &Fleet::new()).await;
+    let s = h.store();
+    let pool = create(&h, Table::Pools, json!({"name": "timed"})).await;
+    let id = id_of(Table::Pools, &pool);
+    let at = |hours: u64| now() + std::time::Duration::from_secs(3600 * hours);
+    for (hours, name) in [(1, "one"), (2, "two"), (3, "three")] {
+        let who = Actor {
+            name: "t".into(),
+            at: at(hours),
+        };
+        s.update(Table::Pools, id, row(&[("name", text(name))]), who)
+            .await
+            .unwrap();
+    }
+    let since = |t: std::time::SystemTime| AuditQuery {
+        table: Some(Table::Pools),
+        since: Some(t),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    let names = |entries: Vec<slavealloc_domain::AuditEntry>| -> Vec<Value> {
+        entries
+            .iter()
+            .map(|e| e.entry.new_values.as_ref().unwrap()["name"].clone())
+            .collect()
+    };
+    assert_eq!(
+        names(s.audit(since(at(2))).await.unwrap()),
+        [text("three"), text("two")]
+    );
+    let just_after = at(2) + std::time::Duration::from_secs(1);
+    assert_eq!(names(s.audit(since(just_after)).await.unwrap()), [text("three")]);
+    assert_eq!(s.audit(since(at(4))).await.unwrap(), []);
+    // The creation, an hour before the first rename, counts from `now`.
+    assert_eq!(s.audit(since(now())).await.unwrap().len(), 4);
+    let other_table = AuditQuery {
+        table: Some(Table::Masters),
+        ..since(now())
+    };
+    assert_eq!(s.audit(other_table).await.unwrap(), []);
+}
+
 /// A row that does not fit the schema is refused the same way by every
 /// store, naming the column, whoever built it (the memory store used to
 /// take unknown keys, id changes and mistyped values the SQL stores
@@ -405,8 +451,9 @@ pub async fn every_write_is_audited<F: StoreFactory>(h: Harness<F>) {
         .await;
 
     let query = AuditQuery {
-        table: Some("pools".into()),
+        table: Some(Table::Pools),
         row_id: Some(id.into()),
+        since: None,
         limit: 10,
     };
     let entries = s.audit(query.clone()).await.unwrap();
@@ -438,8 +485,9 @@ pub async fn every_write_is_audited<F: StoreFactory>(h: Harness<F>) {
     let newest = s.audit(AuditQuery { limit: 1, ..query }).await.unwrap();
     assert_eq!(newest, entries[..1]);
     let none = AuditQuery {
-        table: Some("masters".into()),
+        table: Some(Table::Masters),
         row_id: None,
+        since: None,
         limit: 10,
     };
     assert_eq!(s.audit(none).await.unwrap(), []);
@@ -468,8 +516,9 @@ pub async fn values_round_trip_exactly<F: StoreFactory>(h: Harness<F>) {
     assert_eq!((m["http_port"].clone(), m["pb_port"].clone()), (int(0), int(65535)));
     let entries = s
         .audit(AuditQuery {
-            table: Some("slaves".into()),
+            table: Some(Table::Slaves),
             row_id: Some(1),
+            since: None,
             limit: 1,
         })
         .await

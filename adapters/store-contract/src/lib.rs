@@ -151,6 +151,7 @@ macro_rules! contract_tests {
             rows_that_do_not_fit_the_schema_are_refused_by_every_store,
             referenced_rows_cannot_be_deleted,
             every_write_is_audited,
+            the_audit_log_is_read_by_time,
             values_round_trip_exactly,
             balances_within_pool_and_silo,
             ties_go_to_the_lowest_masterid,

@@ -711,8 +711,7 @@ impl InventoryStore for MemoryStore {
             .audit
             .iter()
             .rev()
-            .filter(|e| query.table.as_ref().is_none_or(|t| *t == e.entry.table_name))
-            .filter(|e| query.row_id.is_none_or(|id| id == e.entry.row_id))
+            .filter(|e| query.selects(&e.entry))
             .take(query.limit as usize)
             .cloned()
             .collect())

@@ -286,6 +286,7 @@ async fn state(store: &MemoryStore) -> State {
     let newest = AuditQuery {
         table: None,
         row_id: None,
+        since: None,
         limit: 1,
     };
     State {

@@ -7,7 +7,7 @@
 //! The database's own constraints stay in place behind those checks, for
 //! races and for other writers.
 
-use slavealloc_domain::audit::{AuditEntry, AuditQuery, NewAuditEntry};
+use slavealloc_domain::audit::{format_at, AuditEntry, AuditQuery, NewAuditEntry};
 use slavealloc_domain::schema::{Column, DefaultValue, InputError, Kind, Row, Table, Value};
 use slavealloc_domain::{Actor, Dump, StoreError};
 
@@ -377,11 +377,17 @@ pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEnt
     };
     let (columns, out) = select_list(Table::AuditLog);
     let mut sql = Sql::new(db.dialect(), &format!("SELECT {columns} FROM audit_log WHERE 1 = 1"));
-    if let Some(table) = &query.table {
-        sql.push(" AND table_name = ").param(Param::Text(Some(table.clone())));
+    if let Some(table) = query.table {
+        sql.push(" AND table_name = ")
+            .param(Param::Text(Some(table.name().to_owned())));
     }
     if let Some(id) = row_id {
         sql.push(" AND row_id = ").param(Param::Int(Some(id)));
+    }
+    // `at` is UTC text in one format, so text order is time order, and the
+    // audit_log_at index answers it.
+    if let Some(since) = query.since {
+        sql.push(" AND at >= ").param(Param::Text(Some(format_at(since))));
     }
     sql.push(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
     let mut tx = db.begin(Mode::Read).await?;

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use slavealloc_domain::audit::format_at;
 use slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT;
 use slavealloc_domain::schema::Kind;
 use slavealloc_domain::{reports, AuditEntry, AuditQuery, Row, SlaveFilter, StoreError, Table, Value};
@@ -721,40 +720,37 @@ fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[&Row
     }
 }
 
+/// The most audit entries of the last hour the dashboard reads: a whole
+/// fleet rebooting twice. Beyond it the counts say "at least".
+const RECENT_ENTRIES: u32 = 100_000;
+
 /// Allocations recorded in the audit log since `cutoff`: the entries of
-/// `slaves` that set `current_masterid` to a master. The log has no time
-/// filter, so it is read newest first in growing batches until an entry is
-/// older than the cutoff.
-async fn allocations_since(ui: &Ui, cutoff: &str) -> Result<(Vec<i64>, bool), StoreError> {
-    const BATCHES: [u32; 3] = [1_000, 20_000, 200_000];
-    let mut allocated = Vec::new();
-    for limit in BATCHES {
-        let entries = ui
-            .inventory
-            .store()
-            .audit(AuditQuery {
-                table: Some(Table::Slaves.name().to_owned()),
-                row_id: None,
-                limit,
-            })
-            .await?;
-        let recent: Vec<&AuditEntry> = entries.iter().take_while(|e| e.entry.at.as_str() >= cutoff).collect();
-        allocated = recent
-            .iter()
-            .filter(|e| {
-                e.entry
-                    .new_values
-                    .as_ref()
-                    .and_then(|v| v.get("current_masterid"))
-                    .is_some_and(|v| v.as_int().is_some())
-            })
-            .map(|e| e.entry.row_id)
-            .collect();
-        if recent.len() < entries.len() || entries.len() < limit as usize {
-            return Ok((allocated, false));
-        }
-    }
-    Ok((allocated, true))
+/// `slaves` that set `current_masterid` to a master, read with the log's
+/// time bound (only the hour's entries, never the whole log). The flag says
+/// the cap was reached.
+async fn allocations_since(ui: &Ui, cutoff: SystemTime) -> Result<(Vec<i64>, bool), StoreError> {
+    let entries = ui
+        .inventory
+        .store()
+        .audit(AuditQuery {
+            table: Some(Table::Slaves),
+            row_id: None,
+            since: Some(cutoff),
+            limit: RECENT_ENTRIES,
+        })
+        .await?;
+    let allocated = entries
+        .iter()
+        .filter(|e| {
+            e.entry
+                .new_values
+                .as_ref()
+                .and_then(|v| v.get("current_masterid"))
+                .is_some_and(|v| v.as_int().is_some())
+        })
+        .map(|e| e.entry.row_id)
+        .collect();
+    Ok((allocated, entries.len() >= RECENT_ENTRIES as usize))
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -774,8 +770,8 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
     let slaves = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
     let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
     let lookups = try_page!(ui, Lookups::load(ui, &[Table::Pools, Table::Environments]).await);
-    let cutoff = format_at(SystemTime::now() - Duration::from_secs(3600));
-    let (allocated, truncated) = try_page!(ui, allocations_since(ui, &cutoff).await);
+    let cutoff = SystemTime::now() - Duration::from_secs(3600);
+    let (allocated, truncated) = try_page!(ui, allocations_since(ui, cutoff).await);
     let recent = try_page!(
         ui,
         audit_view(
@@ -783,6 +779,7 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
             AuditQuery {
                 table: None,
                 row_id: None,
+                since: None,
                 limit: 8
             }
         )
@@ -1013,8 +1010,9 @@ pub(crate) async fn audit(ui: &Ui, raw: &str) -> Response {
         Vec::new()
     } else {
         let q = AuditQuery {
-            table: table.map(|t| t.name().to_owned()),
+            table,
             row_id,
+            since: None,
             limit,
         };
         try_page!(ui, audit_view(ui, q).await)
