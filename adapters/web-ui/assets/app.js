@@ -384,9 +384,45 @@
       e.preventDefault();
       save(form, kind, table.dataset.kind, row, status);
     });
-    const first = $('select:not(:disabled), input', form);
-    if (first) first.focus();
+    // The form, not its first field, takes the focus: a stray key must not
+    // change a slave's distro. Tab goes to the fields.
+    form.tabIndex = -1;
+    form.focus();
   }
+
+  // Whether the open editor holds a change that was not saved.
+  function unsaved() {
+    return !!$('tr.editor-row .field.changed');
+  }
+
+  // Leaving the page with an unsaved edit asks first: a link of the page
+  // (a tab, a filter) with the page's own dialog, a reload or a closed tab
+  // with the browser's.
+  document.addEventListener('click', async (e) => {
+    const a = e.target.closest && e.target.closest('a[href]');
+    if (!a || !unsaved() || e.defaultPrevented || a.target === '_blank') return;
+    if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    const name = ($('tr.is-editing') || {}).dataset?.name || 'this row';
+    const asked = confirmDialog(
+      'Discard your changes to ' + name + '?',
+      'They are not saved. Cancel goes back to them (then Enter saves); or discard them and go on.',
+      'Discard and leave'
+    );
+    // Staying is the safe answer, so it is the one Enter or a stray key picks.
+    $('#confirm-dialog button[value="cancel"]').focus();
+    const leave = await asked;
+    if (leave) {
+      closeEditor({ focusRow: false });
+      location.assign(a.href);
+    }
+  });
+  window.addEventListener('beforeunload', (e) => {
+    if (unsaved()) {
+      e.preventDefault();
+      e.returnValue = '';
+    }
+  });
 
   function markChanged(input) {
     const label = input.closest('.field');
@@ -555,7 +591,9 @@
       closeEditor();
       return;
     }
-    if (typing || document.querySelector('dialog[open]')) return;
+    // Inside the editor, keys are for the form (Tab, Enter, Esc), never
+    // shortcuts that move away from it.
+    if (typing || document.querySelector('dialog[open]') || (t.closest && t.closest('form.editor'))) return;
     if (pendingG) {
       pendingG = false;
       if (e.key in GOTO) {

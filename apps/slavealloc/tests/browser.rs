@@ -357,6 +357,109 @@ async fn the_ui_in_a_real_browser() {
     run_then_stop(browser, daemon, async move { drive(&ui, &store).await }).await;
 }
 
+/// Newcomer bug 9: the slaves editor opened with the focus on the distro
+/// select (a stray key changed the distro), the dashboard's latest changes
+/// ran under the next panel, and an unsaved edit was lost on a tab change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_survives_stray_keys_and_leaving_with_an_edit_asks_first() {
+    if !browser_present() {
+        return;
+    }
+    let daemon = Daemon::start(Tokens::default()).await;
+    let browser = Browser::start().await;
+    let ui = Ui {
+        c: browser.c.clone(),
+        origin: format!("http://{}", daemon.addr),
+        shots: screenshot_dir(),
+    };
+    let store = daemon.store.clone();
+    run_then_stop(browser, daemon, async move {
+        // ---- the dashboard's latest changes stay inside their panel
+        let long = "bug 1234567: disk replaced and reimaged by relops on the night shift; watch the next builds";
+        for id in 1..=3 {
+            let notes = Row::from([("notes".to_owned(), Value::Text(long.into()))]);
+            let who = slavealloc_domain::Actor {
+                name: "relops".into(),
+                at: std::time::SystemTime::now(),
+            };
+            InventoryStore::update(&store, Table::Slaves, id, notes, who)
+                .await
+                .unwrap();
+        }
+        ui.goto("/ui/").await;
+        ui.wait(Locator::Css("#recent-changes td.changes")).await;
+        let overflow = ui
+            .js(
+                "const panel = document.querySelector('#recent-changes').closest('.panel').getBoundingClientRect();
+                 const out = [...document.querySelectorAll('#recent-changes td')]
+                   .filter(td => td.getBoundingClientRect().right > panel.right + 1).length;
+                 return [out, document.documentElement.scrollWidth > document.documentElement.clientWidth];",
+            )
+            .await;
+        assert_eq!(
+            overflow,
+            json!([0, false]),
+            "cells past the panel, and a page that scrolls sideways"
+        );
+        ui.shot("10-dashboard-latest-changes").await;
+
+        // ---- the editor takes the focus itself, so stray keys change nothing
+        ui.goto("/ui/slaves").await;
+        let row = ui.wait(Locator::Css("tr[data-name='bld-linux64-spot-003']")).await;
+        row.find(Locator::Css("[data-action='edit']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        ui.wait(Locator::Css("tr.editor-row form.editor")).await;
+        assert_eq!(ui.js("return document.activeElement.tagName").await, json!("FORM"));
+        let distro = "return document.querySelector(\"tr.editor-row select[name='distroid']\").value";
+        let before = ui.js(distro).await;
+        ui.press(&['u', 'w', char::from(Key::Down), char::from(Key::Up), 'j', 'e'])
+            .await;
+        assert_eq!(ui.js(distro).await, before, "the distro is what it was");
+        assert_eq!(
+            ui.js("return document.querySelectorAll('.field.changed').length").await,
+            json!(0)
+        );
+        assert_eq!(
+            ui.js("return document.querySelectorAll('tr.editor-row').length").await,
+            json!(1)
+        );
+
+        // ---- leaving with an unsaved edit asks; Cancel keeps the edit
+        let notes = ui.wait(Locator::Css("tr.editor-row input[name='notes']")).await;
+        notes.clear().await.unwrap();
+        notes.send_keys("not saved yet").await.unwrap();
+        ui.wait(Locator::Css(".field.changed")).await;
+        ui.wait(Locator::LinkText("Masters")).await.click().await.unwrap();
+        ui.wait(Locator::Css("#confirm-dialog[open]")).await;
+        let focused = ui.js("return document.activeElement.value").await;
+        assert_eq!(focused, json!("cancel"), "staying is the default");
+        ui.wait(Locator::Css("#confirm-dialog button[value='cancel']"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            ui.js("return location.pathname").await,
+            json!(format!("{BASE}/ui/slaves"))
+        );
+        let kept = ui
+            .js("return document.querySelector(\"tr.editor-row input[name='notes']\").value")
+            .await;
+        assert_eq!(kept, json!("not saved yet"));
+        // Discarding goes on, and nothing was written.
+        ui.wait(Locator::LinkText("Masters")).await.click().await.unwrap();
+        ui.wait(Locator::Css("#confirm-ok")).await.click().await.unwrap();
+        ui.wait(Locator::Id("masters-table")).await;
+        let slave = InventoryStore::get(&store, Table::Slaves, 3).await.unwrap().unwrap();
+        assert_eq!(text(&slave, "notes"), long);
+    })
+    .await;
+}
+
 /// The writes a page can make a browser send without asking the server
 /// first: a `no-cors` fetch whose body has no type (which the JSON API
 /// would take), a `text/plain` one, a form; and a `PUT` and a `DELETE`,
