@@ -74,8 +74,20 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
         "the daemon must read everything from its configuration file: {exec}"
     );
     assert_eq!(one(&daemon, "Service.Restart"), "on-failure");
-    // Each instance's own configuration, database and user.
-    assert_eq!(one(&daemon, "Service.LoadCredential"), "config:/etc/slavealloc/%i.toml");
+    // The shared configuration, then each instance's own layered over it;
+    // its own database and user.
+    assert_eq!(
+        daemon.get("Service.LoadCredential").map(Vec::as_slice),
+        Some(
+            ["base:/etc/slavealloc/slavealloc.toml", "config:/etc/slavealloc/%i.toml"]
+                .map(String::from)
+                .as_slice()
+        )
+    );
+    assert!(
+        exec.ends_with("--config ${CREDENTIALS_DIRECTORY}/base --config ${CREDENTIALS_DIRECTORY}/config"),
+        "the instance's file is layered over the shared one: {exec}"
+    );
     assert_eq!(one(&daemon, "Service.StateDirectory"), "slavealloc/%i");
     assert_eq!(one(&daemon, "Service.User"), "slavealloc-%i");
     assert_eq!(one(&daemon, "Install.WantedBy"), "multi-user.target");

@@ -248,13 +248,21 @@ fn production_and_staging_configurations_start_the_daemon() {
     let tmp = TempDir::new().unwrap();
     let db = sample_db(tmp.path());
     for (instance, port) in [("production", 1080), ("staging", 1079)] {
+        let base = repo_dir().join("fixtures/slavealloc.toml");
         let config = repo_dir().join(format!("fixtures/{instance}.toml"));
         assert!(read(&config).contains(&format!("listen = \"127.0.0.1:{port}\"")));
         let dir = tmp.path().join(instance);
         fs::create_dir_all(&dir).unwrap();
         let daemon = Slavealloc::start(
             &binaries().unwrap().slavealloc,
-            &["--config".as_ref(), config.as_os_str(), "--db".as_ref(), db.as_ref()],
+            &[
+                "--config".as_ref(),
+                base.as_os_str(),
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--db".as_ref(),
+                db.as_ref(),
+            ],
             &dir,
         )
         .unwrap();

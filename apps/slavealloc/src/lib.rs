@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod keygen;
+pub mod redact;
 pub mod serve;
 
 /// Hands each Buildbot worker its master.

@@ -3,10 +3,11 @@
 //! serves until SIGTERM or SIGINT (in-flight requests finish).
 //!
 //! Configuration precedence: command-line flags, then environment
-//! variables (`SLAVEALLOC_*`), then the TOML file (`--config`), then the
-//! built-in defaults (SQLite `slavealloc.db` in the working directory,
-//! `127.0.0.1:8010`). Production and staging differ only by their files
-//! (fixtures/production.toml, fixtures/staging.toml).
+//! variables (`SLAVEALLOC_*`), then the TOML files (`--config`, repeated:
+//! later files win key by key), then the built-in defaults (SQLite
+//! `slavealloc.db` in the working directory, `127.0.0.1:8010`). Production
+//! and staging differ only by a small file each over a shared one
+//! (fixtures/slavealloc.toml, fixtures/production.toml, fixtures/staging.toml).
 //!
 //! The daemon listens before its database answers: the schema is checked
 //! (and created where missing) by a background task that retries with
@@ -47,9 +48,17 @@ pub const SQLITE_CONNECTIONS: u32 = 2;
 /// environment, which wins over the file.
 #[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
-    /// TOML configuration file (see fixtures/production.toml).
-    #[arg(long, short = 'c', env = "SLAVEALLOC_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// TOML configuration file; repeat it (or separate with commas) to
+    /// layer an instance's file over a base one, later files winning key by
+    /// key (see fixtures/slavealloc.toml and fixtures/production.toml).
+    #[arg(
+        long,
+        short = 'c',
+        env = "SLAVEALLOC_CONFIG",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub config: Vec<PathBuf>,
     /// Database URL: sqlite:FILE, mysql://..., postgres://... [default: sqlite:slavealloc.db]
     #[arg(long, short = 'D', env = "SLAVEALLOC_DB", value_name = "URL")]
     pub db: Option<String>,
@@ -255,16 +264,42 @@ pub struct Settings {
 /// An unreadable or invalid file, `--demo` together with `--db`, or a weak
 /// token.
 pub fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
-    let file = match &args.config {
-        Some(path) => read_config(path)?,
-        None => FileConfig::default(),
-    };
-    resolve(args, file)
+    resolve(args, read_configs(&args.config)?)
 }
 
+/// The configuration files layered in order: each is checked on its own
+/// (an unknown key is named with its file), then their tables are merged,
+/// a later file's keys replacing an earlier one's and its tables merging
+/// into the earlier's key by key.
+fn read_configs(paths: &[PathBuf]) -> anyhow::Result<FileConfig> {
+    let mut merged = toml::Table::new();
+    for path in paths {
+        let what = || format!("while reading the configuration file {}", path.display());
+        let text = std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))?;
+        toml::from_str::<FileConfig>(&text).with_context(what)?;
+        let table: toml::Table = toml::from_str(&text).with_context(what)?;
+        merge(&mut merged, table);
+    }
+    let layers: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    FileConfig::deserialize(toml::Value::Table(merged))
+        .with_context(|| format!("while layering the configuration files {}", layers.join(", ")))
+}
+
+/// Merges `over` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("while reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("while reading the configuration file {}", path.display()))
+    read_configs(&[path.to_path_buf()])
 }
 
 fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
@@ -433,7 +468,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let settings = settings(&args)?;
     tracing::info!(
-        db = settings.db.as_deref().map_or("(demo)".to_owned(), redact),
+        db = settings.db.as_deref().map_or("(demo)".to_owned(), crate::redact::url),
         base_url = %settings.base_url,
         tokens = ?settings.tokens,
         "starting"
@@ -565,7 +600,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<(SqlStore, Readiness,
     match &settings.db {
         Some(url) => {
             let store = SqlStore::open_lazy(url, settings.pool.clone())
-                .with_context(|| format!("while opening {}", redact(url)))?;
+                .with_context(|| format!("while opening {}", crate::redact::url(url)))?;
             let readiness = Readiness::not_ready("the database schema has not been checked yet");
             tokio::spawn(prepare(store.clone(), readiness.clone()));
             Ok((store, readiness, None))
@@ -650,26 +685,6 @@ async fn log_schema(store: &SqlStore) {
         ),
         Ok(status) => tracing::info!(schema_version = status.version(), "database schema up to date"),
         Err(e) => tracing::warn!(error = %e, "cannot read the schema version"),
-    }
-}
-
-/// A database URL without its password, for the log.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    if path.is_empty() && !rest.contains('/') {
-        format!("{scheme}://{authority}")
-    } else {
-        format!("{scheme}://{authority}/{path}")
     }
 }
 
@@ -839,7 +854,7 @@ mod tests {
     fn the_fixture_files_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
         for (name, port) in [("production.toml", "1080"), ("staging.toml", "1079")] {
-            let f = read_config(&root.join(name)).unwrap();
+            let f = read_configs(&[root.join("slavealloc.toml"), root.join(name)]).unwrap();
             let s = resolve(&ServeArgs::default(), f).unwrap();
             assert!(s.listen.ends_with(port), "{name}: {}", s.listen);
             assert!(s.db.as_deref().unwrap().starts_with("mysql://"), "{name}");
@@ -854,6 +869,39 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn an_instance_file_layers_over_the_base_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.toml");
+        let over = dir.path().join("over.toml");
+        std::fs::write(
+            &base,
+            "listen = \"127.0.0.1:1\"\nfqdn = \"base.example\"\n[database]\nmax_connections = 3\nidle_timeout_s = 9\n",
+        )
+        .unwrap();
+        std::fs::write(&over, "listen = \"127.0.0.1:2\"\n[database]\nmax_connections = 7\n").unwrap();
+        let s = resolve(
+            &ServeArgs::default(),
+            read_configs(&[base.clone(), over.clone()]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((s.listen.as_str(), s.fqdn.as_str()), ("127.0.0.1:2", "base.example"));
+        assert_eq!(s.pool.max_connections, 7, "the overlay's key wins");
+        assert_eq!(
+            s.pool.idle_timeout,
+            Some(Duration::from_secs(9)),
+            "the base's other keys stay"
+        );
+        // Flags (and so the environment) still win over both files.
+        let flags = parse(&["--listen", "127.0.0.1:3"]);
+        let s = resolve(&flags, read_configs(&[base, over.clone()]).unwrap()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:3");
+        // A mistake is named with its own file.
+        std::fs::write(&over, "lisen = 1\n").unwrap();
+        let err = format!("{:#}", read_configs(&[over]).unwrap_err());
+        assert!(err.contains("over.toml") && err.contains("lisen"), "{err}");
     }
 
     #[test]
@@ -1013,16 +1061,5 @@ mod tests {
         let s = resolve(&parse(&["--demo"]), file("db = \"mysql://db/x\"")).unwrap();
         assert_eq!(s.db, None);
         assert!(resolve(&parse(&["--demo", "--db", "sqlite:x.db"]), FileConfig::default()).is_err());
-    }
-
-    #[test]
-    fn passwords_stay_out_of_the_log() {
-        assert_eq!(
-            redact("mysql://slavealloc:s3cret@db.example.com:3306/slavealloc"),
-            "mysql://slavealloc:***@db.example.com:3306/slavealloc"
-        );
-        assert_eq!(redact("sqlite:slavealloc.db"), "sqlite:slavealloc.db");
-        assert_eq!(redact("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
-        assert_eq!(redact("postgres://db.example.com/x"), "postgres://db.example.com/x");
     }
 }

@@ -26,7 +26,7 @@ use super::dumpfile;
 pub async fn open(url: &str) -> anyhow::Result<SqlStore> {
     SqlStore::connect(url)
         .await
-        .with_context(|| format!("cannot open the database {}", redact(url)))
+        .with_context(|| format!("cannot open the database {}", crate::redact::url(url)))
 }
 
 /// Opens a database that must exist and hold the slavealloc tables, for
@@ -38,7 +38,7 @@ pub async fn open(url: &str) -> anyhow::Result<SqlStore> {
 pub async fn open_existing(url: &str) -> anyhow::Result<SqlStore> {
     SqlStore::open_existing(url)
         .await
-        .with_context(|| format!("cannot read the database {}", redact(url)))
+        .with_context(|| format!("cannot read the database {}", crate::redact::url(url)))
 }
 
 /// `db status`: which of this build's schema migrations the database has.
@@ -51,11 +51,11 @@ pub async fn status(url: &str, out: &mut dyn Write) -> anyhow::Result<bool> {
         create_missing: false,
         ..slavealloc_store_sql::SqlOptions::default()
     };
-    let context = || format!("cannot read the database {}", redact(url));
+    let context = || format!("cannot read the database {}", crate::redact::url(url));
     let store = SqlStore::open_lazy(url, options).with_context(context)?;
     let status = store.schema_status().await.with_context(context)?;
     store.close().await;
-    writeln!(out, "database: {} ({})", redact(url), status.backend)?;
+    writeln!(out, "database: {} ({})", crate::redact::url(url), status.backend)?;
     match status.version() {
         Some(v) => writeln!(out, "schema version: {v}")?,
         None => writeln!(out, "schema version: none (no migrations recorded)")?,
@@ -77,22 +77,6 @@ pub async fn status(url: &str, out: &mut dyn Write) -> anyhow::Result<bool> {
         )?;
     }
     Ok(status.up_to_date())
-}
-
-/// A URL with any password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 /// Where dumps of replaced rows go: beside a SQLite file, else in the
@@ -288,19 +272,6 @@ mod tests {
     use slavealloc_store_memory::MemoryStore;
 
     use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("mysql://root:s3cret@db:3306/slavealloc"),
-            "mysql://root:***@db:3306/slavealloc"
-        );
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1/x"),
-            "postgres://postgres@127.0.0.1/x"
-        );
-        assert_eq!(redact("sqlite://slavealloc.db"), "sqlite://slavealloc.db");
-    }
 
     #[test]
     fn backups_go_beside_the_sqlite_file_or_in_the_working_directory() {
