@@ -1,0 +1,87 @@
+//! `GET /ui/masters`: the masters and how many slaves each has.
+
+use super::*;
+
+const MASTER_COLUMNS: &[(&str, &str)] = &[
+    ("nickname", "nickname"),
+    ("fqdn", "web page"),
+    ("pb_port", "pb port"),
+    ("datacenter", "DC"),
+    ("pool", "pool"),
+    ("slaves", "slaves now"),
+    ("locked", "locked"),
+    ("notes", "notes"),
+    ("enabled", "enabled"),
+];
+
+const MASTER_SEARCHED: &[&str] = &["nickname", "fqdn", "datacenter", "pool", "notes"];
+
+/// How many slaves have each master as current and as locked master.
+async fn slaves_per_master(ui: &Ui) -> Result<(HashMap<i64, u64>, HashMap<i64, u64>), StoreError> {
+    let (mut current, mut locked) = (HashMap::new(), HashMap::new());
+    for r in ui.inventory.store().list(Table::Slaves).await? {
+        if let Some(m) = int(&r, "current_masterid") {
+            *current.entry(m).or_default() += 1;
+        }
+        if let Some(m) = int(&r, "locked_masterid") {
+            *locked.entry(m).or_default() += 1;
+        }
+    }
+    Ok((current, locked))
+}
+
+/// `GET /ui/masters`.
+pub(crate) async fn masters(ui: &Ui, raw: &str) -> Response {
+    let p = Params::parse(raw);
+    let q = p.text("q");
+    let pool = p.text("pool");
+    let sort = sort_key(&p, MASTER_COLUMNS, "nickname");
+    let desc = p.get("dir") == Some("desc");
+    let mut rows = try_page!(ui, ui.inventory.list(Table::Masters, &SlaveFilter::default()).await);
+    let (current, locked) = try_page!(ui, slaves_per_master(ui).await);
+    let lookups = try_page!(ui, Lookups::load(ui, &[Table::Datacenters, Table::Pools]).await);
+    let total = rows.len();
+
+    for r in &mut rows {
+        let id = int(r, "masterid").unwrap_or_default();
+        let count = |m: &HashMap<i64, u64>| Value::Int(m.get(&id).copied().unwrap_or(0).try_into().unwrap_or(i64::MAX));
+        r.insert("slaves".into(), count(&current));
+        r.insert("locked".into(), count(&locked));
+        let port = int(r, "http_port").unwrap_or(0);
+        let web = (port != 0).then(|| Value::Text(format!("http://{}:{port}", text(r, "fqdn"))));
+        r.insert("web".into(), web.unwrap_or(Value::Null));
+    }
+    let text_filter = TextFilter::new(&q);
+    rows.retain(|r| text_filter.matches(r, MASTER_SEARCHED) && (pool.is_empty() || text(r, "pool") == pool));
+    sort_rows(&mut rows, sort, desc, "nickname");
+
+    let path = ui_path(ui, "masters");
+    let link = |sort: &str, desc: bool| {
+        href(
+            &path,
+            &query(&[
+                ("q", &q),
+                ("pool", &pool),
+                ("sort", if sort == "nickname" { "" } else { sort }),
+                ("dir", if desc { "desc" } else { "" }),
+            ]),
+        )
+    };
+    let columns = column_heads(MASTER_COLUMNS, sort, desc, link);
+    let ctx = minijinja::context! {
+        page => "masters",
+        title => "Masters",
+        rows => rows,
+        total => total,
+        columns => columns,
+        filtered => !q.is_empty() || !pool.is_empty(),
+        clear_href => path,
+        f => minijinja::context! {
+            q => q, pool => pool,
+            sort => if sort == "nickname" { "" } else { sort }, dir => if desc { "desc" } else { "" },
+        },
+        options => minijinja::context! { pools => lookups.names(Table::Pools) },
+        lookups => lookups,
+    };
+    ui.render(StatusCode::OK, "masters.html", ctx)
+}
