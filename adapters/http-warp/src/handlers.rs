@@ -113,15 +113,13 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
         Ok(name) => name,
         Err(e) => return no_allocation(&AllocationError::InvalidName(e)),
     };
-    let result = match state.readiness.check() {
-        Err(reason) => Err(AllocationError::Storage(StoreError::Unavailable(reason))),
-        Ok(()) => match tokio::time::timeout(state.db_deadline, state.batcher.allocate(name)).await {
-            Ok(r) => r,
-            Err(_) => Err(AllocationError::Storage(unanswered(state.db_deadline))),
-        },
-    };
-    state.metrics.database_up(!is_unavailable(&result));
-    match result {
+    // The same gate as every other database call: readiness, the
+    // deadline, and a task of its own.
+    let st = Arc::clone(&state);
+    let outcome = state
+        .db(async move { storage_outside(st.batcher.allocate(name).await) })
+        .await;
+    match refusal(outcome, &raw) {
         Ok(a) => {
             log_allocation(&state, &a, client, started);
             // A signed tac's signature also goes in a header (SECURITY.md).
@@ -133,35 +131,55 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
             }
             r
         }
-        Err(e) if e.is_no_allocation() => {
-            tracing::info!(slave = %raw, error = %e, "no allocation");
-            no_allocation(&e)
+        Err(Refusal::NoAllocation(e)) => no_allocation(&e),
+        Err(Refusal::Failed(e)) if e.status == StatusCode::INTERNAL_SERVER_ERROR => {
+            text(e.status, format!("error processing request: {}", e.message))
         }
-        Err(AllocationError::Storage(e @ StoreError::Unavailable(_))) => {
-            tracing::warn!(slave = %raw, error = %e, "gettac: database unavailable");
-            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-        Err(e) => {
-            tracing::error!(slave = %raw, error = %e, "gettac failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("error processing request: {}", short(&e)),
-            )
-        }
+        Err(Refusal::Failed(e)) => text(e.status, e.message),
     }
 }
 
-fn is_unavailable(r: &Result<Allocation, AllocationError>) -> bool {
-    matches!(r, Err(AllocationError::Storage(StoreError::Unavailable(_))))
+/// An allocation's answer with storage failures taken out, so that the
+/// database gate ([`AppState::db`]) sees them; the rest stay inside.
+fn storage_outside(
+    answer: Result<Allocation, AllocationError>,
+) -> Result<Result<Allocation, AllocationError>, StoreError> {
+    match answer {
+        Err(AllocationError::Storage(e)) => Err(e),
+        other => Ok(other),
+    }
 }
 
-/// What a client is told about a failed allocation: the rule's and the
-/// template's errors say what to fix; a storage fault's cause stays in the
-/// log.
-fn short(e: &AllocationError) -> String {
-    match e {
-        AllocationError::Storage(s) => ApiError::from_store(s).message,
-        other => other.to_string(),
+/// Why an allocation gave no tac, as the HTTP layer answers it.
+enum Refusal {
+    /// The ordinary "no allocation available" (404).
+    NoAllocation(AllocationError),
+    /// A fault, with its status and what the client is told.
+    Failed(ApiError),
+}
+
+/// The one place an allocation's failure becomes an HTTP answer, and is
+/// logged, once: no allocation is an info line; storage faults are logged
+/// by [`ApiError::from_store`]; the rule's and the template's errors (a
+/// missing password, a broken template) say what to fix.
+fn refusal(
+    outcome: Result<Result<Allocation, AllocationError>, StoreError>,
+    slave: &str,
+) -> Result<Allocation, Refusal> {
+    match outcome {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) if e.is_no_allocation() => {
+            tracing::info!(slave = %slave, error = %e, "no allocation");
+            Err(Refusal::NoAllocation(e))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(slave = %slave, error = %e, "allocation failed");
+            Err(Refusal::Failed(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            )))
+        }
+        Err(e) => Err(Refusal::Failed(ApiError::from_store(&e))),
     }
 }
 
@@ -198,31 +216,23 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response
         "peek"
     );
     let allocator = state.services.allocator.clone();
-    let result = state
+    let slave = raw.clone();
+    let outcome = state
         .db(async move {
-            let answer = if secrets {
+            storage_outside(if secrets {
                 allocator.peek(&raw).await
             } else {
                 allocator.preview(&raw).await
-            };
-            // Storage failures become the outer error; the rest stay inside.
-            match answer {
-                Err(AllocationError::Storage(e)) => Err(e),
-                other => Ok(other),
-            }
+            })
         })
         .await;
-    match result {
-        Ok(Ok(a)) => models::json(StatusCode::OK, &json!({"success": true, "tac": a.tac})),
-        Ok(Err(e)) if e.is_no_allocation() => models::json(
+    match refusal(outcome, &slave) {
+        Ok(a) => models::json(StatusCode::OK, &json!({"success": true, "tac": a.tac})),
+        Err(Refusal::NoAllocation(e)) => models::json(
             StatusCode::NOT_FOUND,
             &json!({"success": false, "error": e.no_allocation_reason()}),
         ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "api gettac failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_json()
-        }
-        Err(e) => ApiError::from_store(&e).into_json(),
+        Err(Refusal::Failed(e)) => e.into_json(),
     }
 }
 
