@@ -34,7 +34,10 @@ const LOCK_ROUNDS: usize = 3;
 /// Starts a unit of work.
 pub(crate) async fn begin(db: Arc<dyn Db>, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
     let mode = match intent {
-        Intent::Peek => Mode::Read,
+        // A peek reads the slaves, then their pools' masters, passwords and
+        // loads: in one read-only transaction, so that all of it is one
+        // state of the database, as a committing unit's reads are.
+        Intent::Peek => Mode::Consistent,
         Intent::Commit => Mode::Write,
     };
     let tx = db.begin(mode).await?;
