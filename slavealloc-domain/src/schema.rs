@@ -90,6 +90,10 @@ pub struct Column {
     /// For a reference: the key the denormalized listing adds with the
     /// referenced row's name (`distroid` → `distro`).
     pub label: Option<&'static str>,
+    /// What people call it (`bitsid` → "bits"): the web UI's field names.
+    pub title: &'static str,
+    /// What NULL means here, when it may be NULL ("not locked").
+    pub when_null: Option<&'static str>,
 }
 
 /// A column default.
@@ -171,7 +175,19 @@ const fn col(name: &'static str, kind: Kind) -> Column {
         insertable: !matches!(kind, Kind::Id),
         default: None,
         label: None,
+        title: name,
+        when_null: None,
     }
+}
+
+const fn titled(mut c: Column, title: &'static str) -> Column {
+    c.title = title;
+    c
+}
+
+const fn null_means(mut c: Column, meaning: &'static str) -> Column {
+    c.when_null = Some(meaning);
+    c
 }
 
 const fn upd(mut c: Column) -> Column {
@@ -185,8 +201,11 @@ const fn nullable(mut c: Column) -> Column {
     c
 }
 
+/// A reference's label, which is also what people call it unless
+/// [`titled`] says otherwise.
 const fn labelled(mut c: Column, label: &'static str) -> Column {
     c.label = Some(label);
+    c.title = label;
     c
 }
 
@@ -231,8 +250,8 @@ const MASTERS: &[Column] = &[
     col("masterid", Kind::Id),
     upd(col("nickname", Kind::Name)),
     upd(col("fqdn", Kind::Text)),
-    upd(col("http_port", Kind::Port)),
-    upd(col("pb_port", Kind::Port)),
+    upd(titled(col("http_port", Kind::Port), "http port (0 = none)")),
+    upd(titled(col("pb_port", Kind::Port), "pb port")),
     upd(labelled(col("dcid", Kind::Ref(Table::Datacenters)), "datacenter")),
     upd(labelled(col("poolid", Kind::Ref(Table::Pools)), "pool")),
     upd(default_true(col("enabled", Kind::Bool))),
@@ -243,21 +262,39 @@ const SLAVES: &[Column] = &[
     col("slaveid", Kind::Id),
     col("name", Kind::SlaveName),
     upd(labelled(col("distroid", Kind::Ref(Table::Distros)), "distro")),
-    upd(labelled(col("bitsid", Kind::Ref(Table::Bitlengths)), "bitlength")),
+    upd(titled(
+        labelled(col("bitsid", Kind::Ref(Table::Bitlengths)), "bitlength"),
+        "bits",
+    )),
     // The original's PUT ignored speed; writing it is harmless to its UI,
     // which sends back the value it read, and lets ours edit it.
     upd(labelled(col("speedid", Kind::Ref(Table::Speeds)), "speed")),
     upd(labelled(col("purposeid", Kind::Ref(Table::Purposes)), "purpose")),
     upd(labelled(col("dcid", Kind::Ref(Table::Datacenters)), "datacenter")),
-    upd(labelled(col("trustid", Kind::Ref(Table::Trustlevels)), "trustlevel")),
+    upd(titled(
+        labelled(col("trustid", Kind::Ref(Table::Trustlevels)), "trustlevel"),
+        "trust level",
+    )),
     upd(labelled(col("envid", Kind::Ref(Table::Environments)), "environment")),
     upd(labelled(col("poolid", Kind::Ref(Table::Pools)), "pool")),
     upd(col("basedir", Kind::Text)),
-    upd(labelled(
-        nullable(col("locked_masterid", Kind::Ref(Table::Masters))),
-        "locked_master",
+    upd(titled(
+        null_means(
+            labelled(
+                nullable(col("locked_masterid", Kind::Ref(Table::Masters))),
+                "locked_master",
+            ),
+            "not locked",
+        ),
+        "locked to master",
     )),
-    upd(nullable(col("custom_tplid", Kind::Ref(Table::TacTemplates)))),
+    upd(titled(
+        null_means(
+            nullable(col("custom_tplid", Kind::Ref(Table::TacTemplates))),
+            "default template",
+        ),
+        "tac template",
+    )),
     upd(default_true(col("enabled", Kind::Bool))),
     upd(nullable(col("notes", Kind::Text))),
     state(labelled(

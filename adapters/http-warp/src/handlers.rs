@@ -434,7 +434,45 @@ pub(crate) fn openapi_json(base: &str) -> String {
         return OPENAPI.to_owned();
     };
     doc["servers"] = json!([{ "url": if base.is_empty() { "/" } else { base } }]);
+    for table in Table::EXPOSED {
+        doc["components"]["schemas"][table.name()] = table_schema(table);
+    }
     doc.to_string()
+}
+
+/// A table's rows as JSON Schema, from the domain's schema: every column
+/// with its type, whether it may be null and whether a PUT writes it, and
+/// the names a listing adds for references.
+fn table_schema(table: Table) -> serde_json::Value {
+    use slavealloc_domain::schema::Kind;
+    let mut properties = serde_json::Map::new();
+    for c in table.columns() {
+        let kind = match c.kind {
+            Kind::Bool => "boolean",
+            Kind::Id | Kind::Int | Kind::Port | Kind::Ref(_) => "integer",
+            Kind::Name | Kind::SlaveName | Kind::Text => "string",
+        };
+        let mut p = json!({ "type": kind, "title": c.title, "nullable": c.nullable, "readOnly": !c.updatable });
+        if let Kind::Ref(t) = c.kind {
+            p["description"] = json!(match c.when_null {
+                Some(meaning) => format!("the id of a row of {t}; null: {meaning}"),
+                None => format!("the id of a row of {t}"),
+            });
+        }
+        if c.kind == Kind::Port {
+            p["minimum"] = json!(0);
+            p["maximum"] = json!(65535);
+        }
+        properties.insert(c.name.to_owned(), p);
+        if let Some(label) = c.label {
+            properties.insert(
+                label.to_owned(),
+                json!({ "type": "string", "nullable": c.nullable, "readOnly": true,
+                        "description": format!("the name of {}, in listings", c.name) }),
+            );
+        }
+    }
+    json!({ "type": "object", "title": table.name(), "properties": properties })
 }
 
 const API_INDEX: &str = include_str!("api-index.html");

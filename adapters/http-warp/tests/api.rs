@@ -537,6 +537,27 @@ async fn the_api_index_documents_every_route_and_lists_the_tables(kind: Kind) {
         assert!(r.body.contains(route), "{route}");
     }
     assert_eq!(h.get("/api").await.status, 200);
+
+    // The OpenAPI document describes every table's columns from the
+    // domain's schema, not from a hand-kept copy.
+    let doc = h.get("/api/openapi.json").await.json();
+    for table in Table::EXPOSED {
+        let props = &doc["components"]["schemas"][table.name()]["properties"];
+        for c in table.columns() {
+            let kind = match c.kind {
+                slavealloc_domain::schema::Kind::Bool => "boolean",
+                slavealloc_domain::schema::Kind::Name
+                | slavealloc_domain::schema::Kind::SlaveName
+                | slavealloc_domain::schema::Kind::Text => "string",
+                _ => "integer",
+            };
+            assert_eq!(props[c.name]["type"], kind, "{table}.{}", c.name);
+            assert_eq!(props[c.name]["readOnly"], !c.updatable, "{table}.{}", c.name);
+            if let Some(label) = c.label {
+                assert_eq!(props[label]["type"], "string", "{table}.{label}");
+            }
+        }
+    }
     h.finish().await;
 }
 

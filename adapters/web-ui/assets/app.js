@@ -216,34 +216,11 @@
   window.addEventListener('popstate', () => location.reload());
 
   // ------------------------------------------------------------- editors
-  const SLAVE_FIELDS = [
-    { col: 'distroid', label: 'distro', list: 'distros' },
-    { col: 'bitsid', label: 'bits', list: 'bitlengths' },
-    { col: 'speedid', label: 'speed', list: 'speeds' },
-    { col: 'purposeid', label: 'purpose', list: 'purposes' },
-    { col: 'dcid', label: 'datacenter', list: 'datacenters' },
-    { col: 'trustid', label: 'trust level', list: 'trustlevels' },
-    { col: 'envid', label: 'environment', list: 'environments' },
-    { col: 'poolid', label: 'pool', list: 'pools' },
-    { col: 'locked_masterid', label: 'locked to master', list: 'masters', none: 'not locked' },
-    { col: 'custom_tplid', label: 'tac template', list: 'tac_templates', none: 'default template' },
-    { col: 'basedir', label: 'basedir', type: 'text', size: 'wider' },
-    { col: 'notes', label: 'notes', type: 'text', nullable: true, size: 'wider' },
-    { col: 'enabled', label: 'enabled', type: 'bool' },
-  ];
-  const MASTER_FIELDS = [
-    { col: 'nickname', label: 'nickname', type: 'text' },
-    { col: 'fqdn', label: 'fqdn', type: 'text', size: 'wide' },
-    { col: 'http_port', label: 'http port (0 = none)', type: 'int' },
-    { col: 'pb_port', label: 'pb port', type: 'int' },
-    { col: 'dcid', label: 'datacenter', list: 'datacenters' },
-    { col: 'poolid', label: 'pool', list: 'pools' },
-    { col: 'notes', label: 'notes', type: 'text', nullable: true, size: 'wider' },
-    { col: 'enabled', label: 'enabled', type: 'bool' },
-  ];
+  // The editor's fields come with the page (its "fields", made from the
+  // domain's schema on the server): no copy of the columns here.
   const KINDS = {
-    slaves: { fields: SLAVE_FIELDS, id: 'slaveid', name: 'name' },
-    masters: { fields: MASTER_FIELDS, id: 'masterid', name: 'nickname' },
+    slaves: { id: 'slaveid', name: 'name' },
+    masters: { id: 'masterid', name: 'nickname' },
   };
 
   function pageData() {
@@ -357,7 +334,7 @@
     if (!row) return;
     closeEditor({ focusRow: false });
 
-    const fields = el('div', { class: 'fields' }, kind.fields.map((f) => buildField(f, row, data.lookups)));
+    const fields = el('div', { class: 'fields' }, data.fields.map((f) => buildField(f, row, data.lookups)));
     const status = el('output', { class: 'status', role: 'status', 'aria-live': 'polite' });
     const actions = el('div', { class: 'editor-actions' }, [
       el('button', { type: 'submit', class: 'primary', text: 'Save' }),
@@ -382,7 +359,7 @@
     form.addEventListener('change', (e) => markChanged(e.target));
     form.addEventListener('submit', (e) => {
       e.preventDefault();
-      save(form, kind, table.dataset.kind, row, status);
+      save(form, data.fields, kind, table.dataset.kind, row, status);
     });
     // The form, not its first field, takes the focus: a stray key must not
     // change a slave's distro. Tab goes to the fields.
@@ -432,14 +409,14 @@
     }
   }
 
-  function currentFields(input) {
-    const table = input.closest('table[data-kind]');
-    return (KINDS[table && table.dataset.kind] || { fields: [] }).fields;
+  function currentFields() {
+    const data = pageData();
+    return (data && data.fields) || [];
   }
 
-  async function save(form, kind, tableName, row, status) {
+  async function save(form, fieldList, kind, tableName, row, status) {
     const changes = {};
-    for (const f of kind.fields) {
+    for (const f of fieldList) {
       const input = form.elements.namedItem(f.col);
       if (!input || input.disabled) continue;
       if (fieldValueKey(f, input) !== input.dataset.initial) changes[f.col] = fieldValue(f, input);

@@ -420,3 +420,37 @@ async fn a_database_that_does_not_answer_gives_503_within_the_deadline() {
         assert!(body.contains("No answer within 50 ms"), "{path}: {body}");
     }
 }
+
+/// The inline editor's fields come with the page, made from the domain's
+/// schema: every updatable column, with the table its choices come from,
+/// and nothing kept by hand in app.js.
+#[tokio::test]
+async fn the_editors_fields_are_the_schemas_updatable_columns() {
+    let (_, inv) = fleet(&sample_fleet());
+    let ui = ui(inv, "");
+    for (path, table) in [
+        ("/ui/slaves", slavealloc_domain::Table::Slaves),
+        ("/ui/masters", slavealloc_domain::Table::Masters),
+    ] {
+        let (_, body) = get(&ui, path).await;
+        let start = body.find(r#"<script type="application/json" id="page-data">"#).unwrap();
+        let json = &body[start..];
+        let json = &json[json.find('>').unwrap() + 1..json.find("</script>").unwrap()];
+        let data: serde_json::Value = serde_json::from_str(json).unwrap();
+        let fields = data["fields"].as_array().unwrap();
+        let wanted: Vec<&str> = table.columns().iter().filter(|c| c.updatable).map(|c| c.name).collect();
+        let got: Vec<&str> = fields.iter().map(|f| f["col"].as_str().unwrap()).collect();
+        assert_eq!(got, wanted, "{path}");
+        for (f, c) in fields.iter().zip(table.columns().iter().filter(|c| c.updatable)) {
+            assert_eq!(f["label"], c.title, "{path}: {}", c.name);
+            if let slavealloc_domain::schema::Kind::Ref(t) = c.kind {
+                assert_eq!(f["list"], t.name(), "{path}: {}", c.name);
+            }
+        }
+    }
+    let app = include_str!("../assets/app.js");
+    assert!(
+        !app.contains("'distroid'") && !app.contains("'pb_port'"),
+        "no column list in app.js"
+    );
+}

@@ -82,6 +82,7 @@ pub(crate) async fn masters(ui: &Ui, raw: &str) -> Response {
         },
         options => minijinja::context! { pools => lookups.names(Table::Pools) },
         lookups => lookups,
+        fields => editor_fields(Table::Masters),
     };
     ui.render(StatusCode::OK, "masters.html", ctx)
 }

@@ -14,6 +14,48 @@ use warp::reply::Response;
 use crate::view::{display, href, natural_cmp, query, sort_rows, sorted_indices, Cell, Paging, Params, TextFilter};
 use crate::Ui;
 
+/// One field of the inline editor, as `app.js` builds it.
+#[derive(Debug, Serialize)]
+struct EditorField {
+    col: &'static str,
+    label: &'static str,
+    /// For a reference: the lookup table its choices come from.
+    list: Option<&'static str>,
+    /// `bool`, `int` or `text` (a reference is a select of `list`).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    nullable: bool,
+    /// The choice that means NULL, for a nullable reference.
+    none: Option<&'static str>,
+    size: Option<&'static str>,
+}
+
+/// The editor's fields of `table`: its updatable columns, from the domain's
+/// schema (no copy of them in `app.js`).
+fn editor_fields(table: Table) -> Vec<EditorField> {
+    table
+        .columns()
+        .iter()
+        .filter(|c| c.updatable)
+        .map(|c| EditorField {
+            col: c.name,
+            label: c.title,
+            list: match c.kind {
+                Kind::Ref(t) => Some(t.name()),
+                _ => None,
+            },
+            kind: match c.kind {
+                Kind::Bool => "bool",
+                Kind::Int | Kind::Port => "int",
+                _ => "text",
+            },
+            nullable: c.nullable,
+            none: c.when_null.or(c.nullable.then_some("none")),
+            size: (c.kind == Kind::Text).then_some("wider"),
+        })
+        .collect()
+}
+
 fn store_error(ui: &Ui, e: &StoreError) -> Response {
     tracing::warn!(error = %e, "a UI page could not read the database");
     let (status, title) = match e {

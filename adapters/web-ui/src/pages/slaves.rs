@@ -269,6 +269,7 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
             purposes => lookups.names(Table::Purposes),
         },
         lookups => lookups,
+        fields => editor_fields(Table::Slaves),
     };
     ui.render(StatusCode::OK, "slaves.html", ctx)
 }
