@@ -313,7 +313,50 @@ const AUDIT_LOG: &[Column] = &[
     nullable(col("new_values", Kind::Text)),
 ];
 
+/// The slaves listing, as the web UI's table and `slavealloc list slaves`
+/// show it: (key of a denormalized row, short header), in the original
+/// UI's order.
+const SLAVE_LISTING: &[(&str, &str)] = &[
+    ("name", "name"),
+    ("distro", "distro"),
+    ("bitlength", "bits"),
+    ("speed", "speed"),
+    ("datacenter", "DC"),
+    ("trustlevel", "trust"),
+    ("environment", "env"),
+    ("purpose", "purpose"),
+    ("pool", "pool"),
+    ("current_master", "current master"),
+    ("locked_master", "locked to"),
+    ("notes", "notes"),
+    ("enabled", "enabled"),
+];
+
+/// The masters listing (`slavealloc list masters`; the web UI's table adds
+/// what it counts and links `fqdn:http_port`).
+const MASTER_LISTING: &[(&str, &str)] = &[
+    ("nickname", "nickname"),
+    ("fqdn", "fqdn"),
+    ("http_port", "http port"),
+    ("pb_port", "pb port"),
+    ("datacenter", "DC"),
+    ("pool", "pool"),
+    ("notes", "notes"),
+    ("enabled", "enabled"),
+];
+
 impl Table {
+    /// The columns a listing of this table shows, as (key of a
+    /// denormalized row, short header): the one definition the web UI and
+    /// the command line share. Empty for tables without one.
+    pub fn listing(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Table::Slaves => SLAVE_LISTING,
+            Table::Masters => MASTER_LISTING,
+            _ => &[],
+        }
+    }
+
     /// Every table, in the order a dump loads them (referenced tables first).
     pub const ALL: [Table; 13] = [
         Table::Distros,

@@ -2,23 +2,6 @@
 
 use super::*;
 
-/// The slaves table's columns: (row key, header).
-const SLAVE_COLUMNS: &[(&str, &str)] = &[
-    ("name", "name"),
-    ("distro", "distro"),
-    ("bitlength", "bits"),
-    ("speed", "speed"),
-    ("datacenter", "DC"),
-    ("trustlevel", "trust"),
-    ("environment", "env"),
-    ("purpose", "purpose"),
-    ("pool", "pool"),
-    ("current_master", "current master"),
-    ("locked_master", "locked to"),
-    ("notes", "notes"),
-    ("enabled", "enabled"),
-];
-
 /// What the slaves' text filter searches: every column shown, and basedir.
 const SLAVE_SEARCHED: &[&str] = &[
     "name",
@@ -85,7 +68,7 @@ impl SlaveQuery {
             enabled: enabled.into(),
             exact: EXACT_FILTERS.iter().map(|(param, _)| p.text(param)).collect(),
             decomm: p.flag("decomm"),
-            sort: sort_key(p, SLAVE_COLUMNS, "name"),
+            sort: sort_key(p, Table::Slaves.listing(), "name"),
             desc: p.get("dir") == Some("desc"),
             page: p.number("page").unwrap_or(1),
             per: p.number("per").filter(|n| PAGE_SIZES.contains(n)).unwrap_or(100),
@@ -213,7 +196,9 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
         next: (paging.page < paging.pages).then(|| at(paging.page + 1)),
         last: (paging.page < paging.pages).then(|| at(paging.pages)),
     };
-    let columns = column_heads(SLAVE_COLUMNS, sq.sort, sq.desc, |k, d| href(&path, &sq.link(k, d, 1)));
+    let columns = column_heads(Table::Slaves.listing(), sq.sort, sq.desc, |k, d| {
+        href(&path, &sq.link(k, d, 1))
+    });
     // After a drain the list shows a disabled master's slaves: say what
     // happens to them.
     let master = EXACT_FILTERS

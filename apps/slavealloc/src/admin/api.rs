@@ -27,35 +27,6 @@ impl std::fmt::Debug for Term<'_> {
     }
 }
 
-/// The columns `list slaves` shows, as the UI's slave table.
-const SLAVE_COLUMNS: &[&str] = &[
-    "name",
-    "distro",
-    "bitlength",
-    "speed",
-    "datacenter",
-    "trustlevel",
-    "environment",
-    "purpose",
-    "pool",
-    "current_master",
-    "locked_master",
-    "enabled",
-    "notes",
-];
-
-/// The columns `list masters` shows, as the UI's master table.
-const MASTER_COLUMNS: &[&str] = &[
-    "nickname",
-    "fqdn",
-    "http_port",
-    "pb_port",
-    "datacenter",
-    "pool",
-    "enabled",
-    "notes",
-];
-
 fn text<'r>(row: &'r Row, column: &str) -> Option<&'r str> {
     row.get(column).and_then(Value::as_text).filter(|s| !s.is_empty())
 }
@@ -240,10 +211,11 @@ pub async fn list(
     enabled: Option<bool>,
     format: Format,
 ) -> anyhow::Result<()> {
-    let (table, columns) = match what {
-        ListWhat::Slaves => (Table::Slaves, SLAVE_COLUMNS),
-        ListWhat::Masters => (Table::Masters, MASTER_COLUMNS),
+    let table = match what {
+        ListWhat::Slaves => Table::Slaves,
+        ListWhat::Masters => Table::Masters,
     };
+    let columns: Vec<&str> = table.listing().iter().map(|(key, _)| *key).collect();
     let filter = SlaveFilter {
         pool: pools.to_vec(),
         enabled,
@@ -256,7 +228,7 @@ pub async fn list(
         (pools.is_empty() || text(r, "pool").is_some_and(|p| pools.iter().any(|w| w == p)))
             && enabled.is_none_or(|e| flag(r, "enabled") == e)
     });
-    write_rows(term.out, format, columns, &rows)?;
+    write_rows(term.out, format, &columns, &rows)?;
     Ok(())
 }
 
@@ -592,8 +564,8 @@ mod tests {
         let r = run!(list(&api, ListWhat::Slaves, &[], Some(false), Format::Csv));
         assert_eq!(
             r.out,
-            "name,distro,bitlength,speed,datacenter,trustlevel,environment,purpose,pool,current_master,locked_master,enabled,notes\n\
-             tst-02,ubuntu64,64,fast,mdc1,try,prod,tests,tests-pool,,bm02,false,\n"
+            "name,distro,bitlength,speed,datacenter,trustlevel,environment,purpose,pool,current_master,locked_master,notes,enabled\n\
+             tst-02,ubuntu64,64,fast,mdc1,try,prod,tests,tests-pool,,bm02,,false\n"
         );
         let r = run!(list(
             &api,
@@ -604,7 +576,7 @@ mod tests {
         ));
         assert_eq!(
             r.out,
-            "nickname  fqdn  http_port  pb_port  datacenter  pool  enabled  notes\n"
+            "nickname  fqdn  http_port  pb_port  datacenter  pool  notes  enabled\n"
         );
         let r = run!(list(&api, ListWhat::Masters, &[], None, Format::Json));
         let masters: Vec<Row> = serde_json::from_str(&r.out).unwrap();
