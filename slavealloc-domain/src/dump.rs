@@ -22,8 +22,9 @@ pub struct Dump {
     pub format: String,
     /// [`DUMP_VERSION`] when written by this version.
     pub version: u32,
-    /// Table name → rows.
-    pub tables: BTreeMap<String, Vec<Row>>,
+    /// Table → rows. A dump naming a table this build does not know is
+    /// refused when it is read.
+    pub tables: BTreeMap<Table, Vec<Row>>,
 }
 
 impl Default for Dump {
@@ -39,17 +40,16 @@ impl Default for Dump {
 impl Dump {
     /// The rows of one table (empty when absent).
     pub fn rows(&self, table: Table) -> &[Row] {
-        self.tables.get(table.name()).map(Vec::as_slice).unwrap_or_default()
+        self.tables.get(&table).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Puts every table's rows in dump order; stores call it before
     /// returning an export.
     pub fn sort(&mut self) {
-        for (name, rows) in &mut self.tables {
-            let key_columns: Vec<&'static str> = match name.parse::<Table>() {
-                Ok(Table::SlavePasswords) => vec!["poolid", "distroid", "password"],
-                Ok(t) => t.id_column().into_iter().collect(),
-                Err(_) => continue,
+        for (table, rows) in &mut self.tables {
+            let key_columns: Vec<&'static str> = match table {
+                Table::SlavePasswords => vec!["poolid", "distroid", "password"],
+                t => t.id_column().into_iter().collect(),
             };
             rows.sort_by(|a, b| {
                 // Value's derived order puts NULL first, as SQL's ascending order does.
@@ -73,11 +73,11 @@ mod tests {
         let r = |pairs: &[(&str, Value)]| -> Row { pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect() };
         let mut d = Dump::default();
         d.tables.insert(
-            "pools".into(),
+            Table::Pools,
             vec![r(&[("poolid", Value::Int(3))]), r(&[("poolid", Value::Int(1))])],
         );
         d.tables.insert(
-            "slave_passwords".into(),
+            Table::SlavePasswords,
             vec![
                 r(&[
                     ("poolid", Value::Int(1)),

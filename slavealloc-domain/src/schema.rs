@@ -18,8 +18,9 @@ use crate::name::{SlaveName, MAX_NAME_LEN};
 /// The largest text value, in bytes: MariaDB's `TEXT`.
 pub const MAX_TEXT_BYTES: usize = 65_535;
 
-/// A table of the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A table of the schema. Ordered by name, so that a dump's tables are in
+/// name order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// `distros`
@@ -562,6 +563,18 @@ impl Table {
             row.insert(c.name.to_owned(), value);
         }
         Ok(row)
+    }
+}
+
+impl Ord for Table {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for Table {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

@@ -905,7 +905,7 @@ pub async fn export_then_replace_all_reproduces_the_store<F: StoreFactory>(h: Ha
     create(&h, Table::Pools, json!({"name": "audited-pool"})).await;
     let dump = h.store().export().await.unwrap();
     for table in Table::ALL {
-        assert!(dump.tables.contains_key(table.name()), "the dump has {table}");
+        assert!(dump.tables.contains_key(&table), "the dump has {table}");
     }
     assert!(!dump.rows(Table::AuditLog).is_empty());
     let mut sorted = dump.clone();
@@ -979,11 +979,11 @@ pub async fn append_keeps_ids_and_refuses_bad_rows<F: StoreFactory>(h: Harness<F
     let s = h.store();
     let mut more = slavealloc_domain::Dump::default();
     more.tables.insert(
-        "pools".into(),
+        Table::Pools,
         vec![row(&[("poolid", int(10)), ("name", text("appended"))])],
     );
     more.tables.insert(
-        "masters".into(),
+        Table::Masters,
         vec![{
             let mut m = Fleet::new();
             m.master(20, 10, true);
@@ -1007,7 +1007,7 @@ pub async fn append_keeps_ids_and_refuses_bad_rows<F: StoreFactory>(h: Harness<F
     // The first row is fine, the second a duplicate name: neither lands.
     let mut dup = slavealloc_domain::Dump::default();
     dup.tables.insert(
-        "pools".into(),
+        Table::Pools,
         vec![
             row(&[("poolid", int(11)), ("name", text("fine"))]),
             row(&[("poolid", int(12)), ("name", text("appended"))]),
@@ -1016,17 +1016,17 @@ pub async fn append_keeps_ids_and_refuses_bad_rows<F: StoreFactory>(h: Harness<F
     assert!(matches!(s.append(&dup).await, Err(StoreError::Duplicate(_))));
     let mut dup_id = slavealloc_domain::Dump::default();
     dup_id.tables.insert(
-        "pools".into(),
+        Table::Pools,
         vec![row(&[("poolid", int(1)), ("name", text("new-name"))])],
     );
     assert!(matches!(s.append(&dup_id).await, Err(StoreError::Duplicate(_))));
     let mut dangling = slavealloc_domain::Dump::default();
     dangling.tables.insert(
-        "pools".into(),
+        Table::Pools,
         vec![row(&[("poolid", int(13)), ("name", text("fine-too"))])],
     );
     dangling.tables.insert(
-        "slave_passwords".into(),
+        Table::SlavePasswords,
         vec![row(&[
             ("poolid", int(99)),
             ("distroid", Value::Null),

@@ -37,7 +37,7 @@ impl Fleet {
     pub fn new() -> Self {
         let mut dump = Dump::default();
         for table in Table::ALL {
-            dump.tables.insert(table.name().to_owned(), Vec::new());
+            dump.tables.insert(table, Vec::new());
         }
         let mut fleet = Self { dump };
         for table in Table::LOOKUPS {
@@ -53,7 +53,7 @@ impl Fleet {
     }
 
     fn push(&mut self, table: Table, row: Row) {
-        self.dump.tables.entry(table.name().to_owned()).or_default().push(row);
+        self.dump.tables.entry(table).or_default().push(row);
     }
 
     /// Adds master `id` (nickname `bm<id>`, fqdn `bm<id>.example.com`,
@@ -112,7 +112,7 @@ impl Fleet {
         let row = self
             .dump
             .tables
-            .get_mut(table.name())
+            .get_mut(&table)
             .and_then(|rows| rows.iter_mut().find(|r| r.get(id_column) == Some(&Value::Int(id))))
             .unwrap_or_else(|| panic!("the fleet has no {table} row {id}"));
         row.insert(column.to_owned(), value);

@@ -405,9 +405,6 @@ impl State {
     }
 
     fn append(&mut self, dump: &Dump) -> Result<(), StoreError> {
-        for name in dump.tables.keys() {
-            name.parse::<Table>().map_err(|e| StoreError::Other(e.to_string()))?;
-        }
         for table in Table::ALL {
             for row in dump.rows(table) {
                 if table == Table::AuditLog {
@@ -730,7 +727,7 @@ fn export_state(state: &State) -> Result<Dump, StoreError> {
             Table::AuditLog => state.audit.iter().map(audit_to_row).collect::<Result<_, _>>()?,
             _ => state.table(table).cloned().collect(),
         };
-        dump.tables.insert(table.name().to_owned(), rows);
+        dump.tables.insert(table, rows);
     }
     dump.sort();
     Ok(dump)

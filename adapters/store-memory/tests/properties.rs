@@ -66,9 +66,9 @@ impl Fleet {
                     ])
                 })
                 .collect();
-            dump.tables.insert(table.name().to_owned(), rows);
+            dump.tables.insert(table, rows);
         }
-        let rows = |table: Table, rows: Vec<Row>| (table.name().to_owned(), rows);
+        let rows = |table: Table, rows: Vec<Row>| (table, rows);
         dump.tables.extend([
             rows(
                 Table::Masters,

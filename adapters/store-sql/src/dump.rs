@@ -21,7 +21,7 @@ pub(crate) async fn export(db: &dyn Db) -> Result<Dump, StoreError> {
     let mut dump = Dump::default();
     for table in Table::ALL {
         let rows = select_all(&mut *tx, db.dialect(), table).await?;
-        dump.tables.insert(table.name().to_owned(), rows);
+        dump.tables.insert(table, rows);
     }
     tx.commit().await?;
     dump.sort();
@@ -58,9 +58,6 @@ pub(crate) async fn load_saving(db: &dyn Db, dump: &Dump, save: Option<&dyn Save
 }
 
 async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn SaveReplaced>) -> Result<(), StoreError> {
-    for name in dump.tables.keys() {
-        name.parse::<Table>().map_err(|e| StoreError::Other(e.to_string()))?;
-    }
     let d = db.dialect();
     let mode = if save.is_some() { Mode::Exclusive } else { Mode::Write };
     let mut tx = db.begin(mode).await?;
@@ -68,7 +65,7 @@ async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn Save
         let mut replaced = Dump::default();
         for table in Table::ALL {
             let rows = select_all(&mut *tx, d, table).await?;
-            replaced.tables.insert(table.name().to_owned(), rows);
+            replaced.tables.insert(table, rows);
         }
         replaced.sort();
         // On error the transaction is dropped, and so rolled back.
@@ -269,14 +266,14 @@ mod tests {
     fn the_first_bad_row_is_named() {
         let mut dump = Dump::default();
         dump.tables
-            .insert("pools".into(), vec![pool(1, "a"), pool(2, "b"), pool(3, "a")]);
+            .insert(Table::Pools, vec![pool(1, "a"), pool(2, "b"), pool(3, "a")]);
         match plan(&dump, &mut Known::default()) {
             Err(StoreError::Duplicate(m)) => assert_eq!(m, "pools row 3 (poolid 3): pools.name \"a\" already exists"),
             other => panic!("{other:?}"),
         }
-        dump.tables.insert("pools".into(), vec![pool(1, "a")]);
+        dump.tables.insert(Table::Pools, vec![pool(1, "a")]);
         dump.tables.insert(
-            "slave_passwords".into(),
+            Table::SlavePasswords,
             vec![row(&[
                 ("poolid", Value::Int(7)),
                 ("distroid", Value::Null),
@@ -299,10 +296,10 @@ mod tests {
         let mut known = Known::default();
         known.ids.entry(Table::Pools).or_default().insert(4);
         let mut dump = Dump::default();
-        dump.tables.insert("pools".into(), vec![pool(4, "x")]);
+        dump.tables.insert(Table::Pools, vec![pool(4, "x")]);
         assert!(matches!(plan(&dump, &mut known), Err(StoreError::Duplicate(_))));
         dump.tables
-            .insert("pools".into(), vec![row(&[("name", Value::Text("y".into()))])]);
+            .insert(Table::Pools, vec![row(&[("name", Value::Text("y".into()))])]);
         let planned = plan(&dump, &mut known).unwrap();
         assert_eq!(planned[0].1[0][0], Param::Int(Some(5)));
     }
@@ -310,9 +307,9 @@ mod tests {
     #[test]
     fn nulls_fill_missing_nullable_columns_and_bad_types_are_refused() {
         let mut dump = Dump::default();
-        dump.tables.insert("pools".into(), vec![pool(1, "a")]);
+        dump.tables.insert(Table::Pools, vec![pool(1, "a")]);
         dump.tables.insert(
-            "slave_passwords".into(),
+            Table::SlavePasswords,
             vec![row(&[
                 ("poolid", Value::Int(1)),
                 ("password", Value::Text("pw".into())),
@@ -324,7 +321,7 @@ mod tests {
             [Param::Int(Some(1)), Param::Int(None), Param::Text(Some("pw".into()))]
         );
         dump.tables
-            .insert("pools".into(), vec![row(&[("poolid", Value::Text("1".into()))])]);
+            .insert(Table::Pools, vec![row(&[("poolid", Value::Text("1".into()))])]);
         match plan(&dump, &mut Known::default()) {
             Err(StoreError::Input(e)) => {
                 assert_eq!(e.column, "pools.poolid");

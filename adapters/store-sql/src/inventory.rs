@@ -36,9 +36,9 @@ pub(crate) fn sort_rows(table: Table, rows: Vec<Row>) -> Vec<Row> {
         return rows;
     }
     let mut dump = Dump::default();
-    dump.tables.insert(table.name().to_owned(), rows);
+    dump.tables.insert(table, rows);
     dump.sort();
-    dump.tables.remove(table.name()).unwrap_or_default()
+    dump.tables.remove(&table).unwrap_or_default()
 }
 
 /// Every row of a table, in key order.

@@ -722,7 +722,7 @@ fn pool_dump(poolid: i64, name: &str) -> slavealloc_domain::Dump {
         ("name".to_owned(), Value::Text(name.into())),
     ]
     .into();
-    dump.tables.insert("pools".into(), vec![row]);
+    dump.tables.insert(Table::Pools, vec![row]);
     dump
 }
 

@@ -111,7 +111,7 @@ struct SampleCounts {
 impl SampleCounts {
     fn new() -> Self {
         let dump = sample_fleet();
-        let slaves = &dump.tables["slaves"];
+        let slaves = &dump.tables[&slavealloc_domain::Table::Slaves];
         Self {
             on_bm01: slaves
                 .iter()
@@ -325,7 +325,7 @@ async fn silos_page_shows_imbalance() {
         ..FleetSpec::default()
     });
     // Everybody on the first master: a spread of 40.
-    for s in dump.tables.get_mut("slaves").unwrap() {
+    for s in dump.tables.get_mut(&slavealloc_domain::Table::Slaves).unwrap() {
         s.insert("current_masterid".into(), slavealloc_domain::Value::Int(1));
         s.insert("locked_masterid".into(), slavealloc_domain::Value::Null);
     }

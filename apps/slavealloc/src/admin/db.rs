@@ -302,7 +302,7 @@ mod tests {
                 .into()
             })
             .collect();
-        d.tables.insert("pools".into(), rows);
+        d.tables.insert(slavealloc_domain::Table::Pools, rows);
         d
     }
 

@@ -409,7 +409,7 @@ pub async fn dbimport(store: &dyn DumpStore, args: &ImportArgs, err: &mut dyn Wr
     }
     let mut dump = Dump::default();
     for (table, rows) in &plan.added {
-        dump.tables.insert(table.name().to_owned(), rows.clone());
+        dump.tables.insert(*table, rows.clone());
     }
     store
         .append(&dump)

@@ -44,7 +44,7 @@ pub fn read(bytes: &[u8]) -> anyhow::Result<Dump> {
             .enumerate()
             .map(|(i, row)| convert_row(table, row).with_context(|| format!("table {name}, row {}", i + 1)))
             .collect::<anyhow::Result<Vec<Row>>>()?;
-        dump.tables.insert(table.name().to_owned(), rows);
+        dump.tables.insert(table, rows);
     }
     dump.sort();
     Ok(dump)
