@@ -7,6 +7,7 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::error::StoreError;
 use crate::schema::{Row, Table, Value};
 
 /// Who did a write, and when: stamped on the audit entry the store appends.
@@ -56,6 +57,63 @@ pub struct NewAuditEntry {
     /// The changed columns after (the whole row for a create; none for a
     /// delete).
     pub new_values: Option<Row>,
+}
+
+impl AuditEntry {
+    /// An `audit_log` row (as stores and dumps hold it: the changes as JSON
+    /// text) as an entry.
+    ///
+    /// # Errors
+    /// [`StoreError::Other`] for a row without an id or whose values are not
+    /// JSON objects: a broken database, not a panic.
+    pub fn from_row(row: &Row) -> Result<Self, StoreError> {
+        let text = |c: &str| row.get(c).and_then(Value::as_text).unwrap_or_default().to_owned();
+        let int = |c: &str| row.get(c).and_then(Value::as_int);
+        let json = |c: &str| -> Result<Option<Row>, StoreError> {
+            match row.get(c) {
+                Some(Value::Text(t)) => serde_json::from_str(t)
+                    .map(Some)
+                    .map_err(|e| StoreError::Other(format!("audit_log {c} is not a JSON object: {e}"))),
+                _ => Ok(None),
+            }
+        };
+        Ok(AuditEntry {
+            id: int("id").ok_or_else(|| StoreError::Other("an audit_log row without id".to_owned()))?,
+            entry: NewAuditEntry {
+                at: text("at"),
+                actor: text("actor"),
+                table_name: text("table_name"),
+                row_id: int("row_id").unwrap_or_default(),
+                old_values: json("old_values")?,
+                new_values: json("new_values")?,
+            },
+        })
+    }
+
+    /// The entry as an `audit_log` row: what [`AuditEntry::from_row`] reads.
+    ///
+    /// # Errors
+    /// [`StoreError::Other`] if a value cannot be written as JSON.
+    pub fn to_row(&self) -> Result<Row, StoreError> {
+        let json = |v: &Option<Row>| -> Result<Value, StoreError> {
+            v.as_ref().map_or(Ok(Value::Null), |r| {
+                serde_json::to_string(r)
+                    .map(Value::Text)
+                    .map_err(|e| StoreError::Other(e.to_string()))
+            })
+        };
+        let e = &self.entry;
+        Ok([
+            ("id".to_owned(), Value::Int(self.id)),
+            ("at".to_owned(), Value::Text(e.at.clone())),
+            ("actor".to_owned(), Value::Text(e.actor.clone())),
+            ("table_name".to_owned(), Value::Text(e.table_name.clone())),
+            ("row_id".to_owned(), Value::Int(e.row_id)),
+            ("old_values".to_owned(), json(&e.old_values)?),
+            ("new_values".to_owned(), json(&e.new_values)?),
+        ]
+        .into())
+    }
 }
 
 impl NewAuditEntry {

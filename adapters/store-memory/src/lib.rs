@@ -408,7 +408,7 @@ impl State {
         for table in Table::ALL {
             for row in dump.rows(table) {
                 if table == Table::AuditLog {
-                    let entry: AuditEntry = audit_from_row(row)?;
+                    let entry: AuditEntry = AuditEntry::from_row(row)?;
                     self.audit.push(entry);
                     continue;
                 }
@@ -544,42 +544,6 @@ fn sorted_set<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
     set
 }
 
-fn audit_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
-    let text = |c: &str| row.get(c).and_then(Value::as_text).map(str::to_owned);
-    let json = |c: &str| -> Result<Option<Row>, StoreError> {
-        text(c).map(|t| serde_json::from_str(&t).map_err(other)).transpose()
-    };
-    Ok(AuditEntry {
-        id: int(row, "id").ok_or_else(|| other("audit_log row without id"))?,
-        entry: NewAuditEntry {
-            at: text("at").unwrap_or_default(),
-            actor: text("actor").unwrap_or_default(),
-            table_name: text("table_name").unwrap_or_default(),
-            row_id: int(row, "row_id").unwrap_or_default(),
-            old_values: json("old_values")?,
-            new_values: json("new_values")?,
-        },
-    })
-}
-
-fn audit_to_row(e: &AuditEntry) -> Result<Row, StoreError> {
-    let json = |v: &Option<Row>| -> Result<Value, StoreError> {
-        v.as_ref().map_or(Ok(Value::Null), |r| {
-            serde_json::to_string(r).map(Value::Text).map_err(other)
-        })
-    };
-    Ok([
-        ("id".to_owned(), Value::Int(e.id)),
-        ("at".to_owned(), Value::Text(e.entry.at.clone())),
-        ("actor".to_owned(), Value::Text(e.entry.actor.clone())),
-        ("table_name".to_owned(), Value::Text(e.entry.table_name.clone())),
-        ("row_id".to_owned(), Value::Int(e.entry.row_id)),
-        ("old_values".to_owned(), json(&e.entry.old_values)?),
-        ("new_values".to_owned(), json(&e.entry.new_values)?),
-    ]
-    .into())
-}
-
 #[async_trait]
 impl AllocationStore for MemoryStore {
     async fn begin(&self, _intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
@@ -643,7 +607,7 @@ impl Drop for MemoryUnit {
 impl InventoryStore for MemoryStore {
     async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError> {
         if table == Table::AuditLog {
-            return self.state.lock().await.audit.iter().map(audit_to_row).collect();
+            return self.state.lock().await.audit.iter().map(AuditEntry::to_row).collect();
         }
         Ok(self.state.lock().await.table(table).cloned().collect())
     }
@@ -724,7 +688,7 @@ fn export_state(state: &State) -> Result<Dump, StoreError> {
     let mut dump = Dump::default();
     for table in Table::ALL {
         let rows = match table {
-            Table::AuditLog => state.audit.iter().map(audit_to_row).collect::<Result<_, _>>()?,
+            Table::AuditLog => state.audit.iter().map(AuditEntry::to_row).collect::<Result<_, _>>()?,
             _ => state.table(table).cloned().collect(),
         };
         dump.tables.insert(table, rows);

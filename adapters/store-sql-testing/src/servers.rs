@@ -246,6 +246,10 @@ impl PrivatePostgres {
     /// Appends `settings` to `postgresql.conf` and reloads the server.
     pub fn reload_with(&self, settings: &str) {
         self.configure(settings);
+        self.reload();
+    }
+
+    fn reload(&self) {
         run(self
             .program("pg_ctl")
             .arg("-D")
@@ -257,12 +261,7 @@ impl PrivatePostgres {
     /// Replaces `pg_hba.conf` and reloads.
     pub fn set_hba(&self, hba: &str) {
         std::fs::write(self.data().join("pg_hba.conf"), hba).unwrap();
-        run(self
-            .program("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("reload")
-            .stdout(Stdio::null()));
+        self.reload();
     }
 
     fn configure(&self, settings: &str) {

@@ -394,33 +394,8 @@ pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEnt
     tx.fetch(&sql, &out)
         .await?
         .into_iter()
-        .map(|v| audit_entry(&to_row(Table::AuditLog, v)))
+        .map(|v| AuditEntry::from_row(&to_row(Table::AuditLog, v)))
         .collect()
-}
-
-/// An `audit_log` row as an entry; its JSON columns parsed.
-pub(crate) fn audit_entry(row: &Row) -> Result<AuditEntry, StoreError> {
-    let text = |c: &str| row.get(c).and_then(Value::as_text).unwrap_or_default().to_owned();
-    let int = |c: &str| row.get(c).and_then(Value::as_int).unwrap_or_default();
-    let json = |c: &str| -> Result<Option<Row>, StoreError> {
-        match row.get(c) {
-            Some(Value::Text(t)) => serde_json::from_str(t)
-                .map(Some)
-                .map_err(|e| other(format!("audit_log {c} is not a JSON object: {e}"))),
-            _ => Ok(None),
-        }
-    };
-    Ok(AuditEntry {
-        id: int("id"),
-        entry: NewAuditEntry {
-            at: text("at"),
-            actor: text("actor"),
-            table_name: text("table_name"),
-            row_id: int("row_id"),
-            old_values: json("old_values")?,
-            new_values: json("new_values")?,
-        },
-    })
 }
 
 /// A round trip to the database.

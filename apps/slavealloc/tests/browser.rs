@@ -169,6 +169,11 @@ impl Ui {
     }
 
     /// Waits until the element `css` holds `needle`; returns its text.
+    /// Waits for the element, then clicks it.
+    async fn click(&self, locator: Locator<'_>) {
+        self.wait(locator).await.click().await.unwrap();
+    }
+
     async fn wait_text(&self, css: &str, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null";
@@ -203,6 +208,11 @@ impl Ui {
         }
         self.c.perform_actions(actions).await.unwrap();
     }
+}
+
+/// Clicks the element `locator` finds inside `parent`.
+async fn click_in(parent: &Element, locator: Locator<'_>) {
+    parent.find(locator).await.unwrap().click().await.unwrap();
 }
 
 fn text(row: &Row, col: &str) -> String {
@@ -406,12 +416,7 @@ async fn the_editor_survives_stray_keys_and_leaving_with_an_edit_asks_first() {
         // ---- the editor takes the focus itself, so stray keys change nothing
         ui.goto("/ui/slaves").await;
         let row = ui.wait(Locator::Css("tr[data-name='bld-linux64-spot-003']")).await;
-        row.find(Locator::Css("[data-action='edit']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_in(&row, Locator::Css("[data-action='edit']")).await;
         ui.wait(Locator::Css("tr.editor-row form.editor")).await;
         assert_eq!(ui.js("return document.activeElement.tagName").await, json!("FORM"));
         let distro = "return document.querySelector(\"tr.editor-row select[name='distroid']\").value";
@@ -433,15 +438,11 @@ async fn the_editor_survives_stray_keys_and_leaving_with_an_edit_asks_first() {
         notes.clear().await.unwrap();
         notes.send_keys("not saved yet").await.unwrap();
         ui.wait(Locator::Css(".field.changed")).await;
-        ui.wait(Locator::LinkText("Masters")).await.click().await.unwrap();
+        ui.click(Locator::LinkText("Masters")).await;
         ui.wait(Locator::Css("#confirm-dialog[open]")).await;
         let focused = ui.js("return document.activeElement.value").await;
         assert_eq!(focused, json!("cancel"), "staying is the default");
-        ui.wait(Locator::Css("#confirm-dialog button[value='cancel']"))
-            .await
-            .click()
-            .await
-            .unwrap();
+        ui.click(Locator::Css("#confirm-dialog button[value='cancel']")).await;
         assert_eq!(
             ui.js("return location.pathname").await,
             json!(format!("{BASE}/ui/slaves"))
@@ -451,8 +452,8 @@ async fn the_editor_survives_stray_keys_and_leaving_with_an_edit_asks_first() {
             .await;
         assert_eq!(kept, json!("not saved yet"));
         // Discarding goes on, and nothing was written.
-        ui.wait(Locator::LinkText("Masters")).await.click().await.unwrap();
-        ui.wait(Locator::Css("#confirm-ok")).await.click().await.unwrap();
+        ui.click(Locator::LinkText("Masters")).await;
+        ui.click(Locator::Css("#confirm-ok")).await;
         ui.wait(Locator::Id("masters-table")).await;
         let slave = InventoryStore::get(&store, Table::Slaves, 3).await.unwrap().unwrap();
         assert_eq!(text(&slave, "notes"), long);
@@ -583,7 +584,7 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     ui.shot("1-dashboard").await;
 
     // ---- slaves: the live text filter
-    ui.wait(Locator::LinkText("Slaves")).await.click().await.unwrap();
+    ui.click(Locator::LinkText("Slaves")).await;
     ui.wait(Locator::Id("slaves-table")).await;
     ui.shot("2-slaves").await;
     ui.wait(Locator::Id("q")).await.send_keys("tst-linux64").await.unwrap();
@@ -626,35 +627,19 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     let new_pool = pools.iter().find(|(i, _)| *i != old_pool.0).unwrap().clone();
 
     let row = ui.wait(Locator::Css(&format!("tr[data-name='{name}']"))).await;
-    row.find(Locator::Css("[data-action='edit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_in(&row, Locator::Css("[data-action='edit']")).await;
     let pool = ui.wait(Locator::Css("tr.editor-row select[name='poolid']")).await;
     pool.select_by_label(&new_pool.1).await.unwrap();
-    ui.wait(Locator::Css("tr.editor-row input[name='enabled']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click(Locator::Css("tr.editor-row input[name='enabled']")).await;
     ui.shot("3-slave-editor").await;
-    ui.wait(Locator::Css("tr.editor-row button[type='submit']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click(Locator::Css("tr.editor-row button[type='submit']")).await;
 
     // Write auth is on: the UI asks for the token once.
     let token = ui.wait(Locator::Css("#token-dialog[open] #token-input")).await;
     ui.shot("4-token").await;
     token.send_keys(TOKEN).await.unwrap();
-    ui.wait(Locator::Css("#token-dialog[open] button[type='submit']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click(Locator::Css("#token-dialog[open] button[type='submit']"))
+        .await;
     ui.wait_text("#toasts", &format!("Saved {name}")).await;
     let saved = InventoryStore::get(store, Table::Slaves, i32::try_from(id).unwrap())
         .await
@@ -677,12 +662,7 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     // A second change does not ask again, and Enter in a field saves.
     let other = names.iter().find(|n| **n != name).unwrap().clone();
     let row = ui.wait(Locator::Css(&format!("tr[data-name='{other}']"))).await;
-    row.find(Locator::Css("[data-action='edit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_in(&row, Locator::Css("[data-action='edit']")).await;
     let notes = ui.wait(Locator::Css("tr.editor-row input[name='notes']")).await;
     notes.clear().await.unwrap();
     notes
@@ -702,17 +682,8 @@ async fn drive(ui: &Ui, store: &SqlStore) {
 
     // ---- the tac a slave would get, without recording anything
     let row = ui.wait(Locator::Css(&format!("tr[data-name='{other}']"))).await;
-    row.find(Locator::Css("[data-action='edit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    ui.wait(Locator::Css("tr.editor-row [data-action='tac']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click_in(&row, Locator::Css("[data-action='edit']")).await;
+    ui.click(Locator::Css("tr.editor-row [data-action='tac']")).await;
     let tac = ui
         .wait_text("#tac-text", "AUTOMATICALLY GENERATED - DO NOT MODIFY")
         .await;
@@ -740,20 +711,11 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     ui.wait(Locator::Id("masters-table")).await;
     ui.shot("6-masters").await;
     let row = ui.wait(Locator::Css("tr[data-name='bm02']")).await;
-    row.find(Locator::Css("[data-action='edit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_in(&row, Locator::Css("[data-action='edit']")).await;
     let nick = ui.wait(Locator::Css("tr.editor-row input[name='nickname']")).await;
     nick.clear().await.unwrap();
     nick.send_keys("bm01").await.unwrap();
-    ui.wait(Locator::Css("tr.editor-row button[type='submit']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    ui.click(Locator::Css("tr.editor-row button[type='submit']")).await;
     let shown = ui
         .wait(Locator::Css("tr.editor-row output.status.error"))
         .await
@@ -801,17 +763,8 @@ async fn drive(ui: &Ui, store: &SqlStore) {
         .count();
     assert!(on_it > 0, "the sample fleet has slaves on {drained}");
     let row = ui.wait(Locator::Css(&format!("tr[data-name='{drained}']"))).await;
-    row.find(Locator::Css("[data-action='drain']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    ui.wait(Locator::Css("#confirm-dialog[open] #confirm-ok"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    click_in(&row, Locator::Css("[data-action='drain']")).await;
+    ui.click(Locator::Css("#confirm-dialog[open] #confirm-ok")).await;
     ui.wait(Locator::Id("slaves-table")).await;
     let url = ui.c.current_url().await.unwrap();
     assert!(
