@@ -111,6 +111,15 @@ struct Ui {
 }
 
 impl Ui {
+    /// The browser's session, pointed at the daemon.
+    fn on(browser: &Browser, daemon: &Daemon) -> Ui {
+        Ui {
+            c: browser.c.clone(),
+            origin: format!("http://{}", daemon.addr),
+            shots: screenshot_dir(),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{BASE}{path}", self.origin)
     }
@@ -358,11 +367,7 @@ async fn the_ui_in_a_real_browser() {
     }
     let daemon = Daemon::start(Tokens::new([(TOKEN_NAME, TOKEN)]).unwrap()).await;
     let browser = Browser::start().await;
-    let ui = Ui {
-        c: browser.c.clone(),
-        origin: format!("http://{}", daemon.addr),
-        shots: screenshot_dir(),
-    };
+    let ui = Ui::on(&browser, &daemon);
     let store = daemon.store.clone();
     run_then_stop(browser, daemon, async move { drive(&ui, &store).await }).await;
 }
@@ -377,11 +382,7 @@ async fn the_editor_survives_stray_keys_and_leaving_with_an_edit_asks_first() {
     }
     let daemon = Daemon::start(Tokens::default()).await;
     let browser = Browser::start().await;
-    let ui = Ui {
-        c: browser.c.clone(),
-        origin: format!("http://{}", daemon.addr),
-        shots: screenshot_dir(),
-    };
+    let ui = Ui::on(&browser, &daemon);
     let store = daemon.store.clone();
     run_then_stop(browser, daemon, async move {
         // ---- the dashboard's latest changes stay inside their panel
