@@ -187,12 +187,8 @@ impl AdminApi for LocalAdmin {
     }
 
     async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError> {
-        let body = match serde_json::to_value(&changes) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => return Err(AdminError::Rejected("the changes are not a JSON object".into())),
-        };
         self.inventory
-            .update(table, id, &body, &self.actor)
+            .update(table, id, &crate::schema::changes_of(&changes), &self.actor)
             .await
             .map(drop)
             .map_err(from_store)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, Operation, Writer};
 use crate::error::StoreError;
 use crate::ports::{Actor, Host, InventoryStore, TacRenderer};
-use crate::schema::{Kind, Row, Table, Value};
+use crate::schema::{Changes, Kind, Row, Table, Value};
 
 /// The environment whose slaves the slave list leaves out unless asked.
 pub const DECOMMISSIONED_ENVIRONMENT: &str = "decomm";
@@ -143,13 +143,7 @@ impl Inventory {
     ///
     /// # Errors
     /// As for [`Inventory::update_as`].
-    pub async fn update(
-        &self,
-        table: Table,
-        id: i32,
-        body: &serde_json::Map<String, serde_json::Value>,
-        actor: &str,
-    ) -> Result<Row, StoreError> {
+    pub async fn update(&self, table: Table, id: i32, body: &Changes, actor: &str) -> Result<Row, StoreError> {
         self.update_as(table, id, body, &Writer::admin(actor)).await
     }
 
@@ -163,13 +157,7 @@ impl Inventory {
     /// for a change the writer may not make (nothing written either way),
     /// and the store's errors ([`StoreError::NotFound`],
     /// [`StoreError::Duplicate`], [`StoreError::InvalidReference`]).
-    pub async fn update_as(
-        &self,
-        table: Table,
-        id: i32,
-        body: &serde_json::Map<String, serde_json::Value>,
-        writer: &Writer,
-    ) -> Result<Row, StoreError> {
+    pub async fn update_as(&self, table: Table, id: i32, body: &Changes, writer: &Writer) -> Result<Row, StoreError> {
         let mut changes = table.parse_update(body)?;
         let current = self.store.get(table, id).await?.ok_or(StoreError::NotFound)?;
         changes.retain(|column, value| current.get(column) != Some(value));
@@ -187,12 +175,7 @@ impl Inventory {
     ///
     /// # Errors
     /// As for [`Inventory::create_as`].
-    pub async fn create(
-        &self,
-        table: Table,
-        body: &serde_json::Map<String, serde_json::Value>,
-        actor: &str,
-    ) -> Result<Row, StoreError> {
+    pub async fn create(&self, table: Table, body: &Changes, actor: &str) -> Result<Row, StoreError> {
         self.create_as(table, body, &Writer::admin(actor)).await
     }
 
@@ -200,12 +183,7 @@ impl Inventory {
     ///
     /// # Errors
     /// As for [`Inventory::update_as`].
-    pub async fn create_as(
-        &self,
-        table: Table,
-        body: &serde_json::Map<String, serde_json::Value>,
-        writer: &Writer,
-    ) -> Result<Row, StoreError> {
+    pub async fn create_as(&self, table: Table, body: &Changes, writer: &Writer) -> Result<Row, StoreError> {
         access::check(table, Operation::Create, writer.permission)?;
         let row = table.parse_insert(body)?;
         self.check_template(table, &row)?;

@@ -488,7 +488,7 @@ impl Table {
     ///
     /// # Errors
     /// The first column whose value is not acceptable.
-    pub fn parse_update(self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Row, InputError> {
+    pub fn parse_update(self, body: &Changes) -> Result<Row, InputError> {
         self.columns()
             .iter()
             .filter(|c| c.updatable)
@@ -551,7 +551,7 @@ impl Table {
     ///
     /// # Errors
     /// A required column missing, or the first value not acceptable.
-    pub fn parse_insert(self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Row, InputError> {
+    pub fn parse_insert(self, body: &Changes) -> Result<Row, InputError> {
         let mut row = Row::new();
         for c in self.columns().iter().filter(|c| c.insertable) {
             let value = match (body.get(c.name), c.default) {
@@ -606,30 +606,29 @@ impl Column {
     ///
     /// # Errors
     /// An [`InputError`] naming this column.
-    pub fn parse(&self, v: &serde_json::Value) -> Result<Value, InputError> {
-        use serde_json::Value as J;
+    pub fn parse(&self, v: &Given) -> Result<Value, InputError> {
         let err = |p: &str| Err(InputError::new(self.name, p));
         match (self.kind, v) {
-            (_, J::Null) if self.nullable => Ok(Value::Null),
-            (_, J::Null) => err("may not be null"),
+            (_, Given::Null) if self.nullable => Ok(Value::Null),
+            (_, Given::Null) => err("may not be null"),
             (Kind::Id | Kind::Int | Kind::Ref(_), _) => Ok(Value::Int(self.parse_int(v)?.into())),
             (Kind::Port, _) => match self.parse_int(v)? {
                 p @ 0..=65535 => Ok(Value::Int(p.into())),
                 _ => err("must be a port number from 0 to 65535"),
             },
-            (Kind::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-            (Kind::Bool, J::Number(n)) if n.as_u64() == Some(1) => Ok(Value::Bool(true)),
-            (Kind::Bool, J::Number(n)) if n.as_u64() == Some(0) => Ok(Value::Bool(false)),
+            (Kind::Bool, Given::Bool(b)) => Ok(Value::Bool(*b)),
+            (Kind::Bool, Given::Int(1)) => Ok(Value::Bool(true)),
+            (Kind::Bool, Given::Int(0)) => Ok(Value::Bool(false)),
             (Kind::Bool, _) => err("must be true, false, 1 or 0"),
-            (Kind::Name | Kind::SlaveName | Kind::Text, J::String(s)) => self.parse_text(s),
+            (Kind::Name | Kind::SlaveName | Kind::Text, Given::Text(s)) => self.parse_text(s),
             (Kind::Name | Kind::SlaveName | Kind::Text, _) => err("must be a string"),
         }
     }
 
-    fn parse_int(&self, v: &serde_json::Value) -> Result<i32, InputError> {
+    fn parse_int(&self, v: &Given) -> Result<i32, InputError> {
         let parsed = match v {
-            serde_json::Value::Number(n) => n.as_i64().and_then(|i| i32::try_from(i).ok()),
-            serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+            Given::Int(i) => i32::try_from(*i).ok(),
+            Given::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
             _ => None,
         };
         parsed.ok_or_else(|| InputError::new(self.name, "must be an integer (a 32-bit number or a string of digits)"))
@@ -657,6 +656,46 @@ impl Column {
     }
 }
 
+/// A value a client gave for a column, before it is checked: what a REST
+/// body, a CSV cell or another tool's call hands the domain. Deserializes
+/// from any JSON value, so a transport decodes into it without the domain
+/// taking JSON.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Given {
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A string.
+    Text(String),
+    /// Anything else (a fraction, a list, an object): refused by every
+    /// column.
+    Other(serde::de::IgnoredAny),
+}
+
+impl From<&Value> for Given {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => Given::Null,
+            Value::Bool(b) => Given::Bool(*b),
+            Value::Int(i) => Given::Int(*i),
+            Value::Text(t) => Given::Text(t.clone()),
+        }
+    }
+}
+
+/// A client's values by column name, for [`Table::parse_update`] and
+/// [`Table::parse_insert`] (keys that are no column are ignored there).
+pub type Changes = BTreeMap<String, Given>;
+
+/// The [`Changes`] that would write `row` as it is.
+pub fn changes_of(row: &Row) -> Changes {
+    row.iter().map(|(k, v)| (k.clone(), Given::from(v))).collect()
+}
+
 /// Converts a row into a typed entity ([`crate::entities`]).
 ///
 /// # Errors
@@ -676,12 +715,17 @@ pub fn to_row<T: Serialize>(entity: &T) -> Result<Row, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
+    /// A client's JSON body, as the HTTP adapter decodes it.
+    fn given(v: serde_json::Value) -> Changes {
+        serde_json::from_value(v).unwrap()
+    }
+
     use serde_json::json;
 
     use super::*;
 
     fn update(table: Table, body: serde_json::Value) -> Result<Row, InputError> {
-        table.parse_update(body.as_object().unwrap())
+        table.parse_update(&given(body))
     }
 
     #[test]
@@ -741,19 +785,17 @@ mod tests {
     #[test]
     fn insert_fills_defaults_and_requires_the_rest() {
         let row = Table::Masters
-            .parse_insert(
+            .parse_insert(&given(
                 json!({"nickname": "bm01", "fqdn": "bm01.example", "http_port": 8001, "pb_port": "9001",
-                       "dcid": 1, "poolid": 2})
-                .as_object()
-                .unwrap(),
-            )
+                       "dcid": 1, "poolid": 2}),
+            ))
             .unwrap();
         assert_eq!(row["enabled"], Value::Bool(true));
         assert_eq!(row["notes"], Value::Null);
         assert_eq!(row["pb_port"], Value::Int(9001));
         assert!(!row.contains_key("masterid"));
         let missing = Table::Masters
-            .parse_insert(json!({"nickname": "bm01"}).as_object().unwrap())
+            .parse_insert(&given(json!({"nickname": "bm01"})))
             .unwrap_err();
         assert_eq!(missing.column, "fqdn");
     }
@@ -762,7 +804,7 @@ mod tests {
     fn slave_names_are_lower_cased_on_create() {
         let body = json!({"name": "W64-Slave", "distroid": 1, "bitsid": 1, "speedid": 1, "purposeid": 1,
                           "dcid": 1, "trustid": 1, "envid": 1, "poolid": 1, "basedir": "C:\\slave"});
-        let row = Table::Slaves.parse_insert(body.as_object().unwrap()).unwrap();
+        let row = Table::Slaves.parse_insert(&given(body)).unwrap();
         assert_eq!(row["name"], Value::Text("w64-slave".into()));
         assert!(!row.contains_key("current_masterid"));
     }

@@ -310,7 +310,7 @@ pub async fn put_row(
     let result = async {
         let writer = state.authorize(&caller)?;
         let id = row_key(&state, table, &key, &query).await?;
-        let body = body.json_object().await?;
+        let body = body.changes().await?;
         let inventory = state.services.inventory.clone();
         state
             .db(async move { inventory.update_as(table, id, &body, &writer).await })
@@ -328,7 +328,7 @@ pub async fn put_row(
 pub async fn create_row(state: Arc<AppState>, table: Table, caller: Caller, body: Body) -> Response {
     let result = async {
         let writer = state.authorize(&caller)?;
-        let body = body.json_object().await?;
+        let body = body.changes().await?;
         let inventory = state.services.inventory.clone();
         state
             .db(async move { inventory.create_as(table, &body, &writer).await })

@@ -7,6 +7,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use slavealloc_domain::audit::parse_at;
+use slavealloc_domain::schema::Changes;
 use slavealloc_domain::{AuditQuery, SlaveFilter, StoreError, Table};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -65,10 +66,14 @@ impl Body {
     /// # Errors
     /// 413 past [`MAX_BODY_BYTES`]; 400 for malformed JSON or a value that
     /// is not an object.
-    pub(crate) async fn json_object(self) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    /// The body as a client's [`Changes`]: a JSON object, decoded here so
+    /// that the domain never sees JSON.
+    pub(crate) async fn changes(self) -> Result<Changes, ApiError> {
         let bytes = self.read(MAX_BODY_BYTES).await?;
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(object @ serde_json::Value::Object(_)) => {
+                serde_json::from_value(object).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+            }
             Ok(_) => Err(ApiError::bad_request("body: must be a JSON object")),
             Err(e) => Err(ApiError::bad_request(format!("body: malformed JSON: {e}"))),
         }

@@ -30,8 +30,9 @@ fn actor(name: &str) -> Actor {
 /// `audit_log.at` for [`now`].
 const NOW_AT: &str = "2023-11-14T22:13:20Z";
 
-fn body(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
-    v.as_object().cloned().unwrap()
+/// A client's JSON body, decoded as the HTTP adapter decodes it.
+fn body(v: serde_json::Value) -> slavealloc_domain::schema::Changes {
+    serde_json::from_value(v).unwrap()
 }
 
 async fn load<F: StoreFactory>(h: &Harness<F>, fleet: &Fleet) {

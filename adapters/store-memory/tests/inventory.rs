@@ -98,13 +98,23 @@ async fn a_bad_put_changes_nothing_and_names_the_column() {
     let before = store.get(Table::Slaves, 1).await.unwrap();
     let body = json!({"poolid": 2, "enabled": "maybe"});
     let err = inv
-        .update(Table::Slaves, 1, body.as_object().unwrap(), "t")
+        .update(
+            Table::Slaves,
+            1,
+            &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
+            "t",
+        )
         .await
         .unwrap_err();
     assert!(matches!(&err, StoreError::Input(e) if e.column == "enabled"), "{err}");
     let body = json!({"poolid": 99});
     let err = inv
-        .update(Table::Slaves, 1, body.as_object().unwrap(), "t")
+        .update(
+            Table::Slaves,
+            1,
+            &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
+            "t",
+        )
         .await
         .unwrap_err();
     assert!(

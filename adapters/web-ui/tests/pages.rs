@@ -187,9 +187,14 @@ async fn values_from_the_database_are_escaped_in_html_and_in_the_json_block() {
     let (_, inv) = fleet(&sample_fleet());
     let evil = "</script><script>alert(1)</script> & \"quoted\"";
     let body = serde_json::json!({ "notes": evil });
-    inv.update(slavealloc_domain::Table::Slaves, 1, body.as_object().unwrap(), "test")
-        .await
-        .unwrap();
+    inv.update(
+        slavealloc_domain::Table::Slaves,
+        1,
+        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
+        "test",
+    )
+    .await
+    .unwrap();
     let (_, html) = get(&ui(inv, ""), "/ui/slaves").await;
     assert!(!html.contains("<script>alert(1)"));
     assert!(!html.contains("</script><script>"));
@@ -263,7 +268,7 @@ async fn audit_page_names_rows_and_references_and_filters_by_row() {
     inv.update(
         slavealloc_domain::Table::Slaves,
         1,
-        body.as_object().unwrap(),
+        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
         "relops-token",
     )
     .await
@@ -272,7 +277,7 @@ async fn audit_page_names_rows_and_references_and_filters_by_row() {
     inv.update(
         slavealloc_domain::Table::Masters,
         2,
-        body.as_object().unwrap(),
+        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
         "relops-token",
     )
     .await

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value as Json};
-use slavealloc_domain::schema::{InputError, Row, Table, Value};
+use slavealloc_domain::schema::{Changes, InputError, Row, Table, Value};
 use slavealloc_domain::{Dump, DumpStore};
 
 use super::DbArg;
@@ -260,8 +260,8 @@ impl Plan {
 }
 
 fn parse(table: Table, body: &Json) -> Result<Row, InputError> {
-    let empty = Map::new();
-    table.parse_insert(body.as_object().unwrap_or(&empty))
+    let changes: Changes = serde_json::from_value(body.clone()).unwrap_or_default();
+    table.parse_insert(&changes)
 }
 
 /// The CSV column a schema column's value came from.

@@ -156,8 +156,8 @@ fn convert_row(table: Table, row: Pickled) -> anyhow::Result<Row> {
         // The same checks a client's value gets, so nothing a backend would
         // truncate or refuse gets through. Slave names are lower-cased, as
         // machines are looked up lower-cased.
-        let json = serde_json::to_value(&value)?;
-        out.insert(c.name.to_owned(), c.parse(&json).map_err(|e| anyhow!("{e}"))?);
+        let given = slavealloc_domain::schema::Given::from(&value);
+        out.insert(c.name.to_owned(), c.parse(&given).map_err(|e| anyhow!("{e}"))?);
     }
     Ok(out)
 }
