@@ -97,26 +97,10 @@ async fn a_bad_put_changes_nothing_and_names_the_column() {
     let (inv, store) = inventory();
     let before = store.get(Table::Slaves, 1).await.unwrap();
     let body = json!({"poolid": 2, "enabled": "maybe"});
-    let err = inv
-        .update(
-            Table::Slaves,
-            1,
-            &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
-            "t",
-        )
-        .await
-        .unwrap_err();
+    let err = inv.update(Table::Slaves, 1, &changes(&body), "t").await.unwrap_err();
     assert!(matches!(&err, StoreError::Input(e) if e.column == "enabled"), "{err}");
     let body = json!({"poolid": 99});
-    let err = inv
-        .update(
-            Table::Slaves,
-            1,
-            &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
-            "t",
-        )
-        .await
-        .unwrap_err();
+    let err = inv.update(Table::Slaves, 1, &changes(&body), "t").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::InvalidReference { column, .. } if column == "poolid"),
         "{err}"
@@ -133,4 +117,9 @@ async fn byname_lookups_lower_case_slave_names() {
         inv.find(Table::Masters, "BM01").await.unwrap().is_none(),
         "only slave names are case-folded"
     );
+}
+
+/// A client's JSON body, decoded as the HTTP adapter decodes it.
+fn changes(body: &serde_json::Value) -> slavealloc_domain::schema::Changes {
+    serde_json::from_value(body.clone()).unwrap()
 }

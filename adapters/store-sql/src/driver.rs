@@ -2,10 +2,11 @@
 //! typed parameters and get rows of domain [`Value`]s back.
 //!
 //! The shared modules (`inventory`, `allocation`, `dump`) build every query
-//! once, from the schema metadata, with [`Sql`]; each backend module
-//! (`sqlite`, `mysql`, `postgres`) implements [`Db`] and [`Tx`] with its own
-//! concrete sqlx types, its connection setup, its DDL and its error codes.
-//! That keeps the SQL in one place without generic sqlx bounds or `cfg`s.
+//! once, from the schema metadata, with [`Sql`]. The transaction code is
+//! written once too ([`Tx`] for [`Conn`], binding with [`query`]); each
+//! backend module (`sqlite`, `mysql`, `postgres`) implements [`Db`] with its
+//! connection setup, DDL and locks, and [`SqlxBackend`] with what truly
+//! differs: decoding, error codes, rows affected and the inserted id.
 
 use std::fmt::{self, Write as _};
 
@@ -167,6 +168,75 @@ impl<DB: sqlx::Database> Conn<DB> {
             Conn::Plain(_) => Ok(()),
             Conn::Tx(t) => t.commit().await,
         }
+    }
+}
+
+/// What differs between the backends' sqlx types, for the one
+/// transaction implementation ([`Tx`] for [`Conn`]).
+pub(crate) trait SqlxBackend: sqlx::Database {
+    /// Decodes a row's columns as `out` says.
+    fn decode(row: &Self::Row, out: &[Out]) -> Result<Vec<Value>, sqlx::Error>;
+    /// Translates an sqlx error with the backend's error codes.
+    fn error(e: sqlx::Error) -> StoreError;
+    /// The rows a statement affected.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// Whether an `INSERT` gives its id with `RETURNING` (PostgreSQL)
+    /// rather than in its result ([`SqlxBackend::inserted_id`]).
+    const RETURNING: bool;
+    /// The id the row an `INSERT` made got, from its result.
+    fn inserted_id(result: &Self::QueryResult) -> Option<i64>;
+}
+
+/// `sql` with its parameters bound: the same on every backend.
+pub(crate) fn query<DB>(sql: &Sql) -> sqlx::query::Query<'_, DB, <DB as sqlx::Database>::Arguments<'_>>
+where
+    DB: sqlx::Database,
+    for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
+        Param::Int(v) => q.bind(*v),
+        Param::Bool(v) => q.bind(*v),
+        Param::Text(v) => q.bind(v.as_deref()),
+    })
+}
+
+#[async_trait]
+impl<DB> Tx for Conn<DB>
+where
+    DB: SqlxBackend,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let rows = query::<DB>(sql).fetch_all(self.get()).await.map_err(DB::error)?;
+        rows.iter().map(|r| DB::decode(r, out).map_err(DB::error)).collect()
+    }
+
+    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        let result = query::<DB>(sql).execute(self.get()).await.map_err(DB::error)?;
+        Ok(DB::rows_affected(&result))
+    }
+
+    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError> {
+        if !DB::RETURNING {
+            let result = query::<DB>(sql).execute(self.get()).await.map_err(DB::error)?;
+            return DB::inserted_id(&result).ok_or_else(|| StoreError::Other(format!("INSERT gave no {id_column}")));
+        }
+        let mut returning = sql.clone();
+        returning.push(&format!(" RETURNING {id_column}"));
+        let row = self.fetch(&returning, &[Out::Int]).await?.pop().unwrap_or_default();
+        row.first()
+            .and_then(Value::as_int)
+            .ok_or_else(|| StoreError::Other(format!("INSERT returned no {id_column}")))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        (*self).commit().await.map_err(DB::error)
     }
 }
 

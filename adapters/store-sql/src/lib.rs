@@ -8,11 +8,13 @@
 //! Main design decision: one crate, and every query written once. The
 //! shared modules build their SQL from the schema metadata of the domain
 //! crate (`Table::columns()`), so there is one `INSERT`, one snapshot read,
-//! one dump loader for all three databases. Each backend module
-//! (`sqlite`, `mysql`, `postgres`) holds only what truly differs: its
-//! connection setup, its DDL (`sql/<backend>/schema.sql`), its way of
-//! binding and decoding values, its transaction start, its lock clause and
-//! its error codes. No module mixes backends with `cfg` or macros.
+//! one dump loader for all three databases, and one transaction
+//! implementation. Each backend module (`sqlite`, `mysql`, `postgres`)
+//! holds only what truly differs: its connection setup, its DDL
+//! (`sql/<backend>/schema.sql`, `migrations/<backend>/`), its way of
+//! decoding values, its transaction start, its lock clause, its error codes
+//! and how an insert reports its id. No module mixes backends with `cfg` or
+//! macros.
 //!
 //! The schema is the original's (docs/compatibility.md §1), so an existing slavealloc
 //! database works unchanged; the only addition is the `audit_log` table.

@@ -9,12 +9,12 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
-use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
 use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
@@ -98,12 +98,20 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
     Ok(MySqlDb { pool, target })
 }
 
-fn query(sql: &Sql) -> sqlx::query::Query<'_, MySql, MySqlArguments> {
-    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
-        Param::Int(v) => q.bind(*v),
-        Param::Bool(v) => q.bind(*v),
-        Param::Text(v) => q.bind(v.as_deref()),
-    })
+impl SqlxBackend for MySql {
+    fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+        decode(row, out)
+    }
+    fn error(e: sqlx::Error) -> StoreError {
+        error(e)
+    }
+    fn rows_affected(result: &MySqlQueryResult) -> u64 {
+        result.rows_affected()
+    }
+    const RETURNING: bool = false;
+    fn inserted_id(result: &MySqlQueryResult) -> Option<i64> {
+        i64::try_from(result.last_insert_id()).ok()
+    }
 }
 
 fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
@@ -121,27 +129,6 @@ fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
             })
         })
         .collect()
-}
-
-#[async_trait]
-impl Tx for Conn<MySql> {
-    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
-        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
-        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
-    }
-
-    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
-        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
-    }
-
-    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError> {
-        let id = query(sql).execute(self.get()).await.map_err(error)?.last_insert_id();
-        i64::try_from(id).map_err(|_| StoreError::Other(format!("{id_column} {id} out of range")))
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        (*self).commit().await.map_err(error)
-    }
 }
 
 impl MySqlDb {

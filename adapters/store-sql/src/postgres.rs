@@ -9,12 +9,12 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::StoreError;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInfo as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -70,12 +70,20 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> 
     Ok(PgDb { pool, target })
 }
 
-fn query(sql: &Sql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
-    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
-        Param::Int(v) => q.bind(*v),
-        Param::Bool(v) => q.bind(*v),
-        Param::Text(v) => q.bind(v.as_deref()),
-    })
+impl SqlxBackend for Postgres {
+    fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+        decode(row, out)
+    }
+    fn error(e: sqlx::Error) -> StoreError {
+        error(e)
+    }
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+    const RETURNING: bool = true;
+    fn inserted_id(_: &PgQueryResult) -> Option<i64> {
+        None
+    }
 }
 
 fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
@@ -96,31 +104,6 @@ fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
             })
         })
         .collect()
-}
-
-#[async_trait]
-impl Tx for Conn<Postgres> {
-    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
-        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
-        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
-    }
-
-    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
-        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
-    }
-
-    async fn insert(&mut self, sql: &Sql, id_column: &str) -> Result<i64, StoreError> {
-        let mut returning = sql.clone();
-        returning.push(&format!(" RETURNING {id_column}"));
-        let row = self.fetch(&returning, &[Out::Int]).await?.pop().unwrap_or_default();
-        row.first()
-            .and_then(Value::as_int)
-            .ok_or_else(|| StoreError::Other(format!("INSERT returned no {id_column}")))
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        (*self).commit().await.map_err(error)
-    }
 }
 
 impl PgDb {

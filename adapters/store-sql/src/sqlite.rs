@@ -13,14 +13,14 @@ use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
@@ -114,12 +114,20 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreErr
     })
 }
 
-fn query(sql: &Sql) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
-    sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
-        Param::Int(v) => q.bind(*v),
-        Param::Bool(v) => q.bind(*v),
-        Param::Text(v) => q.bind(v.as_deref()),
-    })
+impl SqlxBackend for Sqlite {
+    fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
+        decode(row, out)
+    }
+    fn error(e: sqlx::Error) -> StoreError {
+        error(e)
+    }
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+    const RETURNING: bool = false;
+    fn inserted_id(result: &SqliteQueryResult) -> Option<i64> {
+        Some(result.last_insert_rowid())
+    }
 }
 
 fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
@@ -133,26 +141,6 @@ fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
             })
         })
         .collect()
-}
-
-#[async_trait]
-impl Tx for Conn<Sqlite> {
-    async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
-        let rows = query(sql).fetch_all(self.get()).await.map_err(error)?;
-        rows.iter().map(|r| decode(r, out).map_err(error)).collect()
-    }
-
-    async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
-        Ok(query(sql).execute(self.get()).await.map_err(error)?.rows_affected())
-    }
-
-    async fn insert(&mut self, sql: &Sql, _id_column: &str) -> Result<i64, StoreError> {
-        Ok(query(sql).execute(self.get()).await.map_err(error)?.last_insert_rowid())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        (*self).commit().await.map_err(error)
-    }
 }
 
 #[async_trait]

@@ -187,14 +187,9 @@ async fn values_from_the_database_are_escaped_in_html_and_in_the_json_block() {
     let (_, inv) = fleet(&sample_fleet());
     let evil = "</script><script>alert(1)</script> & \"quoted\"";
     let body = serde_json::json!({ "notes": evil });
-    inv.update(
-        slavealloc_domain::Table::Slaves,
-        1,
-        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
-        "test",
-    )
-    .await
-    .unwrap();
+    inv.update(slavealloc_domain::Table::Slaves, 1, &changes(&body), "test")
+        .await
+        .unwrap();
     let (_, html) = get(&ui(inv, ""), "/ui/slaves").await;
     assert!(!html.contains("<script>alert(1)"));
     assert!(!html.contains("</script><script>"));
@@ -265,23 +260,13 @@ async fn audit_page_names_rows_and_references_and_filters_by_row() {
     let (_, inv) = fleet(&sample_fleet());
     // slave 1 moves from build-linux (1) to try-linux (2).
     let body = serde_json::json!({ "poolid": 2, "enabled": false });
-    inv.update(
-        slavealloc_domain::Table::Slaves,
-        1,
-        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
-        "relops-token",
-    )
-    .await
-    .unwrap();
+    inv.update(slavealloc_domain::Table::Slaves, 1, &changes(&body), "relops-token")
+        .await
+        .unwrap();
     let body = serde_json::json!({ "notes": "hello" });
-    inv.update(
-        slavealloc_domain::Table::Masters,
-        2,
-        &serde_json::from_value::<slavealloc_domain::schema::Changes>(body.clone()).unwrap(),
-        "relops-token",
-    )
-    .await
-    .unwrap();
+    inv.update(slavealloc_domain::Table::Masters, 2, &changes(&body), "relops-token")
+        .await
+        .unwrap();
     let ui = ui(inv, "");
 
     let (_, all) = get(&ui, "/ui/audit").await;
@@ -458,4 +443,9 @@ async fn the_editors_fields_are_the_schemas_updatable_columns() {
         !app.contains("'distroid'") && !app.contains("'pb_port'"),
         "no column list in app.js"
     );
+}
+
+/// A client's JSON body, decoded as the HTTP adapter decodes it.
+fn changes(body: &serde_json::Value) -> slavealloc_domain::schema::Changes {
+    serde_json::from_value(body.clone()).unwrap()
 }
