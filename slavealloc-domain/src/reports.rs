@@ -98,6 +98,110 @@ pub fn silo_report(slaves: &[Row]) -> SiloReport {
     }
 }
 
+/// How one pool's slaves of one silo are spread over the pool's masters now:
+/// what the allocator balances, so a large spread means slaves have not
+/// rebooted since a change, or a master was drained or locked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiloSpread {
+    /// The pool's name.
+    pub pool: String,
+    /// The silo, as [`silo_labels`].
+    pub silo: Vec<String>,
+    /// Its slaves.
+    pub slaves: u64,
+    /// Of which enabled.
+    pub enabled: u64,
+    /// The pool's masters in [`natural_cmp`] order of nickname, with how
+    /// many of the group are on each.
+    pub masters: Vec<MasterLoad>,
+    /// Slaves of the group on no master now.
+    pub unallocated: u64,
+    /// Slaves on a master of another pool (locked there, or moved to this
+    /// pool since they last booted).
+    pub elsewhere: u64,
+    /// Largest minus smallest count over the pool's enabled masters.
+    pub spread: u64,
+}
+
+impl SiloSpread {
+    /// More than the one slave of difference the allocator keeps to.
+    pub fn imbalanced(&self) -> bool {
+        self.spread > 1
+    }
+}
+
+/// One master of a [`SiloSpread`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MasterLoad {
+    /// Its nickname.
+    pub nickname: String,
+    /// Whether it takes new slaves.
+    pub enabled: bool,
+    /// The group's slaves on it now.
+    pub slaves: u64,
+}
+
+/// The spread of every pool × silo group of these denormalized slave rows
+/// over the pool's masters (plain `masters` rows), in pool then silo order.
+pub fn silo_spreads(slaves: &[Row], masters: &[Row]) -> Vec<SiloSpread> {
+    let int = |r: &Row, c: &str| r.get(c).and_then(Value::as_int);
+    let mut groups: BTreeMap<(Option<i64>, Vec<String>), Vec<&Row>> = BTreeMap::new();
+    for s in slaves {
+        groups.entry((int(s, "poolid"), silo_of(s))).or_default().push(s);
+    }
+    let mut spreads: Vec<SiloSpread> = groups
+        .into_iter()
+        .map(|((poolid, silo), members)| {
+            let mut pool_masters: Vec<&Row> = masters.iter().filter(|m| int(m, "poolid") == poolid).collect();
+            let nickname = |m: &Row| {
+                m.get("nickname")
+                    .and_then(Value::as_text)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            pool_masters.sort_by(|a, b| natural_cmp(&nickname(a), &nickname(b)));
+            let mut on: BTreeMap<i64, u64> = BTreeMap::new();
+            let (mut unallocated, mut enabled) = (0, 0);
+            for s in &members {
+                if s.get("enabled") == Some(&Value::Bool(true)) {
+                    enabled += 1;
+                }
+                match int(s, "current_masterid") {
+                    Some(m) => *on.entry(m).or_default() += 1,
+                    None => unallocated += 1,
+                }
+            }
+            let loads: Vec<MasterLoad> = pool_masters
+                .iter()
+                .map(|m| MasterLoad {
+                    nickname: nickname(m),
+                    enabled: m.get("enabled") == Some(&Value::Bool(true)),
+                    slaves: int(m, "masterid").and_then(|id| on.get(&id)).copied().unwrap_or(0),
+                })
+                .collect();
+            let in_pool: u64 = loads.iter().map(|m| m.slaves).sum();
+            let counts = || loads.iter().filter(|m| m.enabled).map(|m| m.slaves);
+            let spread = counts().max().zip(counts().min()).map_or(0, |(max, min)| max - min);
+            SiloSpread {
+                pool: members[0]
+                    .get("pool")
+                    .and_then(Value::as_text)
+                    .unwrap_or_default()
+                    .to_owned(),
+                silo,
+                slaves: members.len() as u64,
+                enabled,
+                elsewhere: (members.len() as u64).saturating_sub(unallocated + in_pool),
+                unallocated,
+                masters: loads,
+                spread,
+            }
+        })
+        .collect();
+    spreads.sort_by(|a, b| natural_cmp(&a.pool, &b.pool).then_with(|| cmp_all(&a.silo, &b.silo)));
+    spreads
+}
+
 /// [`natural_cmp`] of two silos, attribute by attribute.
 pub fn cmp_all<S: AsRef<str>>(a: &[S], b: &[S]) -> Ordering {
     a.iter()
@@ -210,6 +314,51 @@ mod tests {
                 "trustlevel"
             ]
         );
+    }
+
+    #[test]
+    fn the_spread_is_over_the_pools_enabled_masters() {
+        let master = |id: i64, nick: &str, enabled: bool| -> Row {
+            [
+                ("masterid".to_owned(), Value::Int(id)),
+                ("nickname".to_owned(), Value::Text(nick.into())),
+                ("poolid".to_owned(), Value::Int(1)),
+                ("enabled".to_owned(), Value::Bool(enabled)),
+            ]
+            .into()
+        };
+        let on = |m: Option<i64>| {
+            let mut s = slave("p", "prod", "ubuntu64");
+            s.insert("poolid".into(), Value::Int(1));
+            s.insert("enabled".into(), Value::Bool(true));
+            s.insert("current_masterid".into(), m.map_or(Value::Null, Value::Int));
+            s
+        };
+        let slaves = [
+            on(Some(1)),
+            on(Some(1)),
+            on(Some(1)),
+            on(Some(2)),
+            on(None),
+            on(Some(9)),
+        ];
+        let masters = [
+            master(2, "bm10", true),
+            master(1, "bm9", true),
+            master(3, "bm11", false),
+        ];
+        let spreads = silo_spreads(&slaves, &masters);
+        assert_eq!(spreads.len(), 1);
+        let g = &spreads[0];
+        let loads: Vec<(&str, u64)> = g.masters.iter().map(|m| (m.nickname.as_str(), m.slaves)).collect();
+        assert_eq!(
+            loads,
+            [("bm9", 3), ("bm10", 1), ("bm11", 0)],
+            "natural order of nicknames"
+        );
+        assert_eq!((g.slaves, g.unallocated, g.elsewhere), (6, 1, 1));
+        assert_eq!(g.spread, 2, "over the enabled masters only");
+        assert!(g.imbalanced());
     }
 
     #[test]

@@ -45,29 +45,14 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     };
     let slaves = try_page!(ui, ui.inventory.list(Table::Slaves, &every).await);
     let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
-    let lookups = try_page!(ui, Lookups::load(ui, SLAVE_LOOKUPS).await);
     let report = reports::silo_report(&slaves);
 
     // Per pool × allocation silo: the spread over the pool's masters.
-    let mut groups: HashMap<(Option<i64>, Vec<String>), Vec<&Row>> = HashMap::new();
-    for s in &slaves {
-        groups
-            .entry((int(s, "poolid"), reports::silo_of(s)))
-            .or_default()
-            .push(s);
-    }
     let slaves_path = ui_path(ui, "slaves");
-    let mut spread: Vec<SpreadGroup> = groups
+    let mut spread: Vec<SpreadGroup> = reports::silo_spreads(&slaves, &masters)
         .into_iter()
-        .map(|((poolid, silo), members)| {
-            let pool = poolid
-                .and_then(|id| lookups.name_of(Table::Pools, id))
-                .unwrap_or_default();
-            let pool_masters: Vec<&Row> = masters.iter().filter(|m| int(m, "poolid") == poolid).collect();
-            spread_group(pool, silo, &members, &pool_masters, &slaves_path)
-        })
+        .map(|g| spread_group(g, &slaves_path))
         .collect();
-    spread.sort_by(|a, b| natural_cmp(&a.pool, &b.pool).then_with(|| reports::cmp_all(&a.silo, &b.silo)));
     let group_count = spread.len();
     let imbalanced_count = spread.iter().filter(|g| g.imbalanced).count();
     spread.retain(|g| (pool_filter.is_empty() || g.pool == pool_filter) && (!only_imbalanced || g.imbalanced));
@@ -90,58 +75,38 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     ui.render(StatusCode::OK, "silos.html", ctx)
 }
 
-fn spread_group(pool: &str, silo: Vec<String>, members: &[&Row], masters: &[&Row], slaves_path: &str) -> SpreadGroup {
-    let mut masters: Vec<&Row> = masters.to_vec();
-    masters.sort_by(|a, b| natural_cmp(text(a, "nickname"), text(b, "nickname")));
-    let mut on: HashMap<i64, u64> = HashMap::new();
-    let (mut unallocated, mut enabled) = (0, 0);
-    for s in members {
-        if s.get("enabled") == Some(&Value::Bool(true)) {
-            enabled += 1;
-        }
-        match int(s, "current_masterid") {
-            Some(m) => *on.entry(m).or_default() += 1,
-            None => unallocated += 1,
-        }
-    }
-    let count = |m: &Row| int(m, "masterid").and_then(|id| on.get(&id)).copied().unwrap_or(0);
-    let is_enabled = |m: &Row| m.get("enabled") == Some(&Value::Bool(true));
-    let in_pool: u64 = masters.iter().map(|m| count(m)).sum();
-    let elsewhere = (members.len() as u64).saturating_sub(unallocated + in_pool);
-    let enabled_counts: Vec<u64> = masters.iter().filter(|m| is_enabled(m)).map(|m| count(m)).collect();
-    let spread = match (enabled_counts.iter().max(), enabled_counts.iter().min()) {
-        (Some(max), Some(min)) => max - min,
-        _ => 0,
-    };
-    let max = masters.iter().map(|m| count(m)).max().unwrap_or(0).max(1);
+/// A group as the page draws it: a bar per master and links to its slaves.
+fn spread_group(g: reports::SiloSpread, slaves_path: &str) -> SpreadGroup {
+    let max = g.masters.iter().map(|m| m.slaves).max().unwrap_or(0).max(1);
     let group_query = |master: &str| {
-        let mut pairs = vec![("pool", pool), ("master", master), ("decomm", "1")];
-        pairs.extend(reports::silo_labels().into_iter().zip(silo.iter().map(String::as_str)));
+        let mut pairs = vec![("pool", g.pool.as_str()), ("master", master), ("decomm", "1")];
+        pairs.extend(
+            reports::silo_labels()
+                .into_iter()
+                .zip(g.silo.iter().map(String::as_str)),
+        );
         href(slaves_path, &query(&pairs))
     };
     SpreadGroup {
-        pool: pool.to_owned(),
-        masters: masters
+        masters: g
+            .masters
             .iter()
-            .map(|m| {
-                let nickname = text(m, "nickname");
-                let count = count(m);
-                MasterBar {
-                    nickname: nickname.to_owned(),
-                    enabled: is_enabled(m),
-                    count,
-                    percent: count * 100 / max,
-                    href: group_query(nickname),
-                }
+            .map(|m| MasterBar {
+                nickname: m.nickname.clone(),
+                enabled: m.enabled,
+                count: m.slaves,
+                percent: m.slaves * 100 / max,
+                href: group_query(&m.nickname),
             })
             .collect(),
         href: group_query(""),
-        silo,
-        slaves: members.len() as u64,
-        enabled,
-        unallocated,
-        elsewhere,
-        spread,
-        imbalanced: spread > 1,
+        imbalanced: g.imbalanced(),
+        pool: g.pool,
+        silo: g.silo,
+        slaves: g.slaves,
+        enabled: g.enabled,
+        unallocated: g.unallocated,
+        elsewhere: g.elsewhere,
+        spread: g.spread,
     }
 }
