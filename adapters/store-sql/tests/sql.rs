@@ -807,3 +807,47 @@ async fn postgres_a_write_during_a_forced_replace_is_dumped_or_survives() {
 async fn sqlite_a_write_during_a_forced_replace_is_dumped_or_survives() {
     a_write_during_a_forced_replace_is_dumped_or_survives(Backend::Sqlite).await;
 }
+
+// ------------------------------------------------- peeks: one state
+
+/// A peek (`/api/gettac`, `gettac -n`) reads in one consistent transaction:
+/// a write committed while it is open does not show in its later reads, so
+/// the slaves, masters and loads it decides from are one state of the
+/// database. A new peek sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peek_reads_one_state_of_the_database() {
+    use slavealloc_domain::{Actor, Intent, SlaveName};
+    for backend in [Backend::Sqlite, Backend::MySql, Backend::Postgres] {
+        let Some(db) = TestDatabase::create(backend).await else {
+            continue;
+        };
+        let store = db.store().await;
+        store.replace_all(&one_pool(4).dump()).await.unwrap();
+        let names = [SlaveName::parse("slave-1").unwrap()];
+        let mut peek = AllocationStore::begin(&store, Intent::Peek).await.unwrap();
+        let first = peek.snapshot(&names).await.unwrap().loads;
+        // Behind the peek's back, two peers move to master 1 (committed).
+        for id in [2, 3] {
+            let moved = [("current_masterid".to_owned(), Value::Int(1))].into();
+            let who = Actor {
+                name: "t".into(),
+                at: std::time::SystemTime::now(),
+            };
+            InventoryStore::update(&store, Table::Slaves, id, moved, who)
+                .await
+                .unwrap();
+        }
+        let second = peek.snapshot(&names).await.unwrap().loads;
+        drop(peek);
+        let mut again = AllocationStore::begin(&store, Intent::Peek).await.unwrap();
+        let fresh = again.snapshot(&names).await.unwrap().loads;
+        drop(again);
+        store.close().await;
+        db.destroy().await;
+        assert_eq!(
+            second, first,
+            "{backend}: the open peek still sees the state it began with"
+        );
+        assert_ne!(fresh, first, "{backend}: a new peek sees the write");
+    }
+}
