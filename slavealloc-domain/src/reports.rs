@@ -202,6 +202,74 @@ pub fn silo_spreads(slaves: &[Row], masters: &[Row]) -> Vec<SiloSpread> {
     spreads
 }
 
+/// One pool at a glance: its slaves and masters, and how many of its slaves
+/// were allocated recently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolSummary {
+    /// The pool's name.
+    pub pool: String,
+    /// Its slaves.
+    pub slaves: u64,
+    /// Of which enabled.
+    pub enabled: u64,
+    /// Of which on a master now.
+    pub on_master: u64,
+    /// Its masters.
+    pub masters: u64,
+    /// Of which enabled.
+    pub masters_enabled: u64,
+    /// Allocations of its slaves among `allocated` (see [`pool_summaries`]).
+    pub allocated: u64,
+}
+
+/// Every pool (plain `pools` rows) with its slaves and masters (plain
+/// rows), and the allocations `allocated` lists (slave ids, one per
+/// allocation, e.g. those of the last hour's audit log), in
+/// [`natural_cmp`] order of name.
+pub fn pool_summaries(pools: &[Row], slaves: &[Row], masters: &[Row], allocated: &[i64]) -> Vec<PoolSummary> {
+    let int = |r: &Row, c: &str| r.get(c).and_then(Value::as_int);
+    let is_true = |r: &Row, c: &str| r.get(c) == Some(&Value::Bool(true));
+    let mut per_pool: BTreeMap<i64, PoolSummary> = pools
+        .iter()
+        .filter_map(|p| {
+            let name = p.get("name").and_then(Value::as_text)?.to_owned();
+            Some((
+                int(p, "poolid")?,
+                PoolSummary {
+                    pool: name,
+                    ..PoolSummary::default()
+                },
+            ))
+        })
+        .collect();
+    let mut pool_of: BTreeMap<i64, i64> = BTreeMap::new();
+    for s in slaves {
+        let Some(poolid) = int(s, "poolid") else { continue };
+        if let Some(id) = int(s, "slaveid") {
+            pool_of.insert(id, poolid);
+        }
+        if let Some(sum) = per_pool.get_mut(&poolid) {
+            sum.slaves += 1;
+            sum.enabled += u64::from(is_true(s, "enabled"));
+            sum.on_master += u64::from(int(s, "current_masterid").is_some());
+        }
+    }
+    for m in masters {
+        if let Some(sum) = int(m, "poolid").and_then(|p| per_pool.get_mut(&p)) {
+            sum.masters += 1;
+            sum.masters_enabled += u64::from(is_true(m, "enabled"));
+        }
+    }
+    for id in allocated {
+        if let Some(sum) = pool_of.get(id).and_then(|p| per_pool.get_mut(p)) {
+            sum.allocated += 1;
+        }
+    }
+    let mut summaries: Vec<PoolSummary> = per_pool.into_values().collect();
+    summaries.sort_by(|a, b| natural_cmp(&a.pool, &b.pool));
+    summaries
+}
+
 /// [`natural_cmp`] of two silos, attribute by attribute.
 pub fn cmp_all<S: AsRef<str>>(a: &[S], b: &[S]) -> Ordering {
     a.iter()
@@ -359,6 +427,57 @@ mod tests {
         assert_eq!((g.slaves, g.unallocated, g.elsewhere), (6, 1, 1));
         assert_eq!(g.spread, 2, "over the enabled masters only");
         assert!(g.imbalanced());
+    }
+
+    #[test]
+    fn pools_are_summed_up_with_their_recent_allocations() {
+        let row =
+            |pairs: &[(&str, Value)]| -> Row { pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect() };
+        let pools = [
+            row(&[("poolid", Value::Int(1)), ("name", Value::Text("pool-10".into()))]),
+            row(&[("poolid", Value::Int(2)), ("name", Value::Text("pool-2".into()))]),
+        ];
+        let slave = |id: i64, pool: i64, enabled: bool, on: Option<i64>| {
+            row(&[
+                ("slaveid", Value::Int(id)),
+                ("poolid", Value::Int(pool)),
+                ("enabled", Value::Bool(enabled)),
+                ("current_masterid", on.map_or(Value::Null, Value::Int)),
+            ])
+        };
+        let slaves = [
+            slave(1, 1, true, Some(1)),
+            slave(2, 1, false, None),
+            slave(3, 2, true, Some(2)),
+        ];
+        let masters = [
+            row(&[
+                ("masterid", Value::Int(1)),
+                ("poolid", Value::Int(1)),
+                ("enabled", Value::Bool(true)),
+            ]),
+            row(&[
+                ("masterid", Value::Int(2)),
+                ("poolid", Value::Int(2)),
+                ("enabled", Value::Bool(false)),
+            ]),
+        ];
+        let sums = pool_summaries(&pools, &slaves, &masters, &[1, 1, 3]);
+        let names: Vec<&str> = sums.iter().map(|s| s.pool.as_str()).collect();
+        assert_eq!(names, ["pool-2", "pool-10"]);
+        let p10 = &sums[1];
+        assert_eq!(
+            (
+                p10.slaves,
+                p10.enabled,
+                p10.on_master,
+                p10.masters,
+                p10.masters_enabled,
+                p10.allocated
+            ),
+            (2, 1, 1, 1, 1, 2)
+        );
+        assert_eq!((sums[0].masters_enabled, sums[0].allocated), (0, 1));
     }
 
     #[test]

@@ -36,15 +36,12 @@ async fn allocations_since(ui: &Ui, cutoff: SystemTime) -> Result<(Vec<i64>, boo
     Ok((allocated, entries.len() >= RECENT_ENTRIES as usize))
 }
 
-#[derive(Debug, Default, Serialize)]
-struct PoolSummary {
-    pool: String,
-    slaves: u64,
-    enabled: u64,
-    on_master: u64,
-    masters: u64,
-    masters_enabled: u64,
-    allocated_last_hour: u64,
+/// A pool's line on the dashboard: the domain's summary and a link to its
+/// slaves.
+#[derive(Debug, Serialize)]
+struct PoolLine {
+    #[serde(flatten)]
+    summary: reports::PoolSummary,
     href: String,
 }
 
@@ -52,7 +49,7 @@ struct PoolSummary {
 pub(crate) async fn dashboard(ui: &Ui) -> Response {
     let slaves = try_page!(ui, ui.inventory.store().list(Table::Slaves).await);
     let masters = try_page!(ui, ui.inventory.store().list(Table::Masters).await);
-    let lookups = try_page!(ui, Lookups::load(ui, &[Table::Pools, Table::Environments]).await);
+    let lookups = try_page!(ui, Lookups::load(ui, &[Table::Environments]).await);
     let cutoff = SystemTime::now() - Duration::from_secs(3600);
     let (allocated, truncated) = try_page!(ui, allocations_since(ui, cutoff).await);
     let recent = try_page!(
@@ -71,45 +68,14 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
 
     let is_true = |r: &Row, k: &str| r.get(k) == Some(&Value::Bool(true));
     let slaves_path = ui_path(ui, "slaves");
-    let mut per_pool: HashMap<i64, PoolSummary> = lookups
-        .0
-        .get(Table::Pools.name())
+    let pools = try_page!(ui, ui.inventory.store().list(Table::Pools).await);
+    let per_pool: Vec<PoolLine> = reports::pool_summaries(&pools, &slaves, &masters, &allocated)
         .into_iter()
-        .flatten()
-        .map(|p| {
-            let summary = PoolSummary {
-                pool: p.name.clone(),
-                href: href(&slaves_path, &query(&[("pool", &p.name)])),
-                ..PoolSummary::default()
-            };
-            (p.id, summary)
+        .map(|summary| PoolLine {
+            href: href(&slaves_path, &query(&[("pool", &summary.pool)])),
+            summary,
         })
         .collect();
-    let mut pool_of: HashMap<i64, i64> = HashMap::new();
-    for s in &slaves {
-        let Some(poolid) = int(s, "poolid") else { continue };
-        if let Some(id) = int(s, "slaveid") {
-            pool_of.insert(id, poolid);
-        }
-        let Some(sum) = per_pool.get_mut(&poolid) else { continue };
-        sum.slaves += 1;
-        sum.enabled += u64::from(is_true(s, "enabled"));
-        sum.on_master += u64::from(int(s, "current_masterid").is_some());
-    }
-    for m in &masters {
-        let Some(sum) = int(m, "poolid").and_then(|p| per_pool.get_mut(&p)) else {
-            continue;
-        };
-        sum.masters += 1;
-        sum.masters_enabled += u64::from(is_true(m, "enabled"));
-    }
-    for id in &allocated {
-        if let Some(sum) = pool_of.get(id).and_then(|p| per_pool.get_mut(p)) {
-            sum.allocated_last_hour += 1;
-        }
-    }
-    let mut per_pool: Vec<PoolSummary> = per_pool.into_values().collect();
-    per_pool.sort_by(|a, b| natural_cmp(&a.pool, &b.pool));
 
     let decomm_env = lookups
         .0
