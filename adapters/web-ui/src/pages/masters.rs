@@ -2,17 +2,27 @@
 
 use super::*;
 
-const MASTER_COLUMNS: &[(&str, &str)] = &[
-    ("nickname", "nickname"),
-    ("fqdn", "web page"),
-    ("pb_port", "pb port"),
-    ("datacenter", "DC"),
-    ("pool", "pool"),
-    ("slaves", "slaves now"),
-    ("locked", "locked"),
-    ("notes", "notes"),
-    ("enabled", "enabled"),
-];
+/// The masters table: the domain's listing, with the web page
+/// (`fqdn:http_port`) instead of the two columns, and what the page counts
+/// before the notes.
+fn master_columns() -> Vec<(&'static str, &'static str)> {
+    let mut columns: Vec<(&'static str, &'static str)> = Table::Masters
+        .listing()
+        .iter()
+        .copied()
+        .filter(|(key, _)| *key != "http_port")
+        .map(|(key, header)| {
+            if key == "fqdn" {
+                (key, "web page")
+            } else {
+                (key, header)
+            }
+        })
+        .collect();
+    let notes = columns.iter().position(|(k, _)| *k == "notes").unwrap_or(columns.len());
+    columns.splice(notes..notes, [("slaves", "slaves now"), ("locked", "locked")]);
+    columns
+}
 
 const MASTER_SEARCHED: &[&str] = &["nickname", "fqdn", "datacenter", "pool", "notes"];
 
@@ -35,7 +45,8 @@ pub(crate) async fn masters(ui: &Ui, raw: &str) -> Response {
     let p = Params::parse(raw);
     let q = p.text("q");
     let pool = p.text("pool");
-    let sort = sort_key(&p, MASTER_COLUMNS, "nickname");
+    let master_columns = master_columns();
+    let sort = sort_key(&p, &master_columns, "nickname");
     let desc = p.get("dir") == Some("desc");
     let mut rows = try_page!(ui, ui.inventory.list(Table::Masters, &SlaveFilter::default()).await);
     let (current, locked) = try_page!(ui, slaves_per_master(ui).await);
@@ -67,7 +78,7 @@ pub(crate) async fn masters(ui: &Ui, raw: &str) -> Response {
             ]),
         )
     };
-    let columns = column_heads(MASTER_COLUMNS, sort, desc, link);
+    let columns = column_heads(&master_columns, sort, desc, link);
     let ctx = minijinja::context! {
         page => "masters",
         title => "Masters",
