@@ -138,7 +138,11 @@ impl AllocationError {
     /// stays the original's bare "no allocation available".
     pub fn no_allocation_reason(&self) -> Option<String> {
         match self {
-            AllocationError::InvalidName(e) => Some(format!("not a slave name ({e})")),
+            // Not the error's own text, which quotes the request: the reason
+            // goes back to the client in a header, and echoes nothing.
+            AllocationError::InvalidName(_) => {
+                Some("not a slave name: an unqualified host name of letters, digits, '_' and '-'".to_owned())
+            }
             AllocationError::UnknownSlave(_) => Some("no slave has this name".to_owned()),
             AllocationError::NoMaster { poolid, .. } => {
                 Some(format!("its pool (poolid {poolid}) has no enabled master"))

@@ -65,6 +65,19 @@ async fn gettac_says_no_allocation_for_unknown_and_invalid_names(kind: Kind) {
         let r = h.get(&format!("/gettac/{name}")).await;
         assert_eq!((r.status, r.body.as_str()), (404, "no allocation available"), "{name}");
         assert_eq!(r.header("cache-control"), Some("no-cache"));
+        // The reason is in a header, for the admin command line; it never
+        // echoes what the client sent.
+        let reason = r.header("x-slavealloc-reason").unwrap_or_default();
+        let expected = if name == "no-such-slave" {
+            "no slave has this name"
+        } else {
+            "not a slave name"
+        };
+        assert!(reason.starts_with(expected), "{name}: {reason:?}");
+        assert!(
+            !reason.contains("build.mozilla") && !reason.contains("x'y"),
+            "{name}: {reason:?}"
+        );
     }
     h.finish().await;
 }

@@ -267,45 +267,82 @@ pub(crate) trait Tx: Send {
 
 /// Translates an sqlx error. `classify` gives the backend's reading of a
 /// database error code, when it has one.
-/// `host:port`, or the socket path: where a backend connects, for messages.
-pub(crate) fn describe_target(host: &str, port: u16, socket: Option<&std::path::PathBuf>) -> String {
-    match socket {
-        Some(path) => path.display().to_string(),
-        None if host.contains(':') => format!("[{host}]:{port}"),
-        None => format!("{host}:{port}"),
+/// Where a backend connects, for messages, and the last explanation of a
+/// connection timeout.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// `host:port`, or the socket path.
+    name: String,
+    /// When the cause of a timeout was last found, and what it was.
+    explained: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Target {
+    pub(crate) fn new(host: &str, port: u16, socket: Option<&std::path::PathBuf>) -> Self {
+        let name = match socket {
+            Some(path) => path.display().to_string(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        Target {
+            name,
+            explained: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn recent_explanation(&self) -> Option<String> {
+        let last = self.explained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < EXPLAIN_EVERY)
+            .map(|(_, why)| why.clone())
+    }
+
+    fn remember(&self, why: &str) {
+        let mut last = self.explained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = Some((std::time::Instant::now(), why.to_owned()));
     }
 }
 
 /// The longest a connection attempt made to explain a timeout may take.
 const EXPLAIN_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long one explanation serves every request that times out: when
+/// the pool is exhausted, a probe per request would add connections to an
+/// overloaded server.
+const EXPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Translates an error of getting a connection. sqlx retries a refused
 /// connection until the acquire timeout and then says only that it timed
 /// out, which drops the one thing an operator needs: so one direct attempt
-/// finds the cause (refused, no such host, bad password, TLS) and names
-/// the server.
+/// (at most one a second per pool) finds the cause (refused, no such host,
+/// bad password, TLS) and names the server.
 pub(crate) async fn connection_error<DB: sqlx::Database>(
     pool: &sqlx::Pool<DB>,
     e: sqlx::Error,
-    target: &str,
+    target: &Target,
     error: fn(sqlx::Error) -> StoreError,
 ) -> StoreError {
     use sqlx::{ConnectOptions as _, Connection as _};
+    let name = &target.name;
     if !matches!(e, sqlx::Error::PoolTimedOut) {
         return match error(e) {
-            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{target}: {why}")),
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{name}: {why}")),
             other => other,
         };
     }
+    if let Some(why) = target.recent_explanation() {
+        return StoreError::Unavailable(why);
+    }
     let waited = pool.options().get_acquire_timeout().as_millis();
-    match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
+    let why = match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
-            StoreError::Unavailable(format!("every connection to {target} stayed busy for {waited} ms"))
+            format!("every connection to {name} stayed busy for {waited} ms")
         }
-        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to {target}: {cause}")),
-        Err(_) => StoreError::Unavailable(format!("{target} did not answer within {waited} ms")),
-    }
+        Ok(Err(cause)) => format!("cannot connect to {name}: {cause}"),
+        Err(_) => format!("{name} did not answer within {waited} ms"),
+    };
+    target.remember(&why);
+    StoreError::Unavailable(why)
 }
 
 pub(crate) fn translate(

@@ -221,7 +221,8 @@ impl SqlStore {
         let store = Self::open_lazy(url, options)?;
         let dialect = store.db.dialect();
         let mut conn = store.db.begin(Mode::Read).await?;
-        let probe = format!("SELECT COUNT(*) FROM {}", Table::Slaves.name());
+        // One row at most: counting would read every slave.
+        let probe = format!("SELECT slaveid FROM {} LIMIT 1", Table::Slaves.name());
         match conn.fetch(&Sql::new(dialect, &probe), &[Out::Int]).await {
             Err(StoreError::Other(why)) => Err(StoreError::Other(format!(
                 "the database has no slavealloc tables (create them with `slavealloc dbinit`): {why}"

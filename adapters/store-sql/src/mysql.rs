@@ -14,7 +14,7 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Tx};
+use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Target, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
@@ -57,7 +57,7 @@ async fn ensure_schema_on(conn: &mut MySqlConnection, migrator: &Migrator) -> Re
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
     /// Where it connects, for messages.
-    target: String,
+    target: Target,
     pool: MySqlPool,
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
     let connect = MySqlConnectOptions::from_str(url)
         .map_err(|e| StoreError::Other(format!("invalid MySQL URL: {e}")))?
         .charset("utf8mb4");
-    let target = describe_target(connect.get_host(), connect.get_port(), connect.get_socket());
+    let target = Target::new(connect.get_host(), connect.get_port(), connect.get_socket());
     let pool = MySqlPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -100,7 +100,20 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
 
 impl SqlxBackend for MySql {
     fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-        decode(row, out)
+        out.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                Ok(match o {
+                    Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                    Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                    // Unchecked: sqlx takes a column with a binary collation
+                    // (utf8mb4_bin) for VARBINARY, but its bytes are UTF-8 text.
+                    Out::Text => row
+                        .try_get_unchecked::<Option<String>, _>(i)?
+                        .map_or(Value::Null, Value::Text),
+                })
+            })
+            .collect()
     }
     fn error(e: sqlx::Error) -> StoreError {
         error(e)
@@ -112,23 +125,6 @@ impl SqlxBackend for MySql {
     fn inserted_id(result: &MySqlQueryResult) -> Option<i64> {
         i64::try_from(result.last_insert_id()).ok()
     }
-}
-
-fn decode(row: &MySqlRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-    out.iter()
-        .enumerate()
-        .map(|(i, o)| {
-            Ok(match o {
-                Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
-                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
-                // Unchecked: sqlx takes a column with a binary collation
-                // (utf8mb4_bin) for VARBINARY, but its bytes are UTF-8 text.
-                Out::Text => row
-                    .try_get_unchecked::<Option<String>, _>(i)?
-                    .map_or(Value::Null, Value::Text),
-            })
-        })
-        .collect()
 }
 
 impl MySqlDb {

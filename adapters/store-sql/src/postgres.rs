@@ -14,7 +14,7 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, describe_target, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx};
+use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Target, Tx};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -36,7 +36,7 @@ static DIALECT: Dialect = Dialect {
 #[derive(Debug)]
 pub(crate) struct PgDb {
     /// Where it connects, for messages.
-    target: String,
+    target: Target,
     pool: PgPool,
 }
 
@@ -59,7 +59,7 @@ fn error(e: sqlx::Error) -> StoreError {
 pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> {
     let connect =
         PgConnectOptions::from_str(url).map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
-    let target = describe_target(connect.get_host(), connect.get_port(), connect.get_socket());
+    let target = Target::new(connect.get_host(), connect.get_port(), connect.get_socket());
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -72,7 +72,23 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<PgDb, StoreError> 
 
 impl SqlxBackend for Postgres {
     fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-        decode(row, out)
+        out.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                Ok(match o {
+                    // Columns are INTEGER, counts BIGINT: PostgreSQL decodes
+                    // each only as its own width.
+                    Out::Int => match row.column(i).type_info().name() {
+                        "INT8" => row.try_get::<Option<i64>, _>(i)?,
+                        "INT2" => row.try_get::<Option<i16>, _>(i)?.map(i64::from),
+                        _ => row.try_get::<Option<i32>, _>(i)?.map(i64::from),
+                    }
+                    .map_or(Value::Null, Value::Int),
+                    Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                    Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+                })
+            })
+            .collect()
     }
     fn error(e: sqlx::Error) -> StoreError {
         error(e)
@@ -84,26 +100,6 @@ impl SqlxBackend for Postgres {
     fn inserted_id(_: &PgQueryResult) -> Option<i64> {
         None
     }
-}
-
-fn decode(row: &PgRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-    out.iter()
-        .enumerate()
-        .map(|(i, o)| {
-            Ok(match o {
-                // Columns are INTEGER, counts BIGINT: PostgreSQL decodes
-                // each only as its own width.
-                Out::Int => match row.column(i).type_info().name() {
-                    "INT8" => row.try_get::<Option<i64>, _>(i)?,
-                    "INT2" => row.try_get::<Option<i16>, _>(i)?.map(i64::from),
-                    _ => row.try_get::<Option<i32>, _>(i)?.map(i64::from),
-                }
-                .map_or(Value::Null, Value::Int),
-                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
-                Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
-            })
-        })
-        .collect()
 }
 
 impl PgDb {

@@ -116,7 +116,16 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<SqliteDb, StoreErr
 
 impl SqlxBackend for Sqlite {
     fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-        decode(row, out)
+        out.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                Ok(match o {
+                    Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                    Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+                    Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+                })
+            })
+            .collect()
     }
     fn error(e: sqlx::Error) -> StoreError {
         error(e)
@@ -128,19 +137,6 @@ impl SqlxBackend for Sqlite {
     fn inserted_id(result: &SqliteQueryResult) -> Option<i64> {
         Some(result.last_insert_rowid())
     }
-}
-
-fn decode(row: &SqliteRow, out: &[Out]) -> Result<Vec<Value>, sqlx::Error> {
-    out.iter()
-        .enumerate()
-        .map(|(i, o)| {
-            Ok(match o {
-                Out::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
-                Out::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
-                Out::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
-            })
-        })
-        .collect()
 }
 
 #[async_trait]

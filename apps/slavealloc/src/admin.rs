@@ -53,10 +53,6 @@ impl ApiArgs {
         let token = (self.token.clone().or_else(|| outer.token.clone())).or_else(|| env("SLAVEALLOC_TOKEN"));
         (api, token)
     }
-
-    fn given(&self) -> bool {
-        self.api.is_some() || self.token.is_some()
-    }
 }
 
 /// `-D/--db`, for the subcommands that work on a database directly.
@@ -326,12 +322,8 @@ pub struct CompletionsArgs {
 /// Runs one admin subcommand.
 ///
 /// # Errors
-/// The subcommand's, in words; `-A`/`--token` before a subcommand that does
-/// not use the REST API.
+/// The subcommand's, in words.
 pub async fn run(cmd: AdminCommand, outer: ApiArgs) -> anyhow::Result<ExitCode> {
-    if outer.given() && !matches!(cmd, AdminCommand::Api(_)) {
-        anyhow::bail!("-A/--api and --token are options of the REST API subcommands (gettac, lock, list, ...) only");
-    }
     // Not locked: dbimport's progress bar writes to stderr too.
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let mut term = api::Term {

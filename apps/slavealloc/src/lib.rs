@@ -41,8 +41,9 @@ enum Command {
 /// Runs one parsed command line; errors are printed as one line on stderr.
 pub async fn run(cli: Cli) -> ExitCode {
     let outer_api = cli.api.api.is_some() || cli.api.token.is_some();
+    let uses_api = matches!(cli.command, Command::Admin(admin::AdminCommand::Api(_)));
     let result = match cli.command {
-        Command::Serve(_) | Command::Keygen(_) if outer_api => Err(anyhow::anyhow!(
+        _ if outer_api && !uses_api => Err(anyhow::anyhow!(
             "-A/--api and --token are options of the REST API subcommands (gettac, lock, list, ...) only"
         )),
         Command::Serve(args) => serve::run(args).await,
