@@ -1,10 +1,13 @@
 //! The allocation service: the rule, storage and rendering put together.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::audit::NewAuditEntry;
+use crate::entities::{PoolId, Silo};
 use crate::error::{AllocationError, RenderError, StoreError};
+use crate::live::{BalanceCount, BootRecord};
 use crate::name::SlaveName;
 use crate::ports::{
     Actor, AllocationStore, Host, InlineRender, Intent, RenderExecutor, TacBody, TacHeader, TacRenderer, TacRequest,
@@ -56,12 +59,14 @@ pub struct Allocator {
     executor: Arc<dyn RenderExecutor>,
     host: Arc<dyn Host>,
     max_attempts: u32,
+    count: BalanceCount,
 }
 
 impl std::fmt::Debug for Allocator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Allocator")
             .field("max_attempts", &self.max_attempts)
+            .field("count", &self.count)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +93,15 @@ impl Allocator {
             executor: Arc::new(InlineRender),
             host,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            count: BalanceCount::Recorded,
         }
+    }
+
+    /// Sets how peers are counted (default: [`BalanceCount::Recorded`],
+    /// the original's rule).
+    pub fn with_balance(mut self, count: BalanceCount) -> Self {
+        self.count = count;
+        self
     }
 
     /// Sets where tacs are rendered (default: [`InlineRender`]).
@@ -113,7 +126,16 @@ impl Allocator {
     /// templates or storage. Nothing is recorded on a storage error; on a
     /// template error the decision was recorded (see [`Allocator`]).
     pub async fn gettac(&self, name: &str) -> Result<Allocation, AllocationError> {
-        self.one(name, Intent::Commit, "gettac", Secrets::Shown).await
+        self.one(name, None, Intent::Commit, "gettac", Secrets::Shown).await
+    }
+
+    /// [`Allocator::gettac`] for a machine asking from `from`, which its
+    /// boot record keeps.
+    ///
+    /// # Errors
+    /// As for [`Allocator::gettac`].
+    pub async fn gettac_from(&self, name: &str, from: Option<IpAddr>) -> Result<Allocation, AllocationError> {
+        self.one(name, from, Intent::Commit, "gettac", Secrets::Shown).await
     }
 
     /// Like [`Allocator::gettac`] but records nothing: what
@@ -122,7 +144,7 @@ impl Allocator {
     /// # Errors
     /// As for [`Allocator::gettac`].
     pub async fn peek(&self, name: &str) -> Result<Allocation, AllocationError> {
-        self.one(name, Intent::Peek, "peek", Secrets::Shown).await
+        self.one(name, None, Intent::Peek, "peek", Secrets::Shown).await
     }
 
     /// Like [`Allocator::peek`] but the tac shows the password as
@@ -132,18 +154,25 @@ impl Allocator {
     /// # Errors
     /// As for [`Allocator::gettac`].
     pub async fn preview(&self, name: &str) -> Result<Allocation, AllocationError> {
-        self.one(name, Intent::Peek, "peek", Secrets::Redacted).await
+        self.one(name, None, Intent::Peek, "peek", Secrets::Redacted).await
     }
 
     async fn one(
         &self,
         name: &str,
+        from: Option<IpAddr>,
         intent: Intent,
         actor: &str,
         secrets: Secrets,
     ) -> Result<Allocation, AllocationError> {
         let name = SlaveName::parse(name)?;
-        let mut results = self.run(std::slice::from_ref(&name), intent, actor, secrets).await?;
+        let request = [BootRequest {
+            name: name.clone(),
+            from,
+        }];
+        let mut decided = self.decide_requests(&request, intent, actor).await?;
+        decided.secrets = secrets;
+        let mut results = self.render(decided).await;
         results.pop().unwrap_or(Err(AllocationError::UnknownSlave(name)))
     }
 
@@ -161,18 +190,7 @@ impl Allocator {
     /// not be rendered has its decision recorded all the same (see
     /// [`Allocator`]).
     pub async fn allocate(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Results, StoreError> {
-        self.run(names, intent, actor, Secrets::Shown).await
-    }
-
-    async fn run(
-        &self,
-        names: &[SlaveName],
-        intent: Intent,
-        actor: &str,
-        secrets: Secrets,
-    ) -> Result<Results, StoreError> {
-        let mut decided = self.decide(names, intent, actor).await?;
-        decided.secrets = secrets;
+        let decided = self.decide(names, intent, actor).await?;
         Ok(self.render(decided).await)
     }
 
@@ -185,7 +203,29 @@ impl Allocator {
     /// # Errors
     /// As for [`Allocator::allocate`].
     pub async fn decide(&self, names: &[SlaveName], intent: Intent, actor: &str) -> Result<Decided, StoreError> {
-        let (distinct, positions) = dedupe(names);
+        let requests: Vec<BootRequest> = names
+            .iter()
+            .map(|name| BootRequest {
+                name: name.clone(),
+                from: None,
+            })
+            .collect();
+        self.decide_requests(&requests, intent, actor).await
+    }
+
+    /// [`Allocator::decide`] for requests that say where they come from,
+    /// which the boot records keep (a name asked twice keeps the last
+    /// address).
+    ///
+    /// # Errors
+    /// As for [`Allocator::allocate`].
+    pub async fn decide_requests(
+        &self,
+        requests: &[BootRequest],
+        intent: Intent,
+        actor: &str,
+    ) -> Result<Decided, StoreError> {
+        let (distinct, positions) = dedupe(requests);
         let mut attempt = 1;
         let (header, decisions) = loop {
             match self.attempt(&distinct, intent, actor).await {
@@ -220,17 +260,25 @@ impl Allocator {
     /// and commits; the unit is over when this returns.
     async fn attempt(
         &self,
-        names: &[SlaveName],
+        requests: &[BootRequest],
         intent: Intent,
         actor: &str,
     ) -> Result<(TacHeader, Vec<Result<Decision, AllocationError>>), StoreError> {
+        let names: Vec<SlaveName> = requests.iter().map(|r| r.name.clone()).collect();
         let mut unit = self.store.begin(intent).await?;
-        let snapshot = unit.snapshot(names).await?;
+        let mut snapshot = unit.snapshot(&names).await?;
         let header = TacHeader {
             generated: self.host.now(),
             host: self.host.fqdn(),
         };
-        let mut planner = Planner::new(&snapshot);
+        if matches!(self.count, BalanceCount::Live { .. }) {
+            let mut silos: Vec<(PoolId, Silo)> =
+                snapshot.slaves.iter().flatten().map(|s| (s.poolid, s.silo())).collect();
+            silos.sort_unstable();
+            silos.dedup();
+            snapshot.live = Some(unit.live_peers(&silos).await?);
+        }
+        let mut planner = Planner::counting(&snapshot, self.count, header.generated);
         let mut decisions = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let decision = planner.decide(i, name);
@@ -245,9 +293,22 @@ impl Allocator {
                 at: header.generated,
             };
             let changes: Vec<_> = decisions.iter().flatten().filter_map(Decision::change).collect();
-            if !changes.is_empty() {
-                let audit: Vec<_> = changes.iter().filter_map(|c| audit_entry(c, &stamp)).collect();
-                unit.record(&changes, &audit).await?;
+            let audit: Vec<_> = changes.iter().filter_map(|c| audit_entry(c, &stamp)).collect();
+            let boots: Vec<BootRecord> = requests
+                .iter()
+                .zip(&decisions)
+                .filter_map(|(r, d)| {
+                    let d = d.as_ref().ok()?;
+                    Some(BootRecord {
+                        slaveid: d.slave.slaveid,
+                        at: header.generated,
+                        from: r.from.map(|ip| ip.to_string()),
+                        masterid: d.master.as_ref().map(|m| m.masterid),
+                    })
+                })
+                .collect();
+            if !changes.is_empty() || !boots.is_empty() {
+                unit.record(&changes, &audit, &boots).await?;
             }
             unit.commit().await?;
         } else {
@@ -290,18 +351,31 @@ impl Allocator {
     }
 }
 
-/// The distinct names in first-seen order, and for each input name the
-/// index of its distinct name.
-fn dedupe(names: &[SlaveName]) -> (Vec<SlaveName>, Vec<usize>) {
-    let mut index: HashMap<&SlaveName, usize> = HashMap::with_capacity(names.len());
-    let mut distinct = Vec::with_capacity(names.len());
-    let positions = names
+/// One machine's request for its tac.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootRequest {
+    /// The slave asking.
+    pub name: SlaveName,
+    /// The address it asks from, if known.
+    pub from: Option<IpAddr>,
+}
+
+/// The distinct requests in first-seen order (each with its name's last
+/// address), and for each input request the index of its distinct one.
+fn dedupe(requests: &[BootRequest]) -> (Vec<BootRequest>, Vec<usize>) {
+    let mut index: HashMap<&SlaveName, usize> = HashMap::with_capacity(requests.len());
+    let mut distinct: Vec<BootRequest> = Vec::with_capacity(requests.len());
+    let positions = requests
         .iter()
-        .map(|n| {
-            *index.entry(n).or_insert_with(|| {
-                distinct.push(n.clone());
+        .map(|r| {
+            let i = *index.entry(&r.name).or_insert_with(|| {
+                distinct.push(r.clone());
                 distinct.len() - 1
-            })
+            });
+            if r.from.is_some() {
+                distinct[i].from = r.from;
+            }
+            i
         })
         .collect();
     (distinct, positions)
@@ -414,6 +488,7 @@ mod tests {
                 password: "pw".into(),
             })],
             templates: vec![],
+            live: None,
         }
     }
 
@@ -437,7 +512,7 @@ mod tests {
             let mut unit = MockAllocationUnit::new();
             let snap = snap.clone();
             unit.expect_snapshot().times(1).returning(move |_| Ok(snap.clone()));
-            unit.expect_record().times(records).returning(|_, _| Ok(()));
+            unit.expect_record().times(records).returning(|_, _, _| Ok(()));
             unit.expect_commit().times(commits).returning(|| Ok(()));
             Ok(Box::new(unit))
         });
@@ -455,7 +530,7 @@ mod tests {
                 .in_sequence(&mut seq)
                 .returning(|_| Ok(snapshot(slave(None, true))));
             unit.expect_record()
-                .withf(|changes, audit| {
+                .withf(|changes, audit, boots| {
                     changes
                         == [MasterChange {
                             slaveid: 7,
@@ -464,23 +539,42 @@ mod tests {
                         }]
                         && audit.len() == 1
                         && audit[0].actor == "gettac"
+                        && boots
+                            == [BootRecord {
+                                slaveid: 7,
+                                at: SystemTime::UNIX_EPOCH,
+                                from: Some("192.0.2.7".into()),
+                                masterid: Some(3),
+                            }]
                 })
                 .times(1)
                 .in_sequence(&mut seq)
-                .returning(|_, _| Ok(()));
+                .returning(|_, _, _| Ok(()));
             unit.expect_commit().times(1).in_sequence(&mut seq).returning(|| Ok(()));
             Ok(Box::new(unit))
         });
         let a = Allocator::new(Arc::new(store), renderer(), host())
-            .gettac("S1")
+            .gettac_from("S1", Some([192, 0, 2, 7].into()))
             .await
             .unwrap();
         assert_eq!(a.decision.master.unwrap().masterid, 3);
     }
 
     #[tokio::test]
-    async fn an_unchanged_master_commits_without_writing() {
-        let store = store(snapshot(slave(Some(3), true)), 0, 1);
+    async fn an_unchanged_master_records_only_the_boot() {
+        let mut store = MockAllocationStore::new();
+        store.expect_begin().times(1).returning(|_| {
+            let mut unit = MockAllocationUnit::new();
+            unit.expect_snapshot().returning(|_| Ok(snapshot(slave(Some(3), true))));
+            unit.expect_record()
+                .withf(|changes, audit, boots| {
+                    changes.is_empty() && audit.is_empty() && boots.len() == 1 && boots[0].from.is_none()
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+            unit.expect_commit().times(1).returning(|| Ok(()));
+            Ok(Box::new(unit))
+        });
         Allocator::new(Arc::new(store), renderer(), host())
             .gettac("s1")
             .await
@@ -495,7 +589,7 @@ mod tests {
             unit.expect_snapshot()
                 .returning(|_| Ok(snapshot(slave(Some(3), false))));
             unit.expect_record()
-                .withf(|changes, _| {
+                .withf(|changes, _, _| {
                     changes
                         == [MasterChange {
                             slaveid: 7,
@@ -504,7 +598,7 @@ mod tests {
                         }]
                 })
                 .times(1)
-                .returning(|_, _| Ok(()));
+                .returning(|_, _, _| Ok(()));
             unit.expect_commit().times(1).returning(|| Ok(()));
             Ok(Box::new(unit))
         });
@@ -546,7 +640,7 @@ mod tests {
         unit.expect_record()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
         unit.expect_commit().times(1).in_sequence(&mut seq).returning(|| Ok(()));
         let mut r = MockTacRenderer::new();
         r.expect_render()
@@ -609,8 +703,16 @@ mod tests {
         async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError> {
             self.inner.snapshot(names).await
         }
-        async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError> {
-            self.inner.record(changes, audit).await
+        async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<crate::live::LivePeers, StoreError> {
+            self.inner.live_peers(silos).await
+        }
+        async fn record(
+            &mut self,
+            changes: &[MasterChange],
+            audit: &[NewAuditEntry],
+            boots: &[BootRecord],
+        ) -> Result<(), StoreError> {
+            self.inner.record(changes, audit, boots).await
         }
         async fn commit(self: Box<Self>) -> Result<(), StoreError> {
             Ok(())
@@ -686,7 +788,7 @@ mod tests {
             }
             let mut unit = MockAllocationUnit::new();
             unit.expect_snapshot().returning(|_| Ok(snapshot(slave(None, true))));
-            unit.expect_record().times(1).returning(|_, _| Ok(()));
+            unit.expect_record().times(1).returning(|_, _, _| Ok(()));
             unit.expect_commit().times(1).returning(|| Ok(()));
             Ok(Box::new(unit))
         });

@@ -41,6 +41,7 @@ pub mod dump;
 pub mod entities;
 pub mod error;
 pub mod inventory;
+pub mod live;
 pub mod name;
 pub mod ports;
 pub mod reports;
@@ -50,16 +51,17 @@ pub mod testing;
 
 pub use access::{Permission, Writer};
 pub use admin::{AdminApi, AdminError, LocalAdmin};
-pub use allocator::{Allocation, Allocator, Decided};
+pub use allocator::{Allocation, Allocator, BootRequest, Decided};
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 pub use error::{AllocationError, RenderError, StoreError};
 pub use inventory::{Inventory, SlaveFilter};
+pub use live::BalanceCount;
 pub use name::SlaveName;
 pub use ports::{
     Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, InlineRender, Intent, InventoryStore,
-    RenderExecutor, SaveReplaced, Snapshot, TacRenderer,
+    LiveStore, RenderExecutor, SaveReplaced, Snapshot, TacRenderer,
 };
 pub use rule::{Decision, Reason};
 pub use schema::{Row, Table, Value};

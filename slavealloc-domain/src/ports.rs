@@ -8,7 +8,7 @@
 //! host name, so that tests are deterministic.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -16,6 +16,7 @@ use crate::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use crate::dump::Dump;
 use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 use crate::error::{RenderError, StoreError};
+use crate::live::{BootRecord, Lease, LivePeers, LiveState, PollRecord};
 use crate::name::SlaveName;
 use crate::schema::{Row, Table};
 
@@ -62,12 +63,27 @@ pub trait AllocationUnit: Send {
     /// [`StoreError::Other`].
     async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError>;
 
-    /// Sets `current_masterid` of each changed slave and appends the audit
-    /// entries, inside the unit.
+    /// The live facts of every slave of these (pool, silo)s, for
+    /// [`crate::live::BalanceCount::Live`]; called after
+    /// [`AllocationUnit::snapshot`], in the same unit, so under the same
+    /// locks.
     ///
     /// # Errors
     /// As for [`AllocationUnit::snapshot`].
-    async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError>;
+    async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<LivePeers, StoreError>;
+
+    /// Sets `current_masterid` of each changed slave, appends the audit
+    /// entries and replaces the boot record of each booted slave, inside
+    /// the unit.
+    ///
+    /// # Errors
+    /// As for [`AllocationUnit::snapshot`].
+    async fn record(
+        &mut self,
+        changes: &[MasterChange],
+        audit: &[NewAuditEntry],
+        boots: &[BootRecord],
+    ) -> Result<(), StoreError>;
 
     /// Makes everything recorded durable and releases the locks.
     ///
@@ -101,6 +117,10 @@ pub struct Snapshot {
     /// them, the requesters included (the rule leaves each requester out of
     /// its own count).
     pub loads: Vec<SiloLoad>,
+    /// The live facts of every slave of those (pool, silo)s, when the
+    /// allocator counts on them ([`crate::live::BalanceCount::Live`]):
+    /// read by [`AllocationUnit::live_peers`].
+    pub live: Option<LivePeers>,
 }
 
 /// How the slaves of one pool and silo are spread over masters.
@@ -327,6 +347,45 @@ pub trait InventoryStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] with the reason.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The live fleet's state (see [`crate::live`]): what the pollers of the
+/// Buildbot masters write and the API reads, and the lease that elects
+/// the one daemon that polls.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait LiveStore: Send + Sync {
+    /// Records one poll of one master in one transaction: its status and,
+    /// when it answered, the presence of every worker it lists (slaves it
+    /// listed as connected before and does not now become disconnected;
+    /// names without a slave are kept as unknown workers). A failed poll
+    /// leaves the presence of the master's workers as it was.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Other`]; nothing written.
+    async fn record_poll(&self, poll: &PollRecord) -> Result<(), StoreError>;
+
+    /// Everything known of the live fleet.
+    ///
+    /// # Errors
+    /// As for [`LiveStore::record_poll`].
+    async fn live_state(&self) -> Result<LiveState, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`
+    /// when it is free, lapsed or already `holder`'s, atomically against
+    /// every other daemon on the database; answers the lease as it stands
+    /// afterwards (another holder's, when it is not ours).
+    ///
+    /// # Errors
+    /// As for [`LiveStore::record_poll`].
+    async fn take_lease(&self, name: &str, holder: &str, now: SystemTime, ttl: Duration) -> Result<Lease, StoreError>;
+
+    /// Gives the lease up if `holder` holds it, so that another daemon
+    /// takes it at once instead of after it lapses.
+    ///
+    /// # Errors
+    /// As for [`LiveStore::record_poll`].
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }
 
 /// What [`DumpStore::replace_all_saving`] calls with the rows it is about to

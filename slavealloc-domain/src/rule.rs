@@ -21,10 +21,13 @@
 //! sub-microsecond decision in benches/README.md depends on it).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlavePassword, TacTemplate};
+use crate::entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 use crate::error::AllocationError;
+use crate::live::{live_loads, BalanceCount};
 use crate::name::SlaveName;
 use crate::ports::{MasterChange, SiloLoad, Snapshot};
 
@@ -113,6 +116,9 @@ pub struct Planner<'s> {
     snapshot: &'s Snapshot,
     /// The snapshot's loads, moved by each accepted decision.
     loads: Cow<'s, [SiloLoad]>,
+    /// In [`BalanceCount::Live`]: the master each peer counts on, moved
+    /// with the loads; `None` when peers count on their `current_masterid`.
+    counted: Option<HashMap<SlaveId, MasterId>>,
 }
 
 impl<'s> Planner<'s> {
@@ -121,6 +127,33 @@ impl<'s> Planner<'s> {
         Self {
             snapshot,
             loads: Cow::Borrowed(&snapshot.loads),
+            counted: None,
+        }
+    }
+
+    /// A planner that counts peers as `count` says, at `now`. With
+    /// [`BalanceCount::Live`] the loads come from the snapshot's
+    /// [`Snapshot::live`] facts ([`live_loads`]); a snapshot without them
+    /// counts as [`Planner::new`] does.
+    pub fn counting(snapshot: &'s Snapshot, count: BalanceCount, now: SystemTime) -> Self {
+        match (count, &snapshot.live) {
+            (BalanceCount::Live { lease }, Some(live)) => {
+                let (loads, counted) = live_loads(live, now, lease);
+                Self {
+                    snapshot,
+                    loads: Cow::Owned(loads),
+                    counted: Some(counted),
+                }
+            }
+            _ => Self::new(snapshot),
+        }
+    }
+
+    /// The master `slave` counts on now, for its own count and for moving it.
+    fn counts_on(&self, slave: &Slave) -> Option<MasterId> {
+        match &self.counted {
+            Some(counted) => counted.get(&slave.slaveid).copied(),
+            None => slave.current_masterid,
         }
     }
 
@@ -193,11 +226,12 @@ impl<'s> Planner<'s> {
             .silo_load(slave.poolid, slave.silo())
             .map(|l| l.per_master.as_slice());
         // The requester is not its own peer.
+        let own = self.counts_on(slave);
         let peers = |m: MasterId| {
             let all = counts
                 .and_then(|c| c.iter().find(|(id, _)| *id == m))
                 .map_or(0, |(_, n)| *n);
-            all.saturating_sub(u32::from(slave.current_masterid == Some(m)))
+            all.saturating_sub(u32::from(own == Some(m)))
         };
         let candidates = self
             .snapshot
@@ -213,7 +247,23 @@ impl<'s> Planner<'s> {
     /// Moves the decided slave in the counts that later decisions see. Call
     /// it for each decision that will be recorded.
     pub fn accept(&mut self, decision: &Decision) {
-        let Some(change) = decision.change() else { return };
+        let to = decision.master.as_ref().map(|m| m.masterid);
+        let from = self.counts_on(&decision.slave);
+        if from == to {
+            return;
+        }
+        if let Some(counted) = &mut self.counted {
+            // Given a master just now: it counts there for a whole lease.
+            match to {
+                Some(m) => counted.insert(decision.slave.slaveid, m),
+                None => counted.remove(&decision.slave.slaveid),
+            };
+        }
+        let change = MasterChange {
+            slaveid: decision.slave.slaveid,
+            from,
+            to,
+        };
         let (poolid, silo) = (decision.slave.poolid, decision.slave.silo());
         let loads = self.loads.to_mut();
         let index = match loads.iter().position(|l| l.poolid == poolid && l.silo == silo) {
@@ -318,6 +368,7 @@ mod tests {
             masters,
             passwords: vec![pw(1, None, "pw")],
             templates: vec![],
+            live: None,
         }
     }
 
@@ -503,6 +554,7 @@ mod tests {
             masters: vec![master(1, 1, true), master(2, 1, true)],
             passwords: vec![pw(1, None, "pw")],
             templates: vec![],
+            live: None,
         };
         let mut planner = Planner::new(&snapshot);
         let mut got = vec![];
@@ -512,5 +564,93 @@ mod tests {
             got.push(d.master.unwrap().masterid);
         }
         assert_eq!(got, [1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn live_counts_forget_allocations_that_never_connected() {
+        use crate::live::{LivePeers, PeerFacts};
+        use std::time::Duration;
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let now = at(100_000);
+        let lease = Duration::from_secs(900);
+        let requester = slave(100, 1);
+        let silo = requester.silo();
+        // Ten slaves given master 1 an hour ago, never seen; five connected to 2.
+        let mut peers: Vec<PeerFacts> = (1..=10)
+            .map(|id| PeerFacts {
+                slaveid: id,
+                poolid: 1,
+                silo,
+                current_masterid: Some(1),
+                allocated_at: Some(at(100_000 - 3_600)),
+                connected: None,
+            })
+            .collect();
+        peers.extend((11..=15).map(|id| PeerFacts {
+            slaveid: id,
+            poolid: 1,
+            silo,
+            current_masterid: Some(2),
+            allocated_at: Some(at(1)),
+            connected: Some((2, at(99_990))),
+        }));
+        let snapshot = Snapshot {
+            live: Some(LivePeers {
+                peers,
+                unreachable_since: vec![],
+            }),
+            ..snap(
+                requester,
+                vec![master(1, 1, true), master(2, 1, true)],
+                &[(1, 10), (2, 5)],
+            )
+        };
+        let decide = |count| {
+            Planner::counting(&snapshot, count, now)
+                .decide(0, &name("s100"))
+                .unwrap()
+                .master
+                .unwrap()
+                .masterid
+        };
+        assert_eq!(decide(BalanceCount::Recorded), 2, "the original's rule");
+        assert_eq!(
+            decide(BalanceCount::Live { lease }),
+            1,
+            "expired allocations count nowhere"
+        );
+        // Within the lease the ten still hold their places.
+        let fresh = Planner::counting(&snapshot, BalanceCount::Live { lease }, at(100_000 - 3_600 + 60));
+        assert_eq!(fresh.decide(0, &name("s100")).unwrap().master.unwrap().masterid, 2);
+    }
+
+    #[test]
+    fn live_accepts_move_the_live_counts() {
+        use crate::live::LivePeers;
+        let slaves: Vec<Slave> = (1..=4)
+            .map(|i| Slave {
+                // Long-expired allocations to master 2 count nowhere.
+                current_masterid: Some(2),
+                ..slave(i, 1)
+            })
+            .collect();
+        let snapshot = Snapshot {
+            loads: vec![],
+            live: Some(LivePeers::default()),
+            slaves: slaves.into_iter().map(|s| Some(Arc::new(s))).collect(),
+            masters: vec![master(1, 1, true), master(2, 1, true)],
+            passwords: vec![pw(1, None, "pw")],
+            templates: vec![],
+        };
+        let lease = std::time::Duration::from_secs(900);
+        let mut planner = Planner::counting(&snapshot, BalanceCount::Live { lease }, SystemTime::UNIX_EPOCH);
+        let got: Vec<MasterId> = (0..4)
+            .map(|i| {
+                let d = planner.decide(i, &name(&format!("s{}", i + 1))).unwrap();
+                planner.accept(&d);
+                d.master.unwrap().masterid
+            })
+            .collect();
+        assert_eq!(got, [1, 2, 1, 2], "each accepted decision counts where it was sent");
     }
 }

@@ -10,15 +10,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use slavealloc_domain::audit::{AuditQuery, NewAuditEntry};
+use slavealloc_domain::live::{MasterStatus, PollAnswer, PollRecord, PolledWorker, Presence};
 use slavealloc_domain::ports::{AllocationStore, DumpStore, InventoryStore, MasterChange, Snapshot};
 use slavealloc_domain::schema::{Row, Table, Value};
-use slavealloc_domain::{Actor, AllocationError, Intent, Reason, SlaveName, StoreError};
+use slavealloc_domain::{Actor, AllocationError, BalanceCount, Intent, LiveStore, Reason, SlaveName, StoreError};
 
 use crate::fleet::{int, one_pool, row, text, varied, Fleet};
-use crate::{now, Harness, StoreFactory};
+use crate::{allocator_at, now, Harness, StoreFactory};
 
 fn actor(name: &str) -> Actor {
     Actor {
@@ -791,9 +794,19 @@ pub async fn an_uncommitted_unit_changes_nothing<F: StoreFactory>(h: Harness<F>)
             &actor("dropped"),
         )
         .unwrap();
-        unit.record(&[change], &[entry]).await.unwrap();
+        let boot = slavealloc_domain::live::BootRecord {
+            slaveid: 1,
+            at: now(),
+            from: None,
+            masterid: Some(2),
+        };
+        unit.record(&[change], &[entry], &[boot]).await.unwrap();
     }
     assert_eq!(h.store().export().await.unwrap(), before, "nothing was written");
+    assert!(
+        h.store().live_state().await.unwrap().boots.is_empty(),
+        "no boot record either"
+    );
     assert_eq!(gettac(&h, "slave-1").await, 1, "the next unit is not blocked");
 }
 
@@ -1059,4 +1072,230 @@ pub async fn row_count_counts_every_table<F: StoreFactory>(h: Harness<F>) {
         rows as u64 + 2,
         "the row and its audit entry"
     );
+}
+
+/// A poll record of master `masterid` at `at` listing these workers
+/// (`(name, connected)`), or failing with `error`.
+fn poll(masterid: i32, at: SystemTime, workers: &[(&str, bool)]) -> PollRecord {
+    PollRecord {
+        masterid,
+        at,
+        duration: Duration::from_millis(12),
+        outcome: Ok(PollAnswer {
+            buildbot_version: Some("4.3.0".to_owned()),
+            workers: workers
+                .iter()
+                .map(|(name, connected)| PolledWorker {
+                    name: (*name).to_owned(),
+                    connected: *connected,
+                    paused: false,
+                    graceful: false,
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// Every gettac leaves a boot record (when, from where, which master), in
+/// its own transaction; a peek leaves none.
+pub async fn boots_are_recorded_with_their_address<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(3)).await;
+    let a = h.allocator();
+    a.gettac_from("slave-1", Some([192, 0, 2, 1].into())).await.unwrap();
+    a.gettac_from("slave-2", Some("2001:db8::2".parse().unwrap()))
+        .await
+        .unwrap();
+    a.peek("slave-3").await.unwrap();
+    let live = h.store().live_state().await.unwrap();
+    let boots: Vec<(i32, Option<&str>, Option<i32>, SystemTime)> = live
+        .boots
+        .iter()
+        .map(|b| (b.slaveid, b.from.as_deref(), b.masterid, b.at))
+        .collect();
+    assert_eq!(
+        boots,
+        [
+            (1, Some("192.0.2.1"), Some(1), now()),
+            (2, Some("2001:db8::2"), Some(2), now())
+        ]
+    );
+    // Asking again replaces the record.
+    a.gettac("slave-1").await.unwrap();
+    let live = h.store().live_state().await.unwrap();
+    assert_eq!(live.boots[0].from, None);
+    assert_eq!(live.boots.len(), 2);
+}
+
+/// A poll connects, keeps and disconnects workers, keeps unknown ones,
+/// and a failed poll leaves what was known but marks the master
+/// unreachable since its first failure.
+pub async fn polls_record_presence_status_and_unknown_workers<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(3)).await;
+    let s = h.store();
+    let t = |secs: u64| now() + Duration::from_secs(secs);
+    s.record_poll(&poll(
+        1,
+        t(0),
+        &[("slave-1", true), ("SLAVE-2", true), ("stranger", true)],
+    ))
+    .await
+    .unwrap();
+    s.record_poll(&poll(1, t(30), &[("slave-1", true), ("slave-2", false)]))
+        .await
+        .unwrap();
+    let live = s.live_state().await.unwrap();
+    let by: BTreeMap<i32, &Presence> = live.presence.iter().map(|p| (p.slaveid, p)).collect();
+    assert_eq!(by[&1].connected_masterid, Some(1));
+    assert_eq!(
+        by[&1].connected_since,
+        Some(t(0)),
+        "connected since the first poll that saw it"
+    );
+    assert_eq!(by[&1].last_seen, Some(t(30)));
+    assert_eq!(by[&2].connected_masterid, None, "listed as not connected: disconnected");
+    assert_eq!((by[&2].last_seen, by[&2].last_seen_masterid), (Some(t(0)), Some(1)));
+    assert!(!by.contains_key(&3), "never seen");
+    assert!(live.unknown.is_empty(), "the stranger is gone from the second answer");
+    let status = &live.masters[0];
+    assert!(status.reachable);
+    assert_eq!((status.connected, status.last_success), (1, Some(t(30))));
+    assert_eq!(status.buildbot_version.as_deref(), Some("4.3.0"));
+
+    s.record_poll(&poll(2, t(40), &[("stranger", false), ("slave-3", true)]))
+        .await
+        .unwrap();
+    let failed = |at| PollRecord {
+        outcome: Err("connection refused".to_owned()),
+        ..poll(1, at, &[])
+    };
+    s.record_poll(&failed(t(60))).await.unwrap();
+    s.record_poll(&failed(t(90))).await.unwrap();
+    let live = s.live_state().await.unwrap();
+    let status: BTreeMap<i32, &MasterStatus> = live.masters.iter().map(|m| (m.masterid, m)).collect();
+    assert!(!status[&1].reachable);
+    assert_eq!(status[&1].unreachable_since, Some(t(60)));
+    assert_eq!(status[&1].last_success, Some(t(30)));
+    assert_eq!(status[&1].error.as_deref(), Some("connection refused"));
+    let one = live.presence.iter().find(|p| p.slaveid == 1).unwrap();
+    assert_eq!(one.connected_masterid, Some(1), "a failed poll keeps what was known");
+    assert_eq!(live.unknown.len(), 1);
+    assert_eq!(
+        (
+            live.unknown[0].masterid,
+            live.unknown[0].name.as_str(),
+            live.unknown[0].connected
+        ),
+        (2, "stranger", false)
+    );
+    // A slave that moves to another master is connected there.
+    s.record_poll(&poll(2, t(120), &[("slave-1", true)])).await.unwrap();
+    let live = s.live_state().await.unwrap();
+    let one = live.presence.iter().find(|p| p.slaveid == 1).unwrap();
+    assert_eq!((one.connected_masterid, one.connected_since), (Some(2), Some(t(120))));
+}
+
+/// With `count = live`, ten slaves given master 1 that never connect stop
+/// counting once their lease is over, and the next slave of their silo
+/// goes to master 1; the original's rule, on the same data, still counts
+/// them.
+pub async fn live_counts_forget_allocations_that_never_connected<F: StoreFactory>(h: Harness<F>) {
+    let mut fleet = Fleet::new();
+    fleet.master(1, 1, true).master(2, 1, false).password(1, None, "pw");
+    for id in 1..=16 {
+        fleet.slave(id, &format!("slave-{id}"), 1);
+    }
+    load(&h, &fleet).await;
+    let s = h.store();
+    let store = Arc::clone(s) as Arc<dyn AllocationStore>;
+    let lease = Duration::from_secs(900);
+    let live = BalanceCount::Live { lease };
+    let t0 = now();
+    for n in 1..=10 {
+        let a = allocator_at(Arc::clone(&store), t0, live)
+            .gettac(&format!("slave-{n}"))
+            .await;
+        assert_eq!(a.unwrap().decision.master.unwrap().masterid, 1);
+    }
+    let enable = |id: i32, on: bool| {
+        let s = Arc::clone(s);
+        async move {
+            s.update(Table::Masters, id, row(&[("enabled", Value::Bool(on))]), actor("test"))
+                .await
+                .unwrap();
+        }
+    };
+    enable(1, false).await;
+    enable(2, true).await;
+    for n in 11..=15 {
+        let a = allocator_at(Arc::clone(&store), t0, live)
+            .gettac(&format!("slave-{n}"))
+            .await;
+        assert_eq!(a.unwrap().decision.master.unwrap().masterid, 2);
+    }
+    enable(1, true).await;
+    let workers: Vec<(String, bool)> = (11..=15).map(|n| (format!("slave-{n}"), true)).collect();
+    let workers: Vec<(&str, bool)> = workers.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let later = t0 + Duration::from_secs(3600);
+    s.record_poll(&poll(2, later, &workers)).await.unwrap();
+    s.record_poll(&poll(1, later, &[])).await.unwrap();
+
+    let peek = |at, count| {
+        let store = Arc::clone(&store);
+        async move {
+            let a = allocator_at(store, at, count).peek("slave-16").await.unwrap();
+            a.decision.master.unwrap().masterid
+        }
+    };
+    assert_eq!(
+        peek(later, BalanceCount::Recorded).await,
+        2,
+        "the original's rule: 10 on bm01, 5 on bm02"
+    );
+    assert_eq!(
+        peek(later, live).await,
+        1,
+        "the ten never connected and their lease is over"
+    );
+    assert_eq!(
+        peek(t0 + Duration::from_secs(60), live).await,
+        2,
+        "within the lease the ten still hold their places"
+    );
+    let a = allocator_at(Arc::clone(&store), later, live)
+        .gettac("slave-16")
+        .await
+        .unwrap();
+    assert_eq!(a.decision.master.unwrap().masterid, 1);
+    assert_eq!(current(&h, 16).await, Some(1));
+}
+
+/// The poller's lease: one holder at a time, renewed by its holder, taken
+/// over when it lapses or is released.
+pub async fn the_lease_has_one_holder_at_a_time<F: StoreFactory>(h: Harness<F>) {
+    let s = h.store();
+    let ttl = Duration::from_secs(60);
+    let t = |secs: u64| now() + Duration::from_secs(secs);
+    let a = s.take_lease("poller", "daemon-a", t(0), ttl).await.unwrap();
+    assert_eq!((a.holder.as_str(), a.expires), ("daemon-a", t(60)));
+    let b = s.take_lease("poller", "daemon-b", t(10), ttl).await.unwrap();
+    assert_eq!(b.holder, "daemon-a", "held: b sees a");
+    let renewed = s.take_lease("poller", "daemon-a", t(30), ttl).await.unwrap();
+    assert_eq!(renewed.expires, t(90));
+    let b = s.take_lease("poller", "daemon-b", t(91), ttl).await.unwrap();
+    assert_eq!(b.holder, "daemon-b", "lapsed: b takes it");
+    let a = s.take_lease("poller", "daemon-a", t(92), ttl).await.unwrap();
+    assert_eq!(a.holder, "daemon-b");
+    s.release_lease("poller", "daemon-a").await.unwrap();
+    assert_eq!(
+        s.take_lease("poller", "daemon-a", t(93), ttl).await.unwrap().holder,
+        "daemon-b",
+        "only the holder releases"
+    );
+    s.release_lease("poller", "daemon-b").await.unwrap();
+    assert_eq!(
+        s.take_lease("poller", "daemon-a", t(94), ttl).await.unwrap().holder,
+        "daemon-a"
+    );
+    let other = s.take_lease("janitor", "daemon-b", t(94), ttl).await.unwrap();
+    assert_eq!(other.holder, "daemon-b", "leases are per job");
 }

@@ -32,15 +32,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use slavealloc_domain::{AllocationStore, Allocator, DumpStore, FixedHost, InventoryStore};
+use slavealloc_domain::{AllocationStore, Allocator, BalanceCount, DumpStore, FixedHost, InventoryStore, LiveStore};
 
 pub mod cases;
 pub mod fleet;
 
 /// Everything a store must implement to be tested here.
-pub trait Store: AllocationStore + InventoryStore + DumpStore + 'static {}
+pub trait Store: AllocationStore + InventoryStore + DumpStore + LiveStore + 'static {}
 
-impl<T: AllocationStore + InventoryStore + DumpStore + 'static> Store for T {}
+impl<T: AllocationStore + InventoryStore + DumpStore + LiveStore + 'static> Store for T {}
 
 /// Makes fresh stores for one test case and removes them afterwards.
 #[async_trait]
@@ -105,6 +105,20 @@ pub fn allocator(store: Arc<dyn AllocationStore>) -> Allocator {
             fqdn: "slavealloc.example.com".to_owned(),
         }),
     )
+}
+
+/// [`allocator`] with its clock at `now`, counting peers as `count` says:
+/// for the cases that let time pass.
+pub fn allocator_at(store: Arc<dyn AllocationStore>, now: SystemTime, count: BalanceCount) -> Allocator {
+    Allocator::new(
+        store,
+        Arc::new(PlainRenderer),
+        Arc::new(FixedHost {
+            now,
+            fqdn: "slavealloc.example.com".to_owned(),
+        }),
+    )
+    .with_balance(count)
 }
 
 /// Runs one case on a fresh store from `factory`, then cleans up — also
@@ -173,6 +187,10 @@ macro_rules! contract_tests {
             a_failed_replace_all_changes_nothing,
             append_keeps_ids_and_refuses_bad_rows,
             row_count_counts_every_table,
+            boots_are_recorded_with_their_address,
+            polls_record_presence_status_and_unknown_workers,
+            live_counts_forget_allocations_that_never_connected,
+            the_lease_has_one_holder_at_a_time,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

@@ -72,15 +72,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use indexmap::IndexMap;
 use slavealloc_domain::audit::{AuditEntry, AuditQuery, NewAuditEntry};
-use slavealloc_domain::entities::{Master, MasterId, PoolId, Silo, Slave, SlavePassword, TacTemplate, TemplateId};
+use slavealloc_domain::entities::{
+    Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate, TemplateId,
+};
+use slavealloc_domain::live::{
+    presence_after_poll, status_after_poll, BootRecord, Lease, LivePeers, LiveState, MasterStatus, PeerFacts,
+    PollRecord, Presence, UnknownWorker,
+};
 use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot};
 use slavealloc_domain::schema::{from_row, Kind, Row, Table, Value};
 use slavealloc_domain::{
-    Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SaveReplaced, SlaveName, StoreError,
+    Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, LiveStore, SaveReplaced, SlaveName, StoreError,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -205,6 +212,17 @@ struct State {
     templates: HashMap<TemplateId, Arc<TacTemplate>>,
     pools: FastMap<PoolId, PoolIndex>,
     audit: Vec<AuditEntry>,
+    live: LiveTables,
+}
+
+/// The rebuild's live-fleet tables ([`slavealloc_domain::live`]).
+#[derive(Debug, Default, Clone)]
+struct LiveTables {
+    boots: HashMap<SlaveId, BootRecord>,
+    presence: HashMap<SlaveId, Presence>,
+    masters: BTreeMap<MasterId, MasterStatus>,
+    unknown: BTreeMap<(MasterId, String), UnknownWorker>,
+    leases: HashMap<String, Lease>,
 }
 
 fn other(e: impl std::fmt::Display) -> StoreError {
@@ -523,6 +541,79 @@ impl State {
             .collect();
     }
 
+    /// The live facts of every slave of these (pool, silo)s.
+    fn live_peers(&self, silos: &[(PoolId, Silo)]) -> LivePeers {
+        let peers = self
+            .slaves
+            .values()
+            .filter(|s| silos.binary_search(&(s.poolid, s.silo())).is_ok())
+            .map(|s| {
+                let boot = self.live.boots.get(&s.slaveid);
+                let presence = self.live.presence.get(&s.slaveid);
+                PeerFacts {
+                    slaveid: s.slaveid,
+                    poolid: s.poolid,
+                    silo: s.silo(),
+                    current_masterid: s.current_masterid,
+                    allocated_at: boot.filter(|b| b.masterid == s.current_masterid).map(|b| b.at),
+                    connected: presence.and_then(|p| p.connected_masterid.zip(p.last_seen)),
+                }
+            })
+            .collect();
+        LivePeers {
+            peers,
+            unreachable_since: self
+                .live
+                .masters
+                .values()
+                .filter_map(|m| m.unreachable_since.map(|t| (m.masterid, t)))
+                .collect(),
+        }
+    }
+
+    fn record_poll(&mut self, poll: &PollRecord) {
+        let before = self.live.masters.get(&poll.masterid).cloned();
+        let Ok(answer) = &poll.outcome else {
+            let status = status_after_poll(before.as_ref(), poll, 0);
+            self.live.masters.insert(poll.masterid, status);
+            return;
+        };
+        let mut reported = Vec::new();
+        let mut unknown = Vec::new();
+        for w in &answer.workers {
+            match self.slaves.get(w.name.to_ascii_lowercase().as_str()) {
+                Some(s) => reported.push((s.slaveid, w)),
+                None => unknown.push(w),
+            }
+        }
+        let listed: std::collections::HashSet<SlaveId> = reported.iter().map(|(id, _)| *id).collect();
+        let relevant: HashMap<SlaveId, Presence> = self
+            .live
+            .presence
+            .values()
+            .filter(|p| p.connected_masterid == Some(poll.masterid) || listed.contains(&p.slaveid))
+            .map(|p| (p.slaveid, p.clone()))
+            .collect();
+        for p in presence_after_poll(poll.masterid, poll.at, &relevant, &reported) {
+            self.live.presence.insert(p.slaveid, p);
+        }
+        self.live.unknown.retain(|(m, _), _| *m != poll.masterid);
+        for w in unknown {
+            self.live.unknown.insert(
+                (poll.masterid, w.name.clone()),
+                UnknownWorker {
+                    masterid: poll.masterid,
+                    name: w.name.clone(),
+                    connected: w.connected,
+                    last_seen: poll.at,
+                },
+            );
+        }
+        let connected = answer.workers.iter().filter(|w| w.connected).count();
+        let status = status_after_poll(before.as_ref(), poll, u32::try_from(connected).unwrap_or(u32::MAX));
+        self.live.masters.insert(poll.masterid, status);
+    }
+
     /// Sets one slave's current master; returns the previous one.
     fn set_current(&mut self, slaveid: i32, to: Option<MasterId>) -> Result<Option<MasterId>, StoreError> {
         let mut row = self.get(Table::Slaves, slaveid).cloned().ok_or(StoreError::NotFound)?;
@@ -551,6 +642,7 @@ impl AllocationStore for MemoryStore {
         Ok(Box::new(MemoryUnit {
             guard,
             undo: Vec::new(),
+            boots_undo: Vec::new(),
             audit_len: None,
         }))
     }
@@ -562,6 +654,8 @@ struct MemoryUnit {
     guard: OwnedMutexGuard<State>,
     /// `(slaveid, previous current_masterid)`, in write order.
     undo: Vec<(i32, Option<MasterId>)>,
+    /// `(slaveid, previous boot record)`, in write order.
+    boots_undo: Vec<(SlaveId, Option<BootRecord>)>,
     /// The audit log's length before the first record, once recorded.
     audit_len: Option<usize>,
 }
@@ -572,7 +666,17 @@ impl AllocationUnit for MemoryUnit {
         Ok(self.guard.snapshot(names))
     }
 
-    async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError> {
+    async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<LivePeers, StoreError> {
+        let silos = sorted_set(silos.iter().copied());
+        Ok(self.guard.live_peers(&silos))
+    }
+
+    async fn record(
+        &mut self,
+        changes: &[MasterChange],
+        audit: &[NewAuditEntry],
+        boots: &[BootRecord],
+    ) -> Result<(), StoreError> {
         self.audit_len.get_or_insert(self.guard.audit.len());
         for c in changes {
             let from = self.guard.set_current(c.slaveid, c.to)?;
@@ -581,11 +685,16 @@ impl AllocationUnit for MemoryUnit {
         for e in audit {
             self.guard.record_audit(e.clone());
         }
+        for b in boots {
+            let before = self.guard.live.boots.insert(b.slaveid, b.clone());
+            self.boots_undo.push((b.slaveid, before));
+        }
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.undo.clear();
+        self.boots_undo.clear();
         self.audit_len = None;
         Ok(())
     }
@@ -596,6 +705,12 @@ impl Drop for MemoryUnit {
         while let Some((slaveid, from)) = self.undo.pop() {
             // Restoring a value this unit itself replaced cannot fail.
             let _ = self.guard.set_current(slaveid, from);
+        }
+        while let Some((slaveid, before)) = self.boots_undo.pop() {
+            match before {
+                Some(b) => self.guard.live.boots.insert(slaveid, b),
+                None => self.guard.live.boots.remove(&slaveid),
+            };
         }
         if let Some(len) = self.audit_len {
             self.guard.audit.truncate(len);
@@ -679,6 +794,59 @@ impl InventoryStore for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LiveStore for MemoryStore {
+    async fn record_poll(&self, poll: &PollRecord) -> Result<(), StoreError> {
+        self.state.lock().await.record_poll(poll);
+        Ok(())
+    }
+
+    async fn live_state(&self) -> Result<LiveState, StoreError> {
+        let state = self.state.lock().await;
+        let live = &state.live;
+        // Rows of slaves deleted since are not facts about the fleet.
+        let exists = |id: &SlaveId| state.get(Table::Slaves, *id).is_some();
+        let mut boots: Vec<BootRecord> = live.boots.values().filter(|b| exists(&b.slaveid)).cloned().collect();
+        boots.sort_unstable_by_key(|b| b.slaveid);
+        let mut presence: Vec<Presence> = live.presence.values().filter(|p| exists(&p.slaveid)).cloned().collect();
+        presence.sort_unstable_by_key(|p| p.slaveid);
+        Ok(LiveState {
+            boots,
+            presence,
+            masters: live.masters.values().cloned().collect(),
+            unknown: live.unknown.values().cloned().collect(),
+        })
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, now: SystemTime, ttl: Duration) -> Result<Lease, StoreError> {
+        let mut state = self.state.lock().await;
+        let leases = &mut state.live.leases;
+        let free = leases.get(name).is_none_or(|l| l.holder == holder || l.expires <= now);
+        if free {
+            leases.insert(
+                name.to_owned(),
+                Lease {
+                    name: name.to_owned(),
+                    holder: holder.to_owned(),
+                    expires: now + ttl,
+                },
+            );
+        }
+        leases
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Other("the lease vanished".to_owned()))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if state.live.leases.get(name).is_some_and(|l| l.holder == holder) {
+            state.live.leases.remove(name);
+        }
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use slavealloc_domain::audit::NewAuditEntry;
 use slavealloc_domain::entities::{MasterId, PoolId, Silo, Slave};
+use slavealloc_domain::live::{BootRecord, LivePeers};
 use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot};
 use slavealloc_domain::schema::Table;
 use slavealloc_domain::{Intent, SlaveName, StoreError};
@@ -51,7 +52,7 @@ struct SqlUnit {
     intent: Intent,
 }
 
-fn int(v: i32) -> Param {
+pub(crate) fn int(v: i32) -> Param {
     Param::Int(Some(v))
 }
 
@@ -83,6 +84,23 @@ async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<P
     Ok(())
 }
 
+/// The `slaves` columns that make a (pool, silo).
+pub(crate) const SILO_KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
+
+/// Appends `(poolid = ? AND distroid = ? ...) OR (...)`, one group per
+/// (pool, silo), on the columns of `alias` (`""` or `"s."`).
+pub(crate) fn push_silos(sql: &mut Sql, silos: &[&(PoolId, Silo)], alias: &str) {
+    for (i, (pool, s)) in silos.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { " OR (" });
+        let values = [*pool, s.distroid, s.bitsid, s.purposeid, s.dcid, s.trustid, s.envid];
+        for (j, (column, value)) in SILO_KEY.iter().zip(values).enumerate() {
+            sql.push(&format!("{}{alias}{column} = ", if j == 0 { "" } else { " AND " }))
+                .param(int(value));
+        }
+        sql.push(")");
+    }
+}
+
 /// The slaves of each (pool, silo) per current master: read from the
 /// `slave_loads` table where the backend keeps one (SQLite), else one
 /// grouped count of `slaves` over the wanted silos.
@@ -92,11 +110,10 @@ async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<P
 /// `slave_poolid` index (or `slave_loads`' key) for the former, as do
 /// MariaDB and PostgreSQL.
 async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -> Result<Vec<SiloLoad>, StoreError> {
-    const KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
-    let key = KEY.join(", ");
+    let key = SILO_KEY.join(", ");
     let mut per_silo: BTreeMap<(PoolId, Silo), Vec<(MasterId, u32)>> = silos.iter().map(|k| (*k, Vec::new())).collect();
     let silos: Vec<_> = silos.iter().collect();
-    for chunk in silos.chunks(MAX_PARAMS / KEY.len()) {
+    for chunk in silos.chunks(MAX_PARAMS / SILO_KEY.len()) {
         let mut sql = Sql::new(
             d,
             &if d.loads_table {
@@ -105,15 +122,7 @@ async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -
                 format!("SELECT {key}, current_masterid, COUNT(*) FROM slaves WHERE (")
             },
         );
-        for (i, (pool, s)) in chunk.iter().enumerate() {
-            sql.push(if i == 0 { "(" } else { " OR (" });
-            let values = [*pool, s.distroid, s.bitsid, s.purposeid, s.dcid, s.trustid, s.envid];
-            for (j, (column, value)) in KEY.iter().zip(values).enumerate() {
-                sql.push(&format!("{}{column} = ", if j == 0 { "" } else { " AND " }))
-                    .param(int(value));
-            }
-            sql.push(")");
-        }
+        push_silos(&mut sql, chunk, "");
         sql.push(&if d.loads_table {
             ") AND slaves > 0".to_owned()
         } else {
@@ -229,7 +238,16 @@ impl AllocationUnit for SqlUnit {
         Ok(snapshot)
     }
 
-    async fn record(&mut self, changes: &[MasterChange], audit: &[NewAuditEntry]) -> Result<(), StoreError> {
+    async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<LivePeers, StoreError> {
+        crate::live::peers(&mut *self.tx, self.db.dialect(), silos).await
+    }
+
+    async fn record(
+        &mut self,
+        changes: &[MasterChange],
+        audit: &[NewAuditEntry],
+        boots: &[BootRecord],
+    ) -> Result<(), StoreError> {
         let d = self.db.dialect();
         // One UPDATE per new master rather than one per slave.
         let mut by_target: BTreeMap<Option<MasterId>, Vec<i32>> = BTreeMap::new();
@@ -246,7 +264,8 @@ impl AllocationUnit for SqlUnit {
                 self.tx.execute(&sql).await?;
             }
         }
-        write_audit(&mut *self.tx, d, audit).await
+        write_audit(&mut *self.tx, d, audit).await?;
+        crate::live::record_boots(&mut *self.tx, d, boots).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

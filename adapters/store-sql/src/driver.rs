@@ -27,6 +27,8 @@ pub(crate) enum Param {
     Bool(Option<bool>),
     /// A string.
     Text(Option<String>),
+    /// A 64-bit integer (the rebuild's millisecond times).
+    BigInt(Option<i64>),
 }
 
 /// How a result column is decoded. Integers of any width decode to
@@ -70,9 +72,37 @@ pub(crate) struct Dialect {
     /// Loads are read from the trigger-maintained `slave_loads` table rather
     /// than counted from `slaves` (SQLite).
     pub loads_table: bool,
+    /// How an `INSERT` replaces the row whose key it repeats.
+    pub upsert: Upsert,
     /// One row holding 1 when the migrator's `_sqlx_migrations` table
     /// exists in the connected database, 0 when not.
     pub migrations_table_exists: &'static str,
+}
+
+/// The spelling of "insert, or update the row with the same key".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upsert {
+    /// MySQL and MariaDB: `ON DUPLICATE KEY UPDATE c = VALUES(c)`.
+    OnDuplicateKey,
+    /// PostgreSQL and SQLite: `ON CONFLICT (key) DO UPDATE SET c = excluded.c`.
+    OnConflict,
+}
+
+impl Upsert {
+    /// What follows an `INSERT ... VALUES (...)` so that a row whose `key`
+    /// exists has its `columns` replaced instead.
+    pub fn tail(self, key: &[&str], columns: &[&str]) -> String {
+        match self {
+            Upsert::OnDuplicateKey => {
+                let set: Vec<String> = columns.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
+            }
+            Upsert::OnConflict => {
+                let set: Vec<String> = columns.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                format!(" ON CONFLICT ({}) DO UPDATE SET {}", key.join(", "), set.join(", "))
+            }
+        }
+    }
 }
 
 /// A SQL statement being built: text plus its parameters, placeholders
@@ -193,12 +223,14 @@ where
     DB: sqlx::Database,
     for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     sql.params.iter().fold(sqlx::query(&sql.text), |q, p| match p {
         Param::Int(v) => q.bind(*v),
         Param::Bool(v) => q.bind(*v),
         Param::Text(v) => q.bind(v.as_deref()),
+        Param::BigInt(v) => q.bind(*v),
     })
 }
 
@@ -210,6 +242,7 @@ where
     for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     async fn fetch(&mut self, sql: &Sql, out: &[Out]) -> Result<Vec<Vec<Value>>, StoreError> {
@@ -384,6 +417,7 @@ mod tests {
             pool_lock: None,
             row_lock: "",
             loads_table: false,
+            upsert: Upsert::OnConflict,
             migrations_table_exists: "",
         };
         let mut sql = Sql::new(&numbered, "SELECT 1 FROM t WHERE a = ");

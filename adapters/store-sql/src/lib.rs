@@ -27,18 +27,22 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use slavealloc_domain::audit::{AuditEntry, AuditQuery};
+use slavealloc_domain::live::{Lease, LiveState, PollRecord};
 use slavealloc_domain::ports::AllocationUnit;
 use slavealloc_domain::schema::{Row, Table, Value};
-use slavealloc_domain::{Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, SaveReplaced, StoreError};
+use slavealloc_domain::{
+    Actor, AllocationStore, Dump, DumpStore, Intent, InventoryStore, LiveStore, SaveReplaced, StoreError,
+};
 
 mod allocation;
 mod driver;
 mod dump;
 mod inventory;
+mod live;
 mod migrations;
 mod mysql;
 mod postgres;
@@ -49,7 +53,15 @@ use driver::{Db, Mode, Out, Sql};
 pub use migrations::{MigrationState, MigrationStatus, SchemaStatus};
 
 /// Tables a backend may keep besides the domain's (see `migrations/`).
-const STORE_TABLES: [&str; 2] = ["slave_loads", migrations::TABLE];
+const STORE_TABLES: [&str; 7] = [
+    "slave_loads",
+    "slave_boots",
+    "slave_presence",
+    "master_status",
+    "unknown_workers",
+    "leases",
+    migrations::TABLE,
+];
 
 /// The database kinds this crate speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -346,6 +358,25 @@ impl InventoryStore for SqlStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         inventory::ping(&*self.db).await
+    }
+}
+
+#[async_trait]
+impl LiveStore for SqlStore {
+    async fn record_poll(&self, poll: &PollRecord) -> Result<(), StoreError> {
+        live::record_poll(&*self.db, poll).await
+    }
+
+    async fn live_state(&self) -> Result<LiveState, StoreError> {
+        live::state(&*self.db).await
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, now: SystemTime, ttl: Duration) -> Result<Lease, StoreError> {
+        live::take_lease(&*self.db, name, holder, now, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        live::release_lease(&*self.db, name, holder).await
     }
 }
 

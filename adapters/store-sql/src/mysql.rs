@@ -14,7 +14,7 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Target, Tx};
+use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Target, Tx, Upsert};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
@@ -24,6 +24,7 @@ static DIALECT: Dialect = Dialect {
     pool_lock: Some(" FOR UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
+    upsert: Upsert::OnDuplicateKey,
     migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
                               WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
 };

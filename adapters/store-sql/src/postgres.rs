@@ -14,7 +14,7 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Target, Tx};
+use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Target, Tx, Upsert};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -29,6 +29,7 @@ static DIALECT: Dialect = Dialect {
     pool_lock: Some(" FOR NO KEY UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
+    upsert: Upsert::OnConflict,
     migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
                               WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
 };

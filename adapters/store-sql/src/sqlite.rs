@@ -20,7 +20,7 @@ use sqlx::{Row as _, Sqlite};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx, Upsert};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
@@ -35,6 +35,7 @@ static DIALECT: Dialect = Dialect {
     pool_lock: None,
     row_lock: "",
     loads_table: true,
+    upsert: Upsert::OnConflict,
     migrations_table_exists: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
 };
 
