@@ -18,8 +18,8 @@ use crate::template::{ExpandError, MasterAddress, UrlTemplate};
 
 /// [`PollOptions::timeout`]'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// [`PollOptions::max_body_bytes`]'s default: a workers list of 10 000
-/// workers with their info is about 4 MiB.
+/// [`PollOptions::max_body_bytes`]'s default: Buildbot 4.3 pretty-prints
+/// about 470 bytes a worker, so this is some 17 000 workers.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// [`PollOptions::concurrency`]'s default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -29,6 +29,8 @@ pub const DEFAULT_JITTER: Duration = Duration::from_secs(2);
 /// Buildbot's `/config` is a few hundred bytes; more is not Buildbot's,
 /// and not worth reading for a version string.
 const VERSION_MAX_BODY_BYTES: u64 = 256 * 1024;
+/// The most of an announced body reserved before it arrives.
+const PREALLOCATE_MAX: u64 = 1024 * 1024;
 /// Below this, a version request could only time out.
 const VERSION_MIN_TIME: Duration = Duration::from_millis(5);
 /// How much of an error page is read, and how much of it is kept: enough
@@ -444,7 +446,10 @@ impl Get {
         if announced.is_some_and(|len| len > limit) {
             return Err(PollError::TooLarge { limit });
         }
-        let mut body = Vec::with_capacity(announced.unwrap_or(0).min(limit).try_into().unwrap_or(0));
+        // Reserved up to 1 MiB only: a master announcing 8 MiB and sending
+        // nothing should not cost 8 MiB for the whole timeout.
+        let reserve = announced.unwrap_or(0).min(limit).min(PREALLOCATE_MAX);
+        let mut body = Vec::with_capacity(reserve.try_into().unwrap_or(0));
         // One byte past the limit tells "too large" from "exactly the limit".
         response
             .into_reader()
