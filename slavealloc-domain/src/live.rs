@@ -44,7 +44,7 @@ pub enum BalanceCount {
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// A slave's last `/gettac`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootRecord {
     /// The slave.
     pub slaveid: SlaveId,
@@ -58,7 +58,7 @@ pub struct BootRecord {
 }
 
 /// What the masters' polls said of one slave.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Presence {
     /// The slave.
     pub slaveid: SlaveId,
@@ -79,7 +79,7 @@ pub struct Presence {
 }
 
 /// What the last polls of one master found.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MasterStatus {
     /// The master.
     pub masterid: MasterId,
@@ -102,7 +102,7 @@ pub struct MasterStatus {
 }
 
 /// A worker a master reports that slavealloc has no slave for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownWorker {
     /// The master reporting it.
     pub masterid: MasterId,
@@ -221,10 +221,13 @@ pub struct SlaveLive {
     /// last seen on).
     pub connected_master: Option<MasterId>,
     /// Since when.
+    #[serde(serialize_with = "opt_at_text")]
     pub connected_since: Option<SystemTime>,
     /// The last poll that saw it connected.
+    #[serde(serialize_with = "opt_at_text")]
     pub last_seen: Option<SystemTime>,
     /// Its last `/gettac`.
+    #[serde(serialize_with = "opt_at_text")]
     pub last_gettac: Option<SystemTime>,
     /// From where.
     pub last_gettac_from: Option<String>,
@@ -269,6 +272,18 @@ pub fn slave_live(index: &LiveIndex<'_>, slaveid: SlaveId, now: SystemTime, fres
         paused: presence.is_some_and(|p| p.paused),
         graceful: presence.is_some_and(|p| p.graceful),
         fresh,
+    }
+}
+
+/// A time as the API writes it: RFC 3339 UTC, as `audit_log.at`.
+fn at_text<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::audit::format_at(*t))
+}
+
+fn opt_at_text<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => at_text(t, s),
+        None => s.serialize_none(),
     }
 }
 
@@ -468,9 +483,135 @@ pub fn status_after_poll(before: Option<&MasterStatus>, poll: &PollRecord, conne
     }
 }
 
+/// A slave connected where slavealloc did not send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriftedSlave {
+    /// Its name.
+    pub name: String,
+    /// Its pool.
+    pub pool: String,
+    /// Its `current_masterid`'s nickname, if any.
+    pub recorded_master: Option<String>,
+    /// The master it is connected to.
+    pub connected_master: String,
+    /// That master's pool.
+    pub connected_pool: String,
+}
+
+/// A worker a master reports that slavealloc has no slave for, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownWorkerReport {
+    /// The master reporting it.
+    pub master: String,
+    /// The worker's name.
+    pub name: String,
+    /// Whether it is connected there.
+    pub connected: bool,
+    /// The poll that reported it.
+    #[serde(serialize_with = "at_text")]
+    pub last_seen: SystemTime,
+}
+
+/// Where the live fleet differs from what slavealloc recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// Connected to a master of their pool other than their recorded one.
+    pub elsewhere: Vec<DriftedSlave>,
+    /// Connected to a master of another pool (other than the one they are
+    /// locked to, which is where a lock sends them).
+    pub other_pool: Vec<DriftedSlave>,
+    /// Workers masters report that slavealloc does not know.
+    pub unknown: Vec<UnknownWorkerReport>,
+    /// Per pool × silo, how the *connected* slaves spread over the pool's
+    /// masters (the recorded spread is [`crate::reports::silo_spreads`]).
+    pub spreads: Vec<crate::reports::SiloSpread>,
+}
+
+/// The drift report of denormalized slave rows and plain master rows (as
+/// [`crate::reports::silo_spreads`] takes them) against the live state.
+/// Only facts from masters that answer their polls count: a slave last
+/// seen on an unreachable master is not known to be anywhere.
+pub fn drift(slaves: &[crate::schema::Row], masters: &[crate::schema::Row], live: &LiveState) -> Drift {
+    use crate::schema::Value;
+    let int = |r: &crate::schema::Row, c: &str| r.get(c).and_then(Value::as_int);
+    let txt = |r: &crate::schema::Row, c: &str| r.get(c).and_then(Value::as_text).map(str::to_owned);
+    let master_of: HashMap<i64, &crate::schema::Row> =
+        masters.iter().filter_map(|m| Some((int(m, "masterid")?, m))).collect();
+    let nickname = |id: i64| {
+        master_of
+            .get(&id)
+            .and_then(|m| txt(m, "nickname"))
+            .unwrap_or_else(|| id.to_string())
+    };
+    let reachable: HashMap<MasterId, bool> = live.masters.iter().map(|m| (m.masterid, m.reachable)).collect();
+    let connected: HashMap<i64, i64> = live
+        .presence
+        .iter()
+        .filter_map(|p| {
+            let m = p.connected_masterid?;
+            reachable
+                .get(&m)
+                .copied()
+                .unwrap_or(false)
+                .then_some((i64::from(p.slaveid), i64::from(m)))
+        })
+        .collect();
+    let pool_name = |poolid: Option<i64>| {
+        slaves
+            .iter()
+            .find(|s| int(s, "poolid") == poolid)
+            .and_then(|s| txt(s, "pool"))
+            .or_else(|| poolid.map(|p| p.to_string()))
+            .unwrap_or_default()
+    };
+    let (mut elsewhere, mut other_pool) = (Vec::new(), Vec::new());
+    let mut live_rows = Vec::with_capacity(slaves.len());
+    for s in slaves {
+        let on = int(s, "slaveid").and_then(|id| connected.get(&id).copied());
+        let mut row = s.clone();
+        row.insert("current_masterid".to_owned(), on.map_or(Value::Null, Value::Int));
+        live_rows.push(row);
+        let Some(on) = on else { continue };
+        let recorded = int(s, "current_masterid");
+        let on_pool = master_of.get(&on).and_then(|m| int(m, "poolid"));
+        let entry = || DriftedSlave {
+            name: txt(s, "name").unwrap_or_default(),
+            pool: txt(s, "pool").unwrap_or_default(),
+            recorded_master: recorded.map(nickname),
+            connected_master: nickname(on),
+            connected_pool: pool_name(on_pool),
+        };
+        if on_pool != int(s, "poolid") {
+            if int(s, "locked_masterid") != Some(on) {
+                other_pool.push(entry());
+            }
+        } else if recorded != Some(on) {
+            elsewhere.push(entry());
+        }
+    }
+    let by_name = |a: &DriftedSlave, b: &DriftedSlave| crate::reports::natural_cmp(&a.name, &b.name);
+    elsewhere.sort_by(by_name);
+    other_pool.sort_by(by_name);
+    Drift {
+        elsewhere,
+        other_pool,
+        unknown: live
+            .unknown
+            .iter()
+            .map(|u| UnknownWorkerReport {
+                master: nickname(i64::from(u.masterid)),
+                name: u.name.clone(),
+                connected: u.connected,
+                last_seen: u.last_seen,
+            })
+            .collect(),
+        spreads: crate::reports::silo_spreads(&live_rows, masters),
+    }
+}
+
 /// A lease row: which daemon does a job that only one may do (polling the
 /// masters), until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// The job.
     pub name: String,

@@ -18,11 +18,12 @@
 //! (their reply channels are dropped) and a new task takes over the same
 //! queue, so later requests are served as before.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use slavealloc_domain::{Allocation, AllocationError, Allocator, Intent, SlaveName, StoreError};
+use slavealloc_domain::{Allocation, AllocationError, Allocator, BootRequest, Intent, SlaveName, StoreError};
 
 /// Default cap on the requests one transaction decides: large enough that
 /// a burst of boots shares a few transactions, small enough that one
@@ -38,7 +39,7 @@ pub const ALLOCATION_ACTOR: &str = "gettac";
 type Reply = oneshot::Sender<Result<Allocation, AllocationError>>;
 
 struct Job {
-    name: SlaveName,
+    request: BootRequest,
     reply: Reply,
 }
 
@@ -72,14 +73,15 @@ impl Batcher {
     /// As [`Allocator::gettac`]; a whole batch's storage failure is every
     /// request's [`AllocationError::Storage`]; a request whose batch
     /// panicked gets [`StoreError::Unavailable`] (503: try again).
-    pub async fn allocate(&self, name: SlaveName) -> Result<Allocation, AllocationError> {
+    pub async fn allocate(&self, name: SlaveName, from: Option<IpAddr>) -> Result<Allocation, AllocationError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || {
             AllocationError::Storage(StoreError::Unavailable(
                 "the allocation task failed and is being restarted".to_owned(),
             ))
         };
-        self.jobs.send(Job { name, reply }).await.map_err(|_| stopped())?;
+        let request = BootRequest { name, from };
+        self.jobs.send(Job { request, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -116,10 +118,12 @@ async fn run(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: u
     let mut jobs = Vec::with_capacity(limit);
     while rx.recv_many(&mut jobs, limit).await > 0 {
         sizes.0.observe(jobs.len() as f64);
-        let names: Vec<SlaveName> = jobs.iter().map(|j| j.name.clone()).collect();
+        let requests: Vec<BootRequest> = jobs.iter().map(|j| j.request.clone()).collect();
         // On a panic in here `jobs` is dropped while unwinding, and with it
         // the reply channels: every waiting request is answered.
-        let decided = allocator.decide(&names, Intent::Commit, ALLOCATION_ACTOR).await;
+        let decided = allocator
+            .decide_requests(&requests, Intent::Commit, ALLOCATION_ACTOR)
+            .await;
         let replies: Vec<Reply> = jobs.drain(..).map(|j| j.reply).collect();
         match decided {
             Ok(decided) => {
@@ -214,7 +218,12 @@ mod tests {
         let mut answers = Vec::new();
         for name in names {
             let (reply, answer) = oneshot::channel();
-            tx.send(Job { name, reply }).await.unwrap();
+            tx.send(Job {
+                request: BootRequest { name, from: None },
+                reply,
+            })
+            .await
+            .unwrap();
             answers.push(answer);
         }
         drop(tx);
@@ -306,12 +315,12 @@ mod tests {
         let mut renderer = MockTacRenderer::new();
         renderer.expect_render().returning(|_| Ok("tac".to_owned()));
         let batcher = Batcher::spawn(allocator(store, renderer), DEFAULT_BATCH_LIMIT);
-        let first = within(batcher.allocate(names[0].clone())).await;
+        let first = within(batcher.allocate(names[0].clone(), None)).await;
         assert!(
             matches!(first, Err(AllocationError::Storage(StoreError::Unavailable(_)))),
             "{first:?}"
         );
-        let second = within(batcher.allocate(names[0].clone())).await.unwrap();
+        let second = within(batcher.allocate(names[0].clone(), None)).await.unwrap();
         assert_eq!(second.tac, "tac");
     }
 
@@ -324,13 +333,13 @@ mod tests {
         });
         let renderer = Arc::new(RendererPanicsOnce(AtomicUsize::new(0)));
         let batcher = Batcher::spawn(Allocator::new(counting, renderer, host), DEFAULT_BATCH_LIMIT);
-        let first = within(batcher.allocate(names[0].clone())).await;
+        let first = within(batcher.allocate(names[0].clone(), None)).await;
         assert!(
             matches!(first, Err(AllocationError::Storage(StoreError::Unavailable(_)))),
             "{first:?}"
         );
         for name in &names[1..4] {
-            assert_eq!(within(batcher.allocate(name.clone())).await.unwrap().tac, "tac");
+            assert_eq!(within(batcher.allocate(name.clone(), None)).await.unwrap().tac, "tac");
         }
     }
 }

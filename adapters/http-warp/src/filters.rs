@@ -73,6 +73,7 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .and(s())
         .and(raw_query())
         .then(handlers::audit);
+    let drift = warp::path!("drift").and(warp::get()).and(s()).then(handlers::drift);
     let list = table()
         .and(warp::path::end())
         .and(warp::get())
@@ -110,6 +111,8 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .or(openapi)
         .unify()
         .or(audit)
+        .unify()
+        .or(drift)
         .unify()
         .or(list)
         .unify()

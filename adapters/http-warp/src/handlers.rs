@@ -6,13 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table, Writer};
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
 use crate::auth::Identity;
+use crate::live::{with_live, Judge, LiveFilter};
 use crate::models::{self, ApiError, Body};
 use crate::AppState;
 
@@ -117,7 +118,7 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
     // deadline, and a task of its own.
     let st = Arc::clone(&state);
     let outcome = state
-        .db(async move { storage_outside(st.batcher.allocate(name).await) })
+        .db(async move { storage_outside(st.batcher.allocate(name, client).await) })
         .await;
     match refusal(outcome, &raw) {
         Ok(a) => {
@@ -239,13 +240,65 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response
 /// `GET /api/<table>`: every row; slaves and masters denormalized, slaves
 /// filtered.
 pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response {
-    let filter = match models::query_pairs(&query).and_then(|p| models::slave_filter(&p)) {
+    let parsed = models::query_pairs(&query).and_then(|p| Ok((models::slave_filter(&p)?, LiveFilter::parse(&p)?)));
+    let (filter, live_filter) = match parsed {
         Ok(f) => f,
         Err(e) => return e.into_json(),
     };
+    let live = match (&state.services.live, table) {
+        (Some(live), Table::Slaves | Table::Masters) => Some(live.clone()),
+        (None, Table::Slaves) if live_filter.needs_live() => {
+            return ApiError::bad_request(
+                "this daemon keeps no live state: connected, connected_master and stale are not available",
+            )
+            .into_json()
+        }
+        _ => None,
+    };
     let inventory = state.services.inventory.clone();
-    match state.db(async move { inventory.list(table, &filter).await }).await {
+    let rows = state
+        .db(async move {
+            let rows = inventory.list(table, &filter).await?;
+            let Some(live) = live else {
+                return Ok(Json::from(serde_json::to_value(rows).unwrap_or_default()));
+            };
+            let masters = inventory.list(Table::Masters, &Default::default()).await?;
+            let facts = live.store.live_state().await?;
+            let judge = Judge::new(&facts, &masters, live.host.now(), live.fresh_for);
+            let rows: Vec<_> = if table == Table::Slaves {
+                rows.into_iter().filter(|r| judge.keeps(&live_filter, r)).collect()
+            } else {
+                rows
+            };
+            Ok(Json::Array(if table == Table::Slaves {
+                with_live(rows, |r| judge.slave(r))
+            } else {
+                with_live(rows, |r| judge.master(r))
+            }))
+        })
+        .await;
+    match rows {
         Ok(rows) => models::json(StatusCode::OK, &rows),
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
+/// `GET /api/drift`: where the live fleet differs from what was recorded.
+pub async fn drift(state: Arc<AppState>) -> Response {
+    let Some(live) = state.services.live.clone() else {
+        return ApiError::new(StatusCode::NOT_FOUND, "this daemon keeps no live state").into_json();
+    };
+    let inventory = state.services.inventory.clone();
+    let report = state
+        .db(async move {
+            let slaves = inventory.list(Table::Slaves, &Default::default()).await?;
+            let masters = inventory.list(Table::Masters, &Default::default()).await?;
+            let facts = live.store.live_state().await?;
+            Ok(slavealloc_domain::live::drift(&slaves, &masters, &facts))
+        })
+        .await;
+    match report {
+        Ok(report) => models::json(StatusCode::OK, &report),
         Err(e) => ApiError::from_store(&e).into_json(),
     }
 }
@@ -266,6 +319,25 @@ pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: Str
             Err(e) => return e.into_json(),
         };
         state.db(async move { inventory.get(table, id).await }).await
+    };
+    let found = match (found, &state.services.live, table) {
+        (Ok(Some(row)), Some(live), Table::Slaves | Table::Masters) => {
+            let (live, inventory) = (live.clone(), state.services.inventory.clone());
+            state
+                .db(async move {
+                    let masters = inventory.list(Table::Masters, &Default::default()).await?;
+                    let facts = live.store.live_state().await?;
+                    let judge = Judge::new(&facts, &masters, live.host.now(), live.fresh_for);
+                    let one = if table == Table::Slaves {
+                        with_live(vec![row], |r| judge.slave(r))
+                    } else {
+                        with_live(vec![row], |r| judge.master(r))
+                    };
+                    Ok(one.into_iter().next())
+                })
+                .await
+        }
+        (found, _, _) => found.map(|row| row.map(|r| serde_json::to_value(r).unwrap_or_default())),
     };
     match found {
         Ok(Some(row)) => models::json(StatusCode::OK, &row),

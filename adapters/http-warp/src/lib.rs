@@ -37,6 +37,7 @@ pub mod batcher;
 pub mod filters;
 pub mod guard;
 pub mod handlers;
+pub mod live;
 pub mod metrics;
 pub mod models;
 pub mod rejections;
@@ -49,7 +50,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::service::{service_fn, Service};
-use slavealloc_domain::{AllocationStore, Allocator, Host, Inventory, InventoryStore, TacRenderer};
+use slavealloc_domain::{AllocationStore, Allocator, Host, Inventory, InventoryStore, LiveStore, TacRenderer};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
@@ -193,6 +194,9 @@ pub struct Services {
     pub allocator: Allocator,
     /// The tables for the REST API, `/healthz` and `/api/audit`.
     pub inventory: Inventory,
+    /// The live fleet, for the `live` objects, the live filters and
+    /// `/api/drift`; `None` leaves them out.
+    pub live: Option<live::LiveServices>,
 }
 
 impl Services {
@@ -210,7 +214,15 @@ impl Services {
         Self {
             allocator: Allocator::new(allocation, renderer.clone(), host.clone()),
             inventory: Inventory::new(inventory, host).with_template_check(renderer),
+            live: None,
         }
+    }
+
+    /// Shows the live fleet kept in `store`; facts from a master that has
+    /// not answered for `fresh_for` are marked not fresh.
+    pub fn with_live(mut self, store: Arc<dyn LiveStore>, fresh_for: Duration, host: Arc<dyn Host>) -> Self {
+        self.live = Some(live::LiveServices { store, fresh_for, host });
+        self
     }
 }
 
