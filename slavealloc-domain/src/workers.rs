@@ -260,7 +260,10 @@ mod tests {
             ]
         );
         assert_eq!(list.missing_password, ["i-no-password-locked"]);
-        assert_eq!((list.master.as_str(), list.masterid, list.pool.as_str()), ("bm01", 1, "build"));
+        assert_eq!(
+            (list.master.as_str(), list.masterid, list.pool.as_str()),
+            ("bm01", 1, "build")
+        );
     }
 
     #[test]
