@@ -3,7 +3,7 @@
 //! errors with and without the cache, the cache's mode and atomic
 //! replacement, redirects, timeouts), run by `cargo test`: with python3
 //! always (a missing python3 fails under CI=true), and with Python 2.7 as
-//! well when one runs (`SLAVEALLOC_PYTHON2`, else `python2.7` on PATH),
+//! well when one runs (`SLAVEALLOC_TEST_PYTHON2`, else `python2.7` on PATH),
 //! since the helper promises to stay importable there.
 //! worker_lists.rs runs the helper inside a real Buildbot master.
 
@@ -76,9 +76,9 @@ fn the_worker_list_helper_passes_its_unit_tests_on_python3() {
 
 #[test]
 fn the_worker_list_helper_passes_its_unit_tests_on_python2_when_there_is_one() {
-    let python = std::env::var_os("SLAVEALLOC_PYTHON2").unwrap_or_else(|| "python2.7".into());
+    let python = std::env::var_os("SLAVEALLOC_TEST_PYTHON2").unwrap_or_else(|| "python2.7".into());
     if !runs(&python) {
-        eprintln!("SKIPPED: no Python 2.7 ({python:?}; set SLAVEALLOC_PYTHON2 to run these)");
+        eprintln!("SKIPPED: no Python 2.7 ({python:?}; set SLAVEALLOC_TEST_PYTHON2 to run these)");
         return;
     }
     unit_tests(&python);
