@@ -74,7 +74,13 @@ pub async fn master_workers(state: Arc<AppState>, segment: String, query: String
     let (format, list) = match result {
         Ok(r) => r,
         Err(e) => {
-            tracing::info!(master = %segment, who = identity.name(), status = e.status.as_u16(), "worker list refused");
+            tracing::info!(
+                master = %segment,
+                who = identity.name(),
+                peer = %caller.client.map(|ip| ip.to_string()).unwrap_or_default(),
+                status = e.status.as_u16(),
+                "worker list refused"
+            );
             return e.into_json();
         }
     };
