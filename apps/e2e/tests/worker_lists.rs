@@ -245,6 +245,9 @@ fn a_master_accepts_exactly_the_workers_slavealloc_lists() {
         .master
         .wait_for_log("slavealloc_workers: 13 workers for master bm09", CONNECT_LIMIT)
         .unwrap();
+    // The helper's cache holds passwords: only the master's user reads it.
+    let cache = fs::metadata(world.tmp.path().join("bm09-workers.json")).unwrap();
+    assert_eq!(cache.permissions().mode() & 0o777, 0o600);
 
     // The password slavealloc put in each tac is the one the master holds.
     let balanced = world.boot(BALANCED);
@@ -267,8 +270,17 @@ fn a_master_accepts_exactly_the_workers_slavealloc_lists() {
     )
     .unwrap();
     assert!(created.status.success(), "create-worker: {}", created.output);
-    // It keeps retrying and never logs in, so `start` may say either.
-    let _ = impostor.start().unwrap();
+    // --quiet: plain `start` would wait 10 s for a login that never comes.
+    let launched = run_bounded(
+        "buildbot-worker start --quiet",
+        Command::new(world.venv.bin("buildbot-worker"))
+            .args(["start", "--quiet"])
+            .arg(&impostor_dir),
+        &world.tmp.path().join("impostor-start.log"),
+        COMMAND_LIMIT,
+    )
+    .unwrap();
+    assert!(launched.status.success(), "buildbot-worker start: {}", launched.output);
     world
         .master
         .wait_for_log(&format!("invalid login from user '{IMPOSTOR}'"), CONNECT_LIMIT)
