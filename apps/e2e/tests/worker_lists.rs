@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
-use slavealloc_e2e::process::{run_bounded, Finished};
+use slavealloc_e2e::process::{pid_alive, run_bounded, Finished};
 use slavealloc_e2e::venv::Venv;
 use slavealloc_e2e::workspace::{binaries, repo_dir};
 use tempfile::TempDir;
@@ -239,7 +239,9 @@ fn slave_row_mut<'a>(tables: &'a mut Value, name: &str) -> &'a mut Value {
 #[test]
 fn a_master_accepts_exactly_the_workers_slavealloc_lists() {
     let started = Instant::now();
-    let world = World::start();
+    // Declared before every worker guard, so dropped after them: a guard
+    // finds its worker through the twistd.pid in world's scratch directory.
+    let mut world = World::start();
     // Every enabled slave of tests-win (12 of 13) and the one locked in.
     world
         .master
@@ -311,7 +313,6 @@ fn a_master_accepts_exactly_the_workers_slavealloc_lists() {
 
     // slavealloc down: a reconfig keeps the list from the helper's cache,
     // says so in the master's log, and disconnects nobody.
-    let mut world = world;
     drop(world.slavealloc.take());
     world.reconfig();
     let log = world.master.log();
@@ -322,6 +323,14 @@ fn a_master_accepts_exactly_the_workers_slavealloc_lists() {
     );
     for slave in [BALANCED, LOCKED_IN, LATECOMER] {
         assert!(world.master.is_connected(slave).unwrap(), "{slave} was disconnected");
+    }
+    // Every worker stops with its guard: none outlives the test.
+    let guards = [balanced, locked_in, impostor, latecomer];
+    let pids: Vec<u32> = guards.iter().filter_map(WorkerGuard::running_pid).collect();
+    assert_eq!(pids.len(), guards.len(), "a worker is not running");
+    drop(guards);
+    for pid in pids {
+        assert!(!pid_alive(pid), "worker {pid} outlived its guard");
     }
     eprintln!("worker lists end to end: {:.1} s", started.elapsed().as_secs_f64());
 }
