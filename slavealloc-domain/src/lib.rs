@@ -48,6 +48,7 @@ pub mod reports;
 pub mod rule;
 pub mod schema;
 pub mod testing;
+pub mod workers;
 
 pub use access::{Permission, Writer};
 pub use admin::{AdminApi, AdminError, LocalAdmin};
@@ -65,3 +66,4 @@ pub use ports::{
 };
 pub use rule::{Decision, Reason};
 pub use schema::{Row, Table, Value};
+pub use workers::{MasterKey, Worker, WorkerList};

@@ -10,6 +10,13 @@
 //! | `admin` | every write (see [`slavealloc_domain::access`]) and see passwords |
 //! | `operator` | the day-to-day writes: enable, disable, lock, notes, moves, drains |
 //! | `secrets` | only see passwords in `/api/gettac` and the UI's tac preview |
+//! | `master` | only read worker lists, `GET /api/masters/<name>/workers`: a Buildbot master's token |
+//!
+//! Worker lists hold every password of a pool, so only `admin` and
+//! `master` tokens read them; a `master` token does nothing else (it
+//! writes nothing and sees no password in previews), so the token a
+//! master's configuration holds gives no more than the passwords that
+//! master already knows.
 
 use std::net::IpAddr;
 
@@ -28,6 +35,8 @@ pub enum Scope {
     Operator,
     /// Reading passwords in previews; no writes.
     Secrets,
+    /// Reading worker lists (a Buildbot master's token); nothing else.
+    Master,
 }
 
 impl Scope {
@@ -37,6 +46,7 @@ impl Scope {
             Scope::Admin => "admin",
             Scope::Operator => "operator",
             Scope::Secrets => "secrets",
+            Scope::Master => "master",
         }
     }
 }
@@ -93,13 +103,13 @@ pub enum Identity {
 
 impl Identity {
     /// The writer this identity is, or `None` when it may not write at
-    /// all (no valid token; a `secrets` token).
+    /// all (no valid token; a `secrets` or `master` token).
     pub fn writer(&self) -> Option<Writer> {
         let (name, permission) = match self {
             Identity::Open(client) => (client, Permission::Open),
             Identity::Token(name, Scope::Admin) => (name, Permission::Admin),
             Identity::Token(name, Scope::Operator) => (name, Permission::Operator),
-            Identity::Token(_, Scope::Secrets) | Identity::Anonymous => return None,
+            Identity::Token(_, Scope::Secrets | Scope::Master) | Identity::Anonymous => return None,
         };
         Some(Writer {
             name: name.clone(),
@@ -107,9 +117,15 @@ impl Identity {
         })
     }
 
-    /// Whether it may see passwords.
+    /// Whether it may see passwords in previews.
     pub fn sees_secrets(&self) -> bool {
         matches!(self, Identity::Token(_, Scope::Admin | Scope::Secrets))
+    }
+
+    /// Whether it may read worker lists, which hold every password of a
+    /// pool: admin and master tokens only, never without tokens.
+    pub fn reads_worker_lists(&self) -> bool {
+        matches!(self, Identity::Token(_, Scope::Admin | Scope::Master))
     }
 
     /// The name to log.
@@ -278,6 +294,7 @@ mod tests {
             ("admin", "0123456789abcdef", Scope::Admin),
             ("buildduty", "fedcba9876543210", Scope::Operator),
             ("viewer", "aaaaaaaaaaaaaaaa", Scope::Secrets),
+            ("bm01", "bbbbbbbbbbbbbbbb", Scope::Master),
         ])
         .unwrap();
         let who = |secret: &str| t.identity(Some(&format!("Bearer {secret}")), None);
@@ -289,10 +306,20 @@ mod tests {
         assert_eq!(who("aaaaaaaaaaaaaaaa").writer(), None, "a secrets token cannot write");
         assert!(who("0123456789abcdef").sees_secrets() && who("aaaaaaaaaaaaaaaa").sees_secrets());
         assert!(!who("fedcba9876543210").sees_secrets());
+        // A master token reads worker lists and does nothing else.
+        let master = who("bbbbbbbbbbbbbbbb");
+        assert_eq!(master, Identity::Token("bm01".into(), Scope::Master));
+        assert_eq!(master.writer(), None, "a master token cannot write");
+        assert!(!master.sees_secrets(), "a master token sees no password in previews");
+        assert!(master.reads_worker_lists() && who("0123456789abcdef").reads_worker_lists());
+        for other in ["fedcba9876543210", "aaaaaaaaaaaaaaaa", "nope-nope-nope-nope"] {
+            assert!(!who(other).reads_worker_lists(), "{other}");
+        }
         assert_eq!(who("nope-nope-nope-nope"), Identity::Anonymous);
         let open = Tokens::default().identity(None, Some("10.0.0.1".parse().unwrap()));
         assert_eq!(open.writer().unwrap().permission, Permission::Open);
         assert!(!open.sees_secrets());
+        assert!(!open.reads_worker_lists(), "without tokens nobody reads worker lists");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::handlers::{self, Caller};
 use crate::metrics::route_of;
 use crate::models::Body;
-use crate::{client, rejections, AppState, UiFilter};
+use crate::{client, rejections, workers, AppState, UiFilter};
 
 type Routes = BoxedFilter<(Response,)>;
 
@@ -125,6 +125,15 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .or(delete)
         .unify()
         .boxed();
+    // A Buildbot master's worker list (crate::workers): an inventory read,
+    // so it is served with --no-allocator too.
+    let workers = warp::path!("masters" / String / "workers")
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .and(caller(&state))
+        .then(|master, state, q, c| workers::master_workers(state, master, q, c));
+    routes = workers.or(routes).unify().boxed();
     if allocator {
         let peek = warp::path!("gettac" / String)
             .and(warp::get())

@@ -12,7 +12,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::auth::Identity;
+use crate::auth::{Identity, Scope};
 use crate::live::{with_live, Judge, LiveFilter};
 use crate::models::{self, ApiError, Body};
 use crate::AppState;
@@ -41,7 +41,7 @@ impl AppState {
     /// Runs one store call under the readiness gate and the deadline. The
     /// call runs in its own task, so a request that gives up waiting never
     /// cancels a transaction halfway: it completes or rolls back on its own.
-    async fn db<T, F>(&self, call: F) -> Result<T, StoreError>
+    pub(crate) async fn db<T, F>(&self, call: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
@@ -57,7 +57,7 @@ impl AppState {
         result
     }
 
-    fn identify(&self, caller: &Caller) -> Identity {
+    pub(crate) fn identify(&self, caller: &Caller) -> Identity {
         self.tokens.identity(caller.authorization.as_deref(), caller.client)
     }
 
@@ -67,9 +67,13 @@ impl AppState {
         match self.identify(caller) {
             Identity::Anonymous => Err(ApiError::unauthorized()),
             identity => identity.writer().ok_or_else(|| {
+                let only = match identity {
+                    Identity::Token(_, Scope::Master) => "read worker lists",
+                    _ => "read passwords",
+                };
                 ApiError::new(
                     StatusCode::FORBIDDEN,
-                    format!("token {:?} may only read passwords, not write", identity.name()),
+                    format!("token {:?} may only {only}, not write", identity.name()),
                 )
             }),
         }

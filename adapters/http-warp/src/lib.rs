@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod models;
 pub mod rejections;
 pub mod render_pool;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;

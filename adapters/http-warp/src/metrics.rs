@@ -194,6 +194,7 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         ["api", "gettac", _] => "/api/gettac/{slave}",
         ["api", "audit"] => "/api/audit",
         ["api", "openapi.json"] => "/api/openapi.json",
+        ["api", "masters", _, "workers"] => "/api/masters/{master}/workers",
         ["api", _] => "/api/{table}",
         ["api", _, _] => "/api/{table}/{id}",
         _ => "other",
@@ -213,6 +214,7 @@ mod tests {
             ("/api/slaves", "/api/{table}"),
             ("/api/slaves/3", "/api/{table}/{id}"),
             ("/api/gettac/x", "/api/gettac/{slave}"),
+            ("/api/masters/bm01/workers", "/api/masters/{master}/workers"),
             ("/ui/static/app.js", "/ui"),
             ("/etc/passwd/x", "other"),
         ];

@@ -116,6 +116,13 @@ async fn every_documented_route_answers_with_a_documented_status() {
         p("/api/gettac/{slave}", "get", "/api/gettac/nobody", None),
         p("/api/audit", "get", "/api/audit?table=slaves&limit=5", None),
         p("/api/audit", "get", "/api/audit?limit=0", None),
+        // Without tokens nobody reads worker lists (tests/workers.rs has the rest).
+        p(
+            "/api/masters/{master}/workers",
+            "get",
+            "/api/masters/bm01/workers",
+            None,
+        ),
         p("/api/{table}", "get", "/api/slaves?pool=build-linux&enabled=1", None),
         p("/api/{table}", "get", "/api/slaves?enabled=x", None),
         p("/api/{table}", "get", "/api/nosuch", None),

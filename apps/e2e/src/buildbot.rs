@@ -1,5 +1,6 @@
 //! Buildbot masters and workers, run from the virtualenv.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,8 +46,13 @@ impl WorkerAccount {
 pub struct StartingMaster {
     name: String,
     dir: PathBuf,
+    venv_buildbot: PathBuf,
     guard: ChildGuard,
 }
+
+/// `buildbot reconfig` waits for the master to say the new configuration is
+/// in place; the bound only ends one that never will.
+const RECONFIG_LIMIT: Duration = Duration::from_secs(120);
 
 /// A running Buildbot master on loopback, stopped when dropped.
 #[derive(Debug)]
@@ -55,24 +61,40 @@ pub struct Master {
     dir: PathBuf,
     pb_port: u16,
     www_port: u16,
-    _guard: ChildGuard,
+    venv_buildbot: PathBuf,
+    guard: ChildGuard,
 }
 
 impl Master {
     /// Creates a master directory `parent/name` from `apps/e2e/buildbot/`
     /// accepting `workers`, and starts `buildbot start --nodaemon` in it.
     pub fn spawn(venv: &Venv, parent: &Path, name: &str, workers: &[WorkerAccount]) -> Result<StartingMaster> {
-        let dir = parent.join(name);
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let source = repo_dir().join("apps/e2e/buildbot");
-        for file in ["master.cfg", "buildbot.tac"] {
-            fs::copy(source.join(file), dir.join(file)).map_err(|e| format!("cannot copy {file}: {e}"))?;
-        }
         let config = json!({
             "title": name,
             "workers": workers.iter().map(|w| json!({"name": w.name, "password": w.password})).collect::<Vec<_>>(),
         });
-        fs::write(dir.join("e2e.json"), config.to_string()).map_err(|e| format!("cannot write e2e.json: {e}"))?;
+        Self::spawn_with(venv, parent, name, "master.cfg", &config, &[])
+    }
+
+    /// Creates a master directory `parent/name` whose `master.cfg` is
+    /// `apps/e2e/buildbot/<config_file>` and whose `e2e.json` is `e2e`
+    /// (what that master.cfg reads), and starts `buildbot start
+    /// --nodaemon` in it with `env` added to its environment.
+    pub fn spawn_with(
+        venv: &Venv,
+        parent: &Path,
+        name: &str,
+        config_file: &str,
+        e2e: &Value,
+        env: &[(&str, &OsStr)],
+    ) -> Result<StartingMaster> {
+        let dir = parent.join(name);
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let source = repo_dir().join("apps/e2e/buildbot");
+        for (from, to) in [(config_file, "master.cfg"), ("buildbot.tac", "buildbot.tac")] {
+            fs::copy(source.join(from), dir.join(to)).map_err(|e| format!("cannot copy {from}: {e}"))?;
+        }
+        fs::write(dir.join("e2e.json"), e2e.to_string()).map_err(|e| format!("cannot write e2e.json: {e}"))?;
         let console = fs::File::create(dir.join("console.log")).map_err(|e| format!("cannot create a log: {e}"))?;
         let console_err = console.try_clone().map_err(|e| format!("cannot reuse a log: {e}"))?;
         let guard = ChildGuard::spawn(
@@ -80,6 +102,7 @@ impl Master {
             Command::new(venv.bin("buildbot"))
                 .args(["start", "--nodaemon"])
                 .arg(&dir)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(console)
                 .stderr(console_err),
@@ -87,6 +110,7 @@ impl Master {
         Ok(StartingMaster {
             name: name.to_owned(),
             dir,
+            venv_buildbot: venv.bin("buildbot"),
             guard,
         })
     }
@@ -138,6 +162,36 @@ impl Master {
     pub fn log_tail(&self) -> String {
         tail(&self.dir.join("twistd.log"), 20)
     }
+
+    /// The master's whole log (`twistd.log`) so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("twistd.log")).unwrap_or_default()
+    }
+
+    /// Polls the master's log until a line contains `needle`, at most
+    /// `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> Result<()> {
+        wait_until(&format!("master {}'s log to say {needle:?}", self.name), limit, || {
+            Ok(self.log().contains(needle).then_some(()))
+        })
+        .map_err(|e| format!("{e}\n{}", self.log_tail()))
+    }
+
+    /// Runs `buildbot reconfig DIR`, as an operator would: it sends SIGHUP
+    /// and follows the log until the master says the new configuration is
+    /// in place (success) or that it keeps the previous one (failure). A
+    /// `--nodaemon` master writes no `twistd.pid`, which the command
+    /// needs: it is written here first.
+    pub fn reconfig(&self) -> Result<Finished> {
+        let pid = self.dir.join("twistd.pid");
+        fs::write(&pid, self.guard.id().to_string()).map_err(|e| format!("cannot write {}: {e}", pid.display()))?;
+        run_bounded(
+            "buildbot reconfig",
+            Command::new(&self.venv_buildbot).arg("reconfig").arg(&self.dir),
+            &self.dir.join("reconfig.log"),
+            RECONFIG_LIMIT,
+        )
+    }
 }
 
 impl StartingMaster {
@@ -172,7 +226,8 @@ impl StartingMaster {
             www_port: port_after("BuildbotSite starting on ")?,
             name: self.name,
             dir: self.dir,
-            _guard: self.guard,
+            venv_buildbot: self.venv_buildbot,
+            guard: self.guard,
         })
     }
 }

@@ -157,7 +157,9 @@ pub struct FileConfig {
 pub enum TokenConfig {
     /// `name = "secret"`: an admin token, as before scopes existed.
     Admin(String),
-    /// `[tokens.name]`: `secret = "..."`, `scope = "admin" | "operator" | "secrets"`.
+    /// `[tokens.name]`: `secret = "..."`, `scope = "admin" | "operator" |
+    /// "secrets" | "master"` (a Buildbot master's token: reads worker
+    /// lists only).
     Scoped {
         /// The secret.
         secret: String,
@@ -942,13 +944,16 @@ mod tests {
                    admin = "0123456789abcdef0123"
                    [tokens.buildduty]
                    secret = "fedcba9876543210fedc"
-                   scope = "operator""#,
+                   scope = "operator"
+                   [tokens.bm01]
+                   secret = "0a1b2c3d4e5f6a7b8c9d"
+                   scope = "master""#,
             ),
         )
         .unwrap();
         assert_eq!(
             format!("{:?}", scoped.tokens),
-            r#"{"admin": "admin", "buildduty": "operator"}"#
+            r#"{"admin": "admin", "bm01": "master", "buildduty": "operator"}"#
         );
         assert!(toml::from_str::<FileConfig>("[tokens.x]\nsecret = \"0123456789abcdef\"\nscope = \"root\"").is_err());
         let weak = resolve(&ServeArgs::default(), file("[tokens]\nrelops = \"pw\"")).unwrap_err();

@@ -97,6 +97,13 @@ impl Harness {
         Some(Self { filter, store, db })
     }
 
+    /// `fleet` in a fresh store of `kind`.
+    pub async fn with_fleet(kind: Kind, fleet: &Dump, config: ServerConfig) -> Option<Self> {
+        let (store, db) = store(kind, fleet).await?;
+        let filter = routes(services(Arc::clone(&store)), config);
+        Some(Self { filter, store, db })
+    }
+
     /// Drops the test database.
     pub async fn finish(self) {
         drop(self.filter);
