@@ -621,16 +621,23 @@ pub struct Lease {
     pub expires: SystemTime,
 }
 
-/// Reads an age like `7d`, `36h`, `90m`, `30s` or `2w`.
+/// Reads an age like `7d`, `36h`, `90m`, `30s`, `2w` or `500ms`.
 ///
 /// # Errors
 /// Anything else, or zero.
 pub fn parse_age(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not an age like 30s, 90m, 36h, 7d or 2w");
+    let bad = || format!("{text:?} is not an age like 500ms, 30s, 90m, 36h, 7d or 2w");
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().map_err(|_| bad())?;
+    if unit == "ms" {
+        return if n == 0 {
+            Err(bad())
+        } else {
+            Ok(Duration::from_millis(n))
+        };
+    }
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -878,6 +885,7 @@ mod tests {
     fn ages_parse() {
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "7", "d", "0d", "7y", "-1d", "99999999999999999999w"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }

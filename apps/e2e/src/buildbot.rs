@@ -125,6 +125,11 @@ impl Master {
         self.pb_port
     }
 
+    /// The port of its web server (the `http_port` slavealloc polls).
+    pub fn www_port(&self) -> u16 {
+        self.www_port
+    }
+
     /// Base URL of the master's REST API.
     pub fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v2", self.www_port)

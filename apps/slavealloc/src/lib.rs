@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub mod admin;
 pub mod keygen;
+pub mod poller;
 pub mod redact;
 pub mod serve;
 

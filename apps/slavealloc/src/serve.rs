@@ -22,8 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
+
+use crate::poller::{holder_name, BalanceConfig, PollConfig, PollSettings, Poller};
 use serde::Deserialize;
-use slavealloc_domain::{DumpStore, Host, StoreError, TacRenderer};
+use slavealloc_domain::{BalanceCount, DumpStore, Host, LiveStore, StoreError, TacRenderer};
 use slavealloc_http_warp::auth::Scope;
 use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
 use slavealloc_http_warp::{
@@ -149,6 +151,12 @@ pub struct FileConfig {
     /// `[tokens.name]` with `secret` and `scope`; none: writes are open.
     #[serde(default)]
     pub tokens: BTreeMap<String, TokenConfig>,
+    /// Polling the masters' Buildbot data API.
+    #[serde(default)]
+    pub poll: PollConfig,
+    /// How the allocator counts peers.
+    #[serde(default)]
+    pub balance: BalanceConfig,
 }
 
 /// One entry of `[tokens]`.
@@ -257,6 +265,10 @@ pub struct Settings {
     pub guard: Guard,
     /// Timeouts and the connection cap.
     pub limits: Limits,
+    /// Polling the masters.
+    pub poll: PollSettings,
+    /// How peers are counted.
+    pub balance: BalanceCount,
 }
 
 /// Reads the file named by `--config` (if any) and merges it with the
@@ -367,6 +379,8 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         trusted_origins: file.trusted_origins.unwrap_or_default(),
         allowed_hosts: AllowedHosts::from_names(names),
     };
+    let poll = file.poll.resolve()?;
+    let balance = file.balance.resolve()?;
     let defaults = Limits::default();
     let l = &file.server;
     let limits = Limits {
@@ -408,6 +422,8 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         },
         guard,
         limits,
+        poll,
+        balance,
     })
 }
 
@@ -510,6 +526,8 @@ pub struct Daemon {
     store: SqlStore,
     routes: BoxedFilter<(warp::reply::Response,)>,
     limits: Limits,
+    /// Polls the masters while serving, when `[poll]` says so.
+    poller: Option<Poller>,
     /// The demo's database lives in a directory removed when the daemon is.
     _demo_dir: Option<tempfile::TempDir>,
 }
@@ -530,10 +548,24 @@ impl Daemon {
             Some(signer) => Arc::new(SigningRenderer::new(minijinja, signer)),
             None => minijinja,
         };
-        let host = Arc::new(SystemHost {
+        let host: Arc<dyn Host> = Arc::new(SystemHost {
             fqdn: settings.fqdn.clone(),
         });
-        let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host);
+        let live: Arc<dyn LiveStore> = Arc::new(store.clone());
+        // Facts older than two rounds mean the poller has stopped or the
+        // master no longer answers.
+        let fresh_for = settings.poll.interval * 2;
+        let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host.clone())
+            .with_live(Arc::clone(&live), fresh_for, host.clone());
+        services.allocator = services.allocator.with_balance(settings.balance);
+        let poller = settings.poll.enabled.then(|| Poller {
+            settings: settings.poll.clone(),
+            inventory: Arc::new(store.clone()),
+            live,
+            host: host.clone(),
+            holder: holder_name(&settings.fqdn),
+            readiness: readiness.clone(),
+        });
         // Stored templates render after the commit on a few blocking
         // threads, each batch within a budget well inside the request
         // deadline, so a bad template answers its own slaves 500 and nobody
@@ -569,6 +601,7 @@ impl Daemon {
             routes: slavealloc_http_warp::routes(services, config),
             store,
             limits: settings.limits.clone(),
+            poller,
             _demo_dir: demo_dir,
         })
     }
@@ -588,9 +621,21 @@ impl Daemon {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        slavealloc_http_warp::serve_with(listener, self.routes, shutdown, self.limits)
-            .await
-            .context("while serving")?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let polling = self.poller.map(|p| tokio::spawn(p.run(stopped)));
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let served = slavealloc_http_warp::serve_with(listener, self.routes, shutdown, self.limits).await;
+        if let Some(polling) = polling {
+            // It gives its lease up on the way out; a round in flight is
+            // bounded by the poll timeout.
+            if tokio::time::timeout(Duration::from_secs(30), polling).await.is_err() {
+                tracing::warn!("the poller did not stop in time");
+            }
+        }
+        served.context("while serving")?;
         self.store.close().await;
         Ok(())
     }
