@@ -14,6 +14,7 @@ use warp::Reply;
 
 use crate::auth::{Identity, Scope};
 use crate::live::{with_live, Judge, LiveFilter};
+use crate::metrics;
 use crate::models::{self, ApiError, Body};
 use crate::AppState;
 
@@ -469,12 +470,69 @@ pub async fn healthz(state: Arc<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus exposition (OpenMetrics text).
 pub async fn metrics(state: Arc<AppState>) -> Response {
+    refresh_live_gauges(&state).await;
     let mut r = state.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     r
+}
+
+/// How long a slave may go unseen before the metrics count it stale.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Reads the live state into the live gauges; when the database does not
+/// answer, the gauges keep their last values (and `database_up` says why).
+async fn refresh_live_gauges(state: &Arc<AppState>) {
+    let Some(live) = state.services.live.clone() else {
+        return;
+    };
+    let inventory = state.services.inventory.clone();
+    let read = state
+        .db(async move {
+            let masters = inventory.list(Table::Masters, &Default::default()).await?;
+            let slaves = inventory.list(Table::Slaves, &Default::default()).await?;
+            let facts = live.store.live_state().await?;
+            Ok((masters, slaves, facts, live.host.now()))
+        })
+        .await;
+    let Ok((masters, slaves, facts, now)) = read else {
+        return;
+    };
+    let index = facts.index();
+    let int =
+        |r: &slavealloc_domain::Row, c: &str| r.get(c).and_then(|v| v.as_int()).and_then(|v| i32::try_from(v).ok());
+    let text = |r: &slavealloc_domain::Row, c: &str| r.get(c).and_then(|v| v.as_text()).unwrap_or_default().to_owned();
+    let gauges: Vec<metrics::MasterGauge> = masters
+        .iter()
+        .map(|m| {
+            let status = int(m, "masterid").and_then(|id| index.masters.get(&id));
+            metrics::MasterGauge {
+                master: text(m, "nickname"),
+                pool: text(m, "pool"),
+                polled: status.is_some(),
+                reachable: status.is_some_and(|s| s.reachable),
+                connected: status.map_or(0, |s| s.connected),
+                poll_seconds: status.map_or(0.0, |s| s.poll_millis as f64 / 1000.0),
+            }
+        })
+        .collect();
+    let stale = slaves
+        .iter()
+        .filter(|s| s.get("enabled") == Some(&slavealloc_domain::Value::Bool(true)))
+        .filter(|s| {
+            let seen = int(s, "slaveid").and_then(|id| index.presence.get(&id)).and_then(|p| {
+                if p.connected_masterid.is_some() {
+                    Some(now)
+                } else {
+                    p.last_seen
+                }
+            });
+            slavealloc_domain::live::is_stale(seen, now, STALE_AFTER)
+        })
+        .count();
+    state.metrics.set_live(&gauges, stale as u64);
 }
 
 /// `GET /`: to the UI when one is mounted, else to the API's index.

@@ -57,7 +57,7 @@ use warp::Filter;
 
 pub use auth::Tokens;
 pub use guard::{AllowedHosts, Guard};
-pub use metrics::PoolState;
+pub use metrics::{PollerMetrics, PoolState};
 
 /// The line the daemon prints once it listens: `listening on http://ADDR`.
 /// Tests and scripts wait for it, so its wording is part of the interface.
@@ -149,6 +149,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Cross-origin protection and the `Host` check (see [`guard`]).
     pub guard: Guard,
+    /// This daemon's poller of the masters, for `/metrics`, if it runs one.
+    pub poller: Option<metrics::PollerMetrics>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -180,6 +182,7 @@ impl Default for ServerConfig {
             pool_state: None,
             trusted_proxies: Vec::new(),
             guard: Guard::default(),
+            poller: None,
         }
     }
 }
@@ -252,7 +255,11 @@ pub struct AppState {
 pub fn routes(services: Services, config: ServerConfig) -> BoxedFilter<(warp::reply::Response,)> {
     let base = normalize_base(&config.base_url);
     let batcher = batcher::Batcher::spawn(services.allocator.clone(), config.batch_limit);
-    let metrics = metrics::Metrics::new(config.pool_state.clone(), batcher.sizes().0.clone());
+    let metrics = metrics::Metrics::new(
+        config.pool_state.clone(),
+        batcher.sizes().0.clone(),
+        config.poller.clone(),
+    );
     let state = Arc::new(AppState {
         api_index: handlers::api_index_html(&base),
         openapi: handlers::openapi_json(&base),

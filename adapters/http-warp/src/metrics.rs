@@ -42,6 +42,85 @@ struct ConnectionLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MasterLabels {
+    master: String,
+    pool: String,
+}
+
+/// What this daemon's poller of the masters reports: whether it holds
+/// the lease, its rounds and their polls. Cheap to clone: clones share the
+/// metrics.
+#[derive(Debug, Clone)]
+pub struct PollerMetrics {
+    holding: Gauge,
+    rounds: Counter,
+    polls: Family<PollLabels, Counter>,
+    round_seconds: Histogram,
+}
+
+impl Default for PollerMetrics {
+    fn default() -> Self {
+        Self {
+            holding: Gauge::default(),
+            rounds: Counter::default(),
+            polls: Family::default(),
+            // 1 ms .. ~16 s
+            round_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        }
+    }
+}
+
+impl PollerMetrics {
+    /// Whether this daemon holds the poller's lease now.
+    pub fn set_holding(&self, holding: bool) {
+        self.holding.set(i64::from(holding));
+    }
+
+    /// One round done: how many masters answered, how many did not, and
+    /// how long it took.
+    pub fn round(&self, answered: u64, failed: u64, seconds: f64) {
+        self.rounds.inc();
+        self.polls.get_or_create(&PollLabels { outcome: "ok" }).inc_by(answered);
+        self.polls
+            .get_or_create(&PollLabels { outcome: "error" })
+            .inc_by(failed);
+        self.round_seconds.observe(seconds);
+    }
+}
+
+/// The live fleet as gauges, refreshed from the live state at each scrape.
+#[derive(Debug, Default)]
+struct LiveGauges {
+    connected: Family<MasterLabels, Gauge>,
+    connected_per_pool: Family<PoolOnly, Gauge>,
+    reachable: Family<MasterLabels, Gauge>,
+    unreachable_masters: Gauge,
+    stale_slaves: Gauge,
+    poll_seconds: Family<MasterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolOnly {
+    pool: String,
+}
+
+/// One master's live facts for [`Metrics::set_live`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MasterGauge {
+    pub master: String,
+    pub pool: String,
+    pub polled: bool,
+    pub reachable: bool,
+    pub connected: u32,
+    pub poll_seconds: f64,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +131,7 @@ pub struct Metrics {
     pool_connections: Family<ConnectionLabels, Gauge>,
     pool_max: Gauge,
     pool_state: Option<PoolStateFn>,
+    live: LiveGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,7 +142,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Registers every metric; `batch_sizes` is the group-commit task's.
-    pub(crate) fn new(pool_state: Option<PoolStateFn>, batch_sizes: Histogram) -> Self {
+    pub(crate) fn new(pool_state: Option<PoolStateFn>, batch_sizes: Histogram, poller: Option<PollerMetrics>) -> Self {
         let mut registry = Registry::with_prefix("slavealloc");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -106,6 +186,55 @@ impl Metrics {
             "The most connections the database pool opens",
             pool_max.clone(),
         );
+        if let Some(p) = poller {
+            registry.register(
+                "poller_lease_held",
+                "1 while this daemon holds the lease that makes it the one polling the masters",
+                p.holding,
+            );
+            registry.register("poller_rounds", "Poll rounds this daemon ran", p.rounds);
+            registry.register(
+                "poller_polls",
+                "Polls of a master's data API this daemon made, by outcome (ok, error)",
+                p.polls,
+            );
+            registry.register(
+                "poller_round_duration_seconds",
+                "Time one round over every master took",
+                p.round_seconds,
+            );
+        }
+        let live = LiveGauges::default();
+        registry.register(
+            "live_connected_workers",
+            "Workers connected to each master at its last answered poll, by master and pool",
+            live.connected.clone(),
+        );
+        registry.register(
+            "live_pool_connected_workers",
+            "Workers connected to the masters of each pool",
+            live.connected_per_pool.clone(),
+        );
+        registry.register(
+            "live_master_reachable",
+            "1 when the master's last poll was answered, 0 when not (never-polled masters left out)",
+            live.reachable.clone(),
+        );
+        registry.register(
+            "live_unreachable_masters",
+            "Masters whose last poll was not answered",
+            live.unreachable_masters.clone(),
+        );
+        registry.register(
+            "live_stale_slaves",
+            "Enabled slaves not seen connected for 7 days, or never",
+            live.stale_slaves.clone(),
+        );
+        registry.register(
+            "live_poll_duration_seconds",
+            "How long each master's last poll took",
+            live.poll_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -115,7 +244,33 @@ impl Metrics {
             pool_connections,
             pool_max,
             pool_state,
+            live,
         }
+    }
+
+    /// Replaces the live gauges with these facts.
+    pub(crate) fn set_live(&self, masters: &[MasterGauge], stale_slaves: u64) {
+        let l = &self.live;
+        l.connected.clear();
+        l.connected_per_pool.clear();
+        l.reachable.clear();
+        l.poll_seconds.clear();
+        let mut unreachable = 0;
+        for m in masters.iter().filter(|m| m.polled) {
+            let labels = MasterLabels {
+                master: m.master.clone(),
+                pool: m.pool.clone(),
+            };
+            l.connected.get_or_create(&labels).set(m.connected.into());
+            l.connected_per_pool
+                .get_or_create(&PoolOnly { pool: m.pool.clone() })
+                .inc_by(m.connected.into());
+            l.reachable.get_or_create(&labels).set(i64::from(m.reachable));
+            l.poll_seconds.get_or_create(&labels).set(m.poll_seconds);
+            unreachable += i64::from(!m.reachable);
+        }
+        l.unreachable_masters.set(unreachable);
+        l.stale_slaves.set(i64::try_from(stale_slaves).unwrap_or(i64::MAX));
     }
 
     /// Counts one answered request.

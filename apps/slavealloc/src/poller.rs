@@ -18,7 +18,7 @@ use slavealloc_buildbot_poll::{poll_round, MasterAddress, PollOptions, PollTarge
 use slavealloc_domain::live::{parse_age, BalanceCount, PollAnswer, PollRecord, PolledWorker, DEFAULT_LEASE};
 use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::{Host, InventoryStore, LiveStore};
-use slavealloc_http_warp::Readiness;
+use slavealloc_http_warp::{PollerMetrics, Readiness};
 use tokio::sync::watch;
 
 /// The lease's name in the `leases` table.
@@ -225,6 +225,8 @@ pub struct Poller {
     pub holder: String,
     /// Until the database is ready nothing is polled.
     pub readiness: Readiness,
+    /// What `/metrics` shows of it.
+    pub metrics: PollerMetrics,
 }
 
 impl std::fmt::Debug for Poller {
@@ -266,6 +268,7 @@ impl Poller {
                         holding = false;
                     }
                 }
+                self.metrics.set_holding(holding);
                 if holding {
                     self.round(&mut reachable).await;
                 }
@@ -280,6 +283,7 @@ impl Poller {
                 break;
             }
         }
+        self.metrics.set_holding(false);
         if holding {
             if let Err(e) = self.live.release_lease(LEASE, &self.holder).await {
                 tracing::warn!(error = %e, "cannot give the poller's lease up; it lapses by itself");
@@ -381,6 +385,7 @@ impl Poller {
                 tracing::warn!(master = %nickname, error = %e, "cannot record a poll");
             }
         }
+        self.metrics.round(ok, failed, started.elapsed().as_secs_f64());
         tracing::debug!(ok, failed, ms = started.elapsed().as_millis() as u64, "poll round");
     }
 }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use slavealloc_domain::{BalanceCount, DumpStore, Host, LiveStore, StoreError, TacRenderer};
 use slavealloc_http_warp::auth::Scope;
 use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
+use slavealloc_http_warp::PollerMetrics;
 use slavealloc_http_warp::{
     listening_line, AllowedHosts, Guard, Limits, Readiness, ServerConfig, Services, Tokens, UiFilter,
 };
@@ -558,7 +559,9 @@ impl Daemon {
         let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host.clone())
             .with_live(Arc::clone(&live), fresh_for, host.clone());
         services.allocator = services.allocator.with_balance(settings.balance);
-        let poller = settings.poll.enabled.then(|| Poller {
+        let poller_metrics = settings.poll.enabled.then(PollerMetrics::default);
+        let poller = poller_metrics.clone().map(|metrics| Poller {
+            metrics,
             settings: settings.poll.clone(),
             inventory: Arc::new(store.clone()),
             live,
@@ -596,6 +599,7 @@ impl Daemon {
             pool_state: Some(pool_state(store.clone())),
             trusted_proxies: settings.trusted_proxies.clone(),
             guard: settings.guard.clone(),
+            poller: poller_metrics,
         };
         Ok(Daemon {
             routes: slavealloc_http_warp::routes(services, config),

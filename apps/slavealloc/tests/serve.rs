@@ -624,3 +624,124 @@ async fn with_the_database_down_the_daemon_listens_answers_503_fast_and_recovers
     proxy.down().await;
     db.destroy().await;
 }
+
+/// A stand-in for a Buildbot master's data API: answers every request with
+/// an empty workers list and keeps when each came.
+async fn fake_buildbot() -> (u16, Arc<Mutex<Vec<Instant>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /api/v2/workers") {
+                    log.lock().unwrap().push(Instant::now());
+                }
+                let body = r#"{"workers": [], "meta": {"total": 0}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Whether a daemon's /metrics says it holds the poller's lease.
+async fn holds_the_lease(d: &Daemon) -> bool {
+    let r = get_within(&d.url("/metrics"), Duration::from_secs(5)).await;
+    r.body.lines().any(|l| l.trim() == "slavealloc_poller_lease_held 1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_daemons_on_one_mariadb_one_polls_and_the_other_takes_over_when_it_dies() {
+    let Some(db) = TestDatabase::create(Backend::MySql).await else {
+        return;
+    };
+    let (port, polls) = fake_buildbot().await;
+    let mut fleet = slavealloc_fixtures::sample_fleet();
+    for m in fleet.tables.get_mut(&slavealloc_domain::Table::Masters).unwrap() {
+        let first = m.get("masterid") == Some(&slavealloc_domain::Value::Int(1));
+        m.insert("fqdn".into(), slavealloc_domain::Value::Text("127.0.0.1".into()));
+        m.insert(
+            "http_port".into(),
+            slavealloc_domain::Value::Int(if first { i64::from(port) } else { 0 }),
+        );
+    }
+    let store = db.store().await;
+    store.replace_all(&fleet).await.unwrap();
+    store.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("poll.toml");
+    std::fs::write(&config, "[poll]\ninterval = \"1s\"\njitter = \"0\"\ntimeout = \"2s\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let start = |fqdn: &'static str| {
+        let (db, dir) = (db.url().to_owned(), dir.path().to_owned());
+        async move { Daemon::start(&["--db", &db, "--config", config, "--fqdn", fqdn], &[], &dir).await }
+    };
+    let mut daemons = vec![start("d1.test").await, start("d2.test").await];
+
+    // Exactly one holds the lease, and the master is polled about once a
+    // second, not twice.
+    let wait = Instant::now();
+    let holder = loop {
+        let held = [holds_the_lease(&daemons[0]).await, holds_the_lease(&daemons[1]).await];
+        match held {
+            [true, false] => break 0,
+            [false, true] => break 1,
+            [true, true] => panic!("both daemons hold the poller's lease"),
+            [false, false] => {
+                assert!(
+                    wait.elapsed() < Duration::from_secs(20),
+                    "nobody polls: {}",
+                    daemons[0].log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    polls.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let n = polls.lock().unwrap().len();
+    assert!((2..=6).contains(&n), "one poller at 1 s: {n} polls in 4 s");
+    assert!(!holds_the_lease(&daemons[1 - holder]).await);
+
+    // SIGKILL the holder: no goodbye, its lease just stops being renewed.
+    let mut dead = daemons.remove(holder);
+    dead.child.start_kill().unwrap();
+    let _ = dead.child.wait().await;
+    let killed = Instant::now();
+    let survivor = &daemons[0];
+    while !holds_the_lease(survivor).await {
+        // Two intervals, and a second for a loaded machine.
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "no takeover: {}",
+            survivor.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        polls.lock().unwrap().iter().any(|t| *t > taken),
+        "the survivor polls the master"
+    );
+    for d in daemons {
+        d.stop().await;
+    }
+    db.destroy().await;
+}
