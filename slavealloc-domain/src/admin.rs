@@ -118,6 +118,19 @@ pub trait AdminApi: Send + Sync {
     /// [`AdminError::Forbidden`] without a write token that may; nothing is
     /// written then.
     async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError>;
+
+    /// The drift report of the live fleet (`GET /api/drift`): slaves
+    /// connected elsewhere than recorded, in another pool, unknown workers,
+    /// the live spread. Only a daemon keeps the live state, so the default
+    /// (an admin without one) refuses.
+    ///
+    /// # Errors
+    /// [`AdminError::Rejected`] without live state; faults.
+    async fn drift(&self) -> Result<serde_json::Value, AdminError> {
+        Err(AdminError::Rejected(
+            "the drift report needs the daemon's live state: ask its API (-A)".to_owned(),
+        ))
+    }
 }
 
 /// [`AdminApi`] in process, over the services the daemon itself uses.

@@ -192,7 +192,7 @@ impl HttpAdmin {
             url.push('=');
             url.push_str(&encode(v));
         }
-        let value = self.json("GET", &url, None, false)?.unwrap_or_default();
+        let value = flatten_rows(self.json("GET", &url, None, false)?.unwrap_or_default());
         serde_json::from_value(value).map_err(|e| AdminError::BadResponse {
             url,
             reason: format!("not a list of rows: {e}"),
@@ -207,7 +207,7 @@ impl HttpAdmin {
         if value.as_object().is_some_and(serde_json::Map::is_empty) {
             return Ok(None);
         }
-        serde_json::from_value(value)
+        serde_json::from_value(flatten(value))
             .map(Some)
             .map_err(|e| AdminError::BadResponse {
                 url,
@@ -286,6 +286,48 @@ impl AdminApi for HttpAdmin {
     async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError> {
         let this = self.clone();
         blocking(move || this.update_blocking(table, id, &changes)).await
+    }
+
+    async fn drift(&self) -> Result<serde_json::Value, AdminError> {
+        let this = self.clone();
+        blocking(move || {
+            let url = format!("{}/drift", this.api);
+            this.json("GET", &url, None, false).map(Option::unwrap_or_default)
+        })
+        .await
+    }
+}
+
+/// A row's nested objects (the `live` facts) as dotted keys of plain
+/// values (`live.state`), so that a row stays a flat [`Row`].
+fn flatten(row: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(columns) = row else { return row };
+    let mut flat = serde_json::Map::new();
+    for (key, value) in columns {
+        match value {
+            serde_json::Value::Object(inner) => {
+                for (k, v) in inner {
+                    let v = match v {
+                        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                            serde_json::Value::String(v.to_string())
+                        }
+                        v => v,
+                    };
+                    flat.insert(format!("{key}.{k}"), v);
+                }
+            }
+            v => {
+                flat.insert(key, v);
+            }
+        }
+    }
+    serde_json::Value::Object(flat)
+}
+
+fn flatten_rows(rows: serde_json::Value) -> serde_json::Value {
+    match rows {
+        serde_json::Value::Array(rows) => serde_json::Value::Array(rows.into_iter().map(flatten).collect()),
+        other => other,
     }
 }
 

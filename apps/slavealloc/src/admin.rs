@@ -126,6 +126,10 @@ pub enum ApiCommand {
     Drain(DrainArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
     Silos(SilosArgs),
+    /// Where the live fleet differs from what was recorded: slaves
+    /// connected elsewhere, in another pool, unknown workers, the live
+    /// spread. Exits 1 when there is drift.
+    Drift(SilosArgs),
 }
 
 impl ApiCommand {
@@ -139,7 +143,7 @@ impl ApiCommand {
             ApiCommand::List(a) => &a.api,
             ApiCommand::Show(a) => &a.api,
             ApiCommand::Drain(a) => &a.api,
-            ApiCommand::Silos(a) => &a.api,
+            ApiCommand::Silos(a) | ApiCommand::Drift(a) => &a.api,
         }
     }
 }
@@ -270,6 +274,19 @@ pub struct ListArgs {
     /// Only disabled ones.
     #[arg(long)]
     disabled: bool,
+    /// Only slaves whose recorded (current) master is this one (repeatable).
+    #[arg(long)]
+    master: Vec<String>,
+    /// Only slaves connected to a master now (as the last polls saw).
+    #[arg(long, conflicts_with = "disconnected")]
+    connected: bool,
+    /// Only slaves not connected now (disconnected, unknown or never seen).
+    #[arg(long)]
+    disconnected: bool,
+    /// Only slaves not seen connected for this long (30m, 36h, 7d, 2w), or
+    /// never.
+    #[arg(long, value_parser = slavealloc_domain::live::parse_age)]
+    stale: Option<std::time::Duration>,
     #[command(flatten)]
     format: FormatArgs,
 }
@@ -387,10 +404,20 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
                 (_, true) => Some(false),
                 _ => None,
             };
-            api::list(client, term, a.what, &a.pool, enabled, a.format.format).await
+            let live = api::LiveSelection {
+                master: a.master,
+                connected: match (a.connected, a.disconnected) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                stale: a.stale,
+            };
+            api::list(client, term, a.what, &a.pool, enabled, &live, a.format.format).await
         }
         ApiCommand::Show(a) => api::show(client, term, &a.name, a.format).await,
         ApiCommand::Drain(a) => api::drain(client, term, &a.master).await,
         ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
+        ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
     }
 }

@@ -681,3 +681,76 @@ fn db_status_lists_the_migrations_and_exits_1_until_they_are_applied() {
     let last = after.lines().last().unwrap();
     assert!(last.ends_with("applied"), "{after}");
 }
+
+/// What the polls of the masters said, written into the daemon's database
+/// as its poller would.
+fn record_poll(db: &str, masterid: i32, workers: &[(&str, bool)]) {
+    use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
+    use slavealloc_domain::LiveStore;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = slavealloc_store_sql::SqlStore::connect(db).await.unwrap();
+        let poll = PollRecord {
+            masterid,
+            at: std::time::SystemTime::now(),
+            duration: std::time::Duration::from_millis(3),
+            outcome: Ok(PollAnswer {
+                buildbot_version: Some("4.3.0".into()),
+                workers: workers
+                    .iter()
+                    .map(|(name, connected)| PolledWorker {
+                        name: (*name).to_owned(),
+                        connected: *connected,
+                        paused: false,
+                        graceful: false,
+                    })
+                    .collect(),
+            }),
+        };
+        store.record_poll(&poll).await.unwrap();
+        store.close().await;
+    });
+}
+
+#[test]
+fn list_show_and_drift_show_the_live_fleet() {
+    let db = fleet();
+    let config = db.dir.path().join("no-poll.toml");
+    std::fs::write(&config, "[poll]\nenabled = false\n").unwrap();
+    let daemon = Daemon::start(&db.url, Some(&config));
+    // tst-linux64-01 is recorded on bm01-tests and connected there;
+    // tst-linux64-02 is recorded on bm02-tests but connected to bm01-tests.
+    record_poll(&db.url, 1, &[("tst-linux64-01", true), ("tst-linux64-02", true)]);
+    record_poll(&db.url, 2, &[]);
+
+    let out = ok(daemon.cli(&["list", "slaves", "--connected", "--format", "csv"]));
+    let listed = stdout(&out);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(lines[0].ends_with("live.state,live.connected_master,live.last_seen"), "{}", lines[0]);
+    assert_eq!(lines.len(), 3, "{}", stdout(&out));
+    assert!(lines[1].starts_with("tst-linux64-01,") && lines[1].contains(",connected,bm01-tests,"));
+    let out = ok(daemon.cli(&["list", "slaves", "--stale", "7d", "--master", "bm03-build", "--format", "csv"]));
+    assert_eq!(stdout(&out).lines().count(), 2, "never seen: stale: {}", stdout(&out));
+    assert!(stdout(&out).contains("bld-centos6-01,"));
+    let out = ok(daemon.cli(&["list", "slaves", "--disconnected", "--master", "bm01-tests", "--format", "csv"]));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+
+    let out = ok(daemon.cli(&["show", "tst-linux64-02"]));
+    assert!(stdout(&out).contains("live.state:") && stdout(&out).contains("connected"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("bm01-tests"));
+
+    let out = daemon.cli(&["drift"]);
+    assert_eq!(out.status.code(), Some(1), "drift exits 1: {}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("connected elsewhere than recorded: 1"), "{text}");
+    assert!(text.contains("tst-linux64-02") && text.contains("unknown workers: 0"), "{text}");
+    let out = daemon.cli(&["drift", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["elsewhere"][0]["connected_master"], "bm01-tests");
+
+    // Back where it was sent: no drift, exit 0.
+    record_poll(&db.url, 1, &[("tst-linux64-01", true)]);
+    record_poll(&db.url, 2, &[("tst-linux64-02", true)]);
+    let out = ok(daemon.cli(&["drift"]));
+    assert!(stdout(&out).contains("connected elsewhere than recorded: 0"));
+}

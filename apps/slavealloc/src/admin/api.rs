@@ -202,6 +202,37 @@ pub async fn notes(
     Ok(())
 }
 
+/// The live filters of `list slaves`, applied here to the `live.*` facts
+/// the API's rows carry.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSelection {
+    /// Recorded master nicknames.
+    pub master: Vec<String>,
+    /// Connected now, or not.
+    pub connected: Option<bool>,
+    /// Not seen connected for this long, or never.
+    pub stale: Option<std::time::Duration>,
+}
+
+impl LiveSelection {
+    fn needs_live(&self) -> bool {
+        self.connected.is_some() || self.stale.is_some()
+    }
+
+    fn keeps(&self, row: &Row, now: std::time::SystemTime) -> bool {
+        let connected = text(row, "live.state") == Some("connected");
+        let last_seen = text(row, "live.last_seen").and_then(|t| slavealloc_domain::audit::parse_at(t).ok());
+        (self.master.is_empty() || text(row, "current_master").is_some_and(|m| self.master.iter().any(|w| w == m)))
+            && self.connected.is_none_or(|c| c == connected)
+            && self
+                .stale
+                .is_none_or(|age| !connected && slavealloc_domain::live::is_stale(last_seen, now, age))
+    }
+}
+
+/// The live columns `list` adds when the rows carry live facts.
+const LIVE_COLUMNS: [&str; 3] = ["live.state", "live.connected_master", "live.last_seen"];
+
 /// `list slaves|masters`.
 pub async fn list(
     api: &dyn AdminApi,
@@ -209,13 +240,14 @@ pub async fn list(
     what: ListWhat,
     pools: &[String],
     enabled: Option<bool>,
+    live: &LiveSelection,
     format: Format,
 ) -> anyhow::Result<()> {
     let table = match what {
         ListWhat::Slaves => Table::Slaves,
         ListWhat::Masters => Table::Masters,
     };
-    let columns: Vec<&str> = table.listing().iter().map(|(key, _)| *key).collect();
+    let mut columns: Vec<&str> = table.listing().iter().map(|(key, _)| *key).collect();
     let filter = SlaveFilter {
         pool: pools.to_vec(),
         enabled,
@@ -228,9 +260,84 @@ pub async fn list(
         (pools.is_empty() || text(r, "pool").is_some_and(|p| pools.iter().any(|w| w == p)))
             && enabled.is_none_or(|e| flag(r, "enabled") == e)
     });
+    let has_live = rows.iter().any(|r| r.contains_key("live.state") || r.contains_key("live.reachable"));
+    if live.needs_live() && !has_live && !rows.is_empty() {
+        bail!("--connected, --disconnected and --stale need the daemon's live state: ask its API (-A)");
+    }
+    if table == Table::Slaves {
+        let now = std::time::SystemTime::now();
+        rows.retain(|r| live.keeps(r, now));
+        if has_live {
+            columns.extend(LIVE_COLUMNS);
+        }
+    } else if has_live {
+        columns.extend(["live.reachable", "live.connected", "live.buildbot_version"]);
+    }
     write_rows(term.out, format, &columns, &rows)?;
     Ok(())
 }
+
+/// `drift`: the live fleet's drift report; exits 1 when there is any.
+pub async fn drift(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> anyhow::Result<()> {
+    let report = api.drift().await?;
+    let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    let (elsewhere, other_pool, unknown) = (list("elsewhere"), list("other_pool"), list("unknown"));
+    let imbalanced: Vec<serde_json::Value> = list("spreads")
+        .into_iter()
+        .filter(|s| s["spread"].as_u64().unwrap_or(0) > 1)
+        .collect();
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *term.out, &report)?;
+        writeln!(term.out)?;
+    } else {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let section = |out: &mut dyn Write, title: &str, header: &[&str], rows: Vec<Vec<String>>| -> anyhow::Result<()> {
+            writeln!(out, "{title}: {}", rows.len())?;
+            if !rows.is_empty() {
+                let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+                write_table(out, &header, &rows)?;
+            }
+            Ok(())
+        };
+        let slaves = |rows: &[serde_json::Value]| -> Vec<Vec<String>> {
+            rows.iter()
+                .map(|d| vec![s(&d["name"]), s(&d["pool"]), s(&d["recorded_master"]), s(&d["connected_master"]), s(&d["connected_pool"])])
+                .collect()
+        };
+        let header = ["slave", "pool", "recorded", "connected to", "its pool"];
+        section(&mut *term.out, "connected elsewhere than recorded", &header, slaves(&elsewhere))?;
+        section(&mut *term.out, "connected to a master of another pool", &header, slaves(&other_pool))?;
+        let unknown_rows = unknown
+            .iter()
+            .map(|u| vec![s(&u["name"]), s(&u["master"]), u["connected"].to_string(), s(&u["last_seen"])])
+            .collect();
+        section(&mut *term.out, "unknown workers", &["worker", "master", "connected", "last seen"], unknown_rows)?;
+        let spread_rows = imbalanced
+            .iter()
+            .map(|g| {
+                let silo: Vec<String> = g["silo"].as_array().into_iter().flatten().map(s).collect();
+                vec![s(&g["pool"]), silo.join(" "), g["spread"].to_string()]
+            })
+            .collect();
+        section(&mut *term.out, "pool × silo groups whose connected slaves spread by more than 1", &["pool", "silo", "spread"], spread_rows)?;
+    }
+    if !(elsewhere.is_empty() && other_pool.is_empty() && unknown.is_empty() && imbalanced.is_empty()) {
+        bail!(Drifted);
+    }
+    Ok(())
+}
+
+/// `drift` found some: exit 1 without another message.
+#[derive(Debug)]
+pub struct Drifted;
+
+impl std::fmt::Display for Drifted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the live fleet has drifted from what was recorded")
+    }
+}
+
+impl std::error::Error for Drifted {}
 
 /// `show NAME`: a slave, else a master, with every column and the names of
 /// the rows it refers to.
@@ -272,6 +379,8 @@ pub async fn show(api: &dyn AdminApi, term: &mut Term<'_>, name: &str, format: F
         };
         lines.push((label.to_owned(), label_value));
     }
+    // The live facts the daemon's API adds, after the columns.
+    lines.extend(row.iter().filter(|(k, _)| k.starts_with("live.")).map(|(k, v)| (k.clone(), v.clone())));
     match format {
         Format::Table => {
             let rows: Vec<Vec<String>> = lines
@@ -561,7 +670,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let r = run!(list(&api, ListWhat::Slaves, &[], Some(false), Format::Csv));
+        let r = run!(list(&api, ListWhat::Slaves, &[], Some(false), &LiveSelection::default(), Format::Csv));
         assert_eq!(
             r.out,
             "name,distro,bitlength,speed,datacenter,trustlevel,environment,purpose,pool,current_master,locked_master,notes,enabled\n\
@@ -572,13 +681,14 @@ mod tests {
             ListWhat::Masters,
             &["other-pool".into()],
             None,
+            &LiveSelection::default(),
             Format::Table
         ));
         assert_eq!(
             r.out,
             "nickname  fqdn  http_port  pb_port  datacenter  pool  notes  enabled\n"
         );
-        let r = run!(list(&api, ListWhat::Masters, &[], None, Format::Json));
+        let r = run!(list(&api, ListWhat::Masters, &[], None, &LiveSelection::default(), Format::Json));
         let masters: Vec<Row> = serde_json::from_str(&r.out).unwrap();
         assert_eq!(masters.len(), 2);
         assert_eq!(masters[0]["pool"], Value::Text("tests-pool".into()));
