@@ -301,7 +301,9 @@ impl AdminApi for HttpAdmin {
 /// A row's nested objects (the `live` facts) as dotted keys of plain
 /// values (`live.state`), so that a row stays a flat [`Row`].
 fn flatten(row: serde_json::Value) -> serde_json::Value {
-    let serde_json::Value::Object(columns) = row else { return row };
+    let serde_json::Value::Object(columns) = row else {
+        return row;
+    };
     let mut flat = serde_json::Map::new();
     for (key, value) in columns {
         match value {

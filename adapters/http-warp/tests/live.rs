@@ -283,6 +283,28 @@ impl slavealloc_domain::InventoryStore for Gated {
 }
 
 #[async_trait]
+impl slavealloc_domain::LiveStore for Gated {
+    async fn record_poll(&self, poll: &slavealloc_domain::live::PollRecord) -> Result<(), StoreError> {
+        self.inner.record_poll(poll).await
+    }
+    async fn live_state(&self) -> Result<slavealloc_domain::live::LiveState, StoreError> {
+        self.inner.live_state().await
+    }
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: std::time::SystemTime,
+        ttl: std::time::Duration,
+    ) -> Result<slavealloc_domain::live::Lease, StoreError> {
+        self.inner.take_lease(name, holder, now, ttl).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(name, holder).await
+    }
+}
+
+#[async_trait]
 impl slavealloc_domain::DumpStore for Gated {
     async fn export(&self) -> Result<slavealloc_domain::Dump, StoreError> {
         self.inner.export().await

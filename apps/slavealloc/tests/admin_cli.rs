@@ -726,24 +726,52 @@ fn list_show_and_drift_show_the_live_fleet() {
     let out = ok(daemon.cli(&["list", "slaves", "--connected", "--format", "csv"]));
     let listed = stdout(&out);
     let lines: Vec<&str> = listed.lines().collect();
-    assert!(lines[0].ends_with("live.state,live.connected_master,live.last_seen"), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with("live.state,live.connected_master,live.last_seen"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(lines.len(), 3, "{}", stdout(&out));
     assert!(lines[1].starts_with("tst-linux64-01,") && lines[1].contains(",connected,bm01-tests,"));
-    let out = ok(daemon.cli(&["list", "slaves", "--stale", "7d", "--master", "bm03-build", "--format", "csv"]));
+    let out = ok(daemon.cli(&[
+        "list",
+        "slaves",
+        "--stale",
+        "7d",
+        "--master",
+        "bm03-build",
+        "--format",
+        "csv",
+    ]));
     assert_eq!(stdout(&out).lines().count(), 2, "never seen: stale: {}", stdout(&out));
     assert!(stdout(&out).contains("bld-centos6-01,"));
-    let out = ok(daemon.cli(&["list", "slaves", "--disconnected", "--master", "bm01-tests", "--format", "csv"]));
+    let out = ok(daemon.cli(&[
+        "list",
+        "slaves",
+        "--disconnected",
+        "--master",
+        "bm01-tests",
+        "--format",
+        "csv",
+    ]));
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
 
     let out = ok(daemon.cli(&["show", "tst-linux64-02"]));
-    assert!(stdout(&out).contains("live.state:") && stdout(&out).contains("connected"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("live.state:") && stdout(&out).contains("connected"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("bm01-tests"));
 
     let out = daemon.cli(&["drift"]);
     assert_eq!(out.status.code(), Some(1), "drift exits 1: {}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("connected elsewhere than recorded: 1"), "{text}");
-    assert!(text.contains("tst-linux64-02") && text.contains("unknown workers: 0"), "{text}");
+    assert!(
+        text.contains("tst-linux64-02") && text.contains("unknown workers: 0"),
+        "{text}"
+    );
     let out = daemon.cli(&["drift", "--format", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["elsewhere"][0]["connected_master"], "bm01-tests");

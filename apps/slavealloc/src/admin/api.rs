@@ -260,7 +260,9 @@ pub async fn list(
         (pools.is_empty() || text(r, "pool").is_some_and(|p| pools.iter().any(|w| w == p)))
             && enabled.is_none_or(|e| flag(r, "enabled") == e)
     });
-    let has_live = rows.iter().any(|r| r.contains_key("live.state") || r.contains_key("live.reachable"));
+    let has_live = rows
+        .iter()
+        .any(|r| r.contains_key("live.state") || r.contains_key("live.reachable"));
     if live.needs_live() && !has_live && !rows.is_empty() {
         bail!("--connected, --disconnected and --stale need the daemon's live state: ask its API (-A)");
     }
@@ -291,27 +293,58 @@ pub async fn drift(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> a
         writeln!(term.out)?;
     } else {
         let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-        let section = |out: &mut dyn Write, title: &str, header: &[&str], rows: Vec<Vec<String>>| -> anyhow::Result<()> {
-            writeln!(out, "{title}: {}", rows.len())?;
-            if !rows.is_empty() {
-                let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-                write_table(out, &header, &rows)?;
-            }
-            Ok(())
-        };
+        let section =
+            |out: &mut dyn Write, title: &str, header: &[&str], rows: Vec<Vec<String>>| -> anyhow::Result<()> {
+                writeln!(out, "{title}: {}", rows.len())?;
+                if !rows.is_empty() {
+                    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+                    write_table(out, &header, &rows)?;
+                }
+                Ok(())
+            };
         let slaves = |rows: &[serde_json::Value]| -> Vec<Vec<String>> {
             rows.iter()
-                .map(|d| vec![s(&d["name"]), s(&d["pool"]), s(&d["recorded_master"]), s(&d["connected_master"]), s(&d["connected_pool"])])
+                .map(|d| {
+                    vec![
+                        s(&d["name"]),
+                        s(&d["pool"]),
+                        s(&d["recorded_master"]),
+                        s(&d["connected_master"]),
+                        s(&d["connected_pool"]),
+                    ]
+                })
                 .collect()
         };
         let header = ["slave", "pool", "recorded", "connected to", "its pool"];
-        section(&mut *term.out, "connected elsewhere than recorded", &header, slaves(&elsewhere))?;
-        section(&mut *term.out, "connected to a master of another pool", &header, slaves(&other_pool))?;
+        section(
+            &mut *term.out,
+            "connected elsewhere than recorded",
+            &header,
+            slaves(&elsewhere),
+        )?;
+        section(
+            &mut *term.out,
+            "connected to a master of another pool",
+            &header,
+            slaves(&other_pool),
+        )?;
         let unknown_rows = unknown
             .iter()
-            .map(|u| vec![s(&u["name"]), s(&u["master"]), u["connected"].to_string(), s(&u["last_seen"])])
+            .map(|u| {
+                vec![
+                    s(&u["name"]),
+                    s(&u["master"]),
+                    u["connected"].to_string(),
+                    s(&u["last_seen"]),
+                ]
+            })
             .collect();
-        section(&mut *term.out, "unknown workers", &["worker", "master", "connected", "last seen"], unknown_rows)?;
+        section(
+            &mut *term.out,
+            "unknown workers",
+            &["worker", "master", "connected", "last seen"],
+            unknown_rows,
+        )?;
         let spread_rows = imbalanced
             .iter()
             .map(|g| {
@@ -319,7 +352,12 @@ pub async fn drift(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> a
                 vec![s(&g["pool"]), silo.join(" "), g["spread"].to_string()]
             })
             .collect();
-        section(&mut *term.out, "pool × silo groups whose connected slaves spread by more than 1", &["pool", "silo", "spread"], spread_rows)?;
+        section(
+            &mut *term.out,
+            "pool × silo groups whose connected slaves spread by more than 1",
+            &["pool", "silo", "spread"],
+            spread_rows,
+        )?;
     }
     if !(elsewhere.is_empty() && other_pool.is_empty() && unknown.is_empty() && imbalanced.is_empty()) {
         bail!(Drifted);
@@ -380,7 +418,11 @@ pub async fn show(api: &dyn AdminApi, term: &mut Term<'_>, name: &str, format: F
         lines.push((label.to_owned(), label_value));
     }
     // The live facts the daemon's API adds, after the columns.
-    lines.extend(row.iter().filter(|(k, _)| k.starts_with("live.")).map(|(k, v)| (k.clone(), v.clone())));
+    lines.extend(
+        row.iter()
+            .filter(|(k, _)| k.starts_with("live."))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     match format {
         Format::Table => {
             let rows: Vec<Vec<String>> = lines
@@ -670,7 +712,14 @@ mod tests {
         )
         .await
         .unwrap();
-        let r = run!(list(&api, ListWhat::Slaves, &[], Some(false), &LiveSelection::default(), Format::Csv));
+        let r = run!(list(
+            &api,
+            ListWhat::Slaves,
+            &[],
+            Some(false),
+            &LiveSelection::default(),
+            Format::Csv
+        ));
         assert_eq!(
             r.out,
             "name,distro,bitlength,speed,datacenter,trustlevel,environment,purpose,pool,current_master,locked_master,notes,enabled\n\
@@ -688,7 +737,14 @@ mod tests {
             r.out,
             "nickname  fqdn  http_port  pb_port  datacenter  pool  notes  enabled\n"
         );
-        let r = run!(list(&api, ListWhat::Masters, &[], None, &LiveSelection::default(), Format::Json));
+        let r = run!(list(
+            &api,
+            ListWhat::Masters,
+            &[],
+            None,
+            &LiveSelection::default(),
+            Format::Json
+        ));
         let masters: Vec<Row> = serde_json::from_str(&r.out).unwrap();
         assert_eq!(masters.len(), 2);
         assert_eq!(masters[0]["pool"], Value::Text("tests-pool".into()));

@@ -1,0 +1,205 @@
+//! The live fleet in the JSON API: the `live` object of slave and master
+//! rows, the live filters of `/api/slaves`, `/api/drift`, and the original
+//! UI's PUT of a whole row (live object and all) writing only its columns.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Harness, Kind};
+use serde_json::{json, Value as Json};
+use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
+use slavealloc_http_warp::ServerConfig;
+
+/// A poll of master `masterid` now, listing `workers` as `(name, connected)`.
+fn poll(masterid: i32, workers: &[(&str, bool)]) -> PollRecord {
+    PollRecord {
+        masterid,
+        at: SystemTime::now(),
+        duration: Duration::from_millis(7),
+        outcome: Ok(PollAnswer {
+            buildbot_version: Some("4.3.0".into()),
+            workers: workers
+                .iter()
+                .map(|(n, c)| PolledWorker {
+                    name: (*n).into(),
+                    connected: *c,
+                    paused: false,
+                    graceful: *c,
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn names(rows: &Json) -> Vec<&str> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect()
+}
+
+/// In the sample fleet t-w1064-ix-001 is recorded on bm10 and -002 on bm09.
+async fn polled(kind: Kind) -> Option<Harness> {
+    let h = Harness::new(kind, ServerConfig::default()).await?;
+    let r = h.get("/gettac/t-w1064-ix-004").await;
+    assert_eq!(r.status, 200);
+    h.store
+        .record_poll(&poll(
+            10,
+            &[
+                ("t-w1064-ix-001", true),
+                ("t-w1064-ix-002", true),
+                ("<script>x</script>", true),
+            ],
+        ))
+        .await
+        .unwrap();
+    h.store
+        .record_poll(&poll(9, &[("t-w1064-ix-004", false)]))
+        .await
+        .unwrap();
+    Some(h)
+}
+
+#[tokio::test]
+async fn rows_carry_the_live_facts() {
+    for kind in [Kind::Memory, Kind::Sqlite] {
+        let Some(h) = polled(kind).await else { continue };
+        let one = h.get("/api/slaves/t-w1064-ix-001?byname=1").await.json();
+        let live = &one["live"];
+        assert_eq!(live["state"], "connected", "{one}");
+        assert_eq!(
+            (live["connected_master"].as_str(), live["connected_masterid"].as_i64()),
+            (Some("bm10"), Some(10))
+        );
+        assert!(live["graceful"].as_bool().unwrap() && live["fresh"].as_bool().unwrap());
+        assert!(live["connected_since"].as_str().unwrap().ends_with('Z'));
+        let booted = h.get("/api/slaves/t-w1064-ix-004?byname=1").await.json();
+        assert_eq!(booted["live"]["state"], "never", "listed but never seen connected");
+        assert!(booted["live"]["last_gettac"].is_string(), "{booted}");
+        let never = h.get("/api/slaves/t-w1064-ix-009?byname=1").await.json();
+        assert_eq!(
+            (never["live"]["state"].as_str(), &never["live"]["last_gettac"]),
+            (Some("never"), &Json::Null)
+        );
+
+        let master = h.get("/api/masters/10").await.json();
+        assert_eq!(master["live"]["reachable"], true);
+        assert_eq!(
+            master["live"]["connected"], 3,
+            "the unknown worker counts as connected: {master}"
+        );
+        let unpolled = h.get("/api/masters/1").await.json();
+        assert_eq!(unpolled["live"]["polled"], false);
+        let listed = h.get("/api/masters").await.json();
+        assert!(listed.as_array().unwrap().iter().all(|m| m["live"].is_object()));
+        h.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn slaves_filter_on_live_facts() {
+    let h = polled(Kind::Memory).await.unwrap();
+    let get = |q: &'static str| {
+        let h = &h;
+        async move {
+            let r = h.get(&format!("/api/slaves?{q}")).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.body);
+            r.json()
+        }
+    };
+    assert_eq!(names(&get("connected=1").await), ["t-w1064-ix-001", "t-w1064-ix-002"]);
+    assert_eq!(names(&get("connected_master=bm10&pool=tests-win").await).len(), 2);
+    assert_eq!(names(&get("connected=1&master=bm09").await), ["t-w1064-ix-002"]);
+    let stale = get("stale=7d&pool=tests-win").await;
+    assert!(!names(&stale).contains(&"t-w1064-ix-001"));
+    assert!(names(&stale).contains(&"t-w1064-ix-009"), "never seen is stale");
+    let recorded = get("master=bm10").await;
+    assert!(recorded
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["current_master"] == "bm10"));
+    for bad in ["connected=maybe", "stale=soon", "stale=0d"] {
+        let r = h.get(&format!("/api/slaves?{bad}")).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.error().contains(bad.split('=').next().unwrap()), "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn drift_lists_what_differs_from_the_record() {
+    let h = polled(Kind::Memory).await.unwrap();
+    let d = h.get("/api/drift").await.json();
+    let elsewhere: Vec<(&str, &str, &str)> = d["elsewhere"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["recorded_master"].as_str().unwrap(),
+                e["connected_master"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(elsewhere, [("t-w1064-ix-002", "bm09", "bm10")]);
+    assert_eq!(d["other_pool"], json!([]));
+    assert_eq!(d["unknown"][0]["name"], "<script>x</script>");
+    assert_eq!(d["unknown"][0]["master"], "bm10");
+    let win = d["spreads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["pool"] == "tests-win" && s["masters"].as_array().unwrap().iter().any(|m| m["slaves"] == 2))
+        .unwrap_or_else(|| panic!("no live spread of the two connected: {d}"));
+    assert_eq!(win["spread"], 2);
+}
+
+#[tokio::test]
+async fn the_original_uis_put_of_a_whole_row_ignores_the_live_object() {
+    for kind in [Kind::Memory, Kind::Sqlite] {
+        let Some(h) = polled(kind).await else { continue };
+        for (table, id) in [("slaves", 35), ("masters", 10)] {
+            let before = h.dump().await;
+            // What Backbone sends: the model as it was read, one field edited.
+            let mut row = h.row(table, id).await;
+            assert!(row["live"].is_object());
+            row["notes"] = json!("edited in the original UI");
+            let r = h
+                .request(
+                    "PUT",
+                    &format!("/api/{table}/{id}"),
+                    Some(row.to_string().as_bytes()),
+                    &[],
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.json()),
+                (200, json!({"success": true})),
+                "{table}: {}",
+                r.body
+            );
+            let after = h.row(table, id).await;
+            assert_eq!(after["notes"], "edited in the original UI");
+            let mut expected = before.clone();
+            let t: slavealloc_domain::Table = table.parse().unwrap();
+            let id_col = t.id_column().unwrap();
+            for r in expected.tables.get_mut(&t).unwrap() {
+                if r.get(id_col) == Some(&slavealloc_domain::Value::Int(id)) {
+                    r.insert(
+                        "notes".into(),
+                        slavealloc_domain::Value::Text("edited in the original UI".into()),
+                    );
+                }
+            }
+            let mut now = h.dump().await;
+            now.tables.remove(&slavealloc_domain::Table::AuditLog);
+            expected.tables.remove(&slavealloc_domain::Table::AuditLog);
+            assert_eq!(now, expected, "only the notes changed");
+        }
+        h.finish().await;
+    }
+}
