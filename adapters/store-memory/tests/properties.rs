@@ -32,11 +32,12 @@ use std::time::{Duration, SystemTime};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
+use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
 use slavealloc_domain::schema::{to_row, Row, Table, Value};
 use slavealloc_domain::testing::PlainRenderer;
 use slavealloc_domain::{
-    AllocationError, Allocator, AuditEntry, AuditQuery, Dump, DumpStore, FixedHost, Intent, InventoryStore, Master,
-    MasterId, PoolId, Reason, Silo, Slave, SlaveName, SlavePassword,
+    Allocation, AllocationError, Allocator, AuditEntry, AuditQuery, BalanceCount, Dump, DumpStore, FixedHost, Intent,
+    InventoryStore, LiveStore, Master, MasterId, PoolId, Reason, Silo, Slave, SlaveName, SlavePassword,
 };
 use slavealloc_store_memory::MemoryStore;
 
@@ -532,5 +533,88 @@ proptest! {
             prop_assert_eq!(got, &step.result, "{}", step.request);
         }
         prop_assert_eq!(state, one_by_one_state);
+    }
+
+    /// (f) Live counting, with a simulated clock: when the polls confirm
+    /// every slave connected where it was sent, counting on the live facts
+    /// decides exactly as the original's rule, however much time passes
+    /// between boots (connected machines never expire); and when no
+    /// machine ever connects, every allocation stops counting once its
+    /// lease is over, so a boot after a long quiet goes to the pool's
+    /// lowest enabled master whatever the recorded counts say.
+    #[test]
+    fn live_counts_follow_the_polls_and_the_clock(s in scenario(), gaps in vec(0u64..3_600, 64)) {
+        let lease = Duration::from_secs(900);
+        let live = BalanceCount::Live { lease };
+        runtime().block_on(async {
+            let recorded = MemoryStore::from_dump(&s.fleet.dump()).unwrap();
+            let confirmed = MemoryStore::from_dump(&s.fleet.dump()).unwrap();
+            let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_300_000_000);
+            let mut now = start;
+            confirm_connections(&confirmed, &s.fleet, now).await;
+            for (step, request) in s.round().iter().enumerate() {
+                now += Duration::from_secs(gaps[step % gaps.len()]);
+                let want = allocator(&recorded).gettac(request).await;
+                let got = allocator_at(&confirmed, now, live).gettac(request).await;
+                let master = |r: &Result<Allocation, AllocationError>| {
+                    r.as_ref().map(|a| a.decision.master.as_ref().map(|m| m.masterid)).map_err(Clone::clone)
+                };
+                prop_assert_eq!(master(&got), master(&want), "{} at +{:?}", request, now.duration_since(start));
+                confirm_connections(&confirmed, &s.fleet, now).await;
+            }
+            // Nobody connects: after a lease of quiet, each balanced boot goes
+            // where the live counts (only this round's fresh boots) send it.
+            let silent = MemoryStore::from_dump(&s.fleet.dump()).unwrap();
+            let later = start + Duration::from_secs(86_400);
+            for request in s.round() {
+                let Some(slave) = requested(&s.fleet, &request) else { continue };
+                if !slave.enabled || slave.locked_masterid.is_some() {
+                    continue;
+                }
+                let candidates = s.fleet.candidates(slave.poolid);
+                let Some(lowest) = candidates.iter().min() else { continue };
+                let got = allocator_at(&silent, later, live).peek(&request).await.unwrap();
+                prop_assert_eq!(got.decision.master.map(|m| m.masterid), Some(*lowest), "{}", request);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// [`allocator`] with its clock at `now`, counting peers as `count` says.
+fn allocator_at(store: &MemoryStore, now: SystemTime, count: BalanceCount) -> Allocator {
+    let host = FixedHost {
+        now,
+        fqdn: "slavealloc.example.com".into(),
+    };
+    Allocator::new(Arc::new(store.clone()), Arc::new(PlainRenderer), Arc::new(host)).with_balance(count)
+}
+
+/// Polls every master at `now`, each listing as connected exactly the
+/// slaves whose current master it is.
+async fn confirm_connections(store: &MemoryStore, fleet: &Fleet, now: SystemTime) {
+    let slaves = store.list(Table::Slaves).await.unwrap();
+    for m in &fleet.masters {
+        let workers = slaves
+            .iter()
+            .filter(|r| r.get("current_masterid") == Some(&Value::Int(m.masterid.into())))
+            .filter_map(|r| r.get("name").and_then(Value::as_text))
+            .map(|name| PolledWorker {
+                name: name.to_owned(),
+                connected: true,
+                paused: false,
+                graceful: false,
+            })
+            .collect();
+        let poll = PollRecord {
+            masterid: m.masterid,
+            at: now,
+            duration: Duration::from_millis(1),
+            outcome: Ok(PollAnswer {
+                buildbot_version: None,
+                workers,
+            }),
+        };
+        store.record_poll(&poll).await.unwrap();
     }
 }
