@@ -264,7 +264,7 @@ pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response
         .db(async move {
             let rows = inventory.list(table, &filter).await?;
             let Some(live) = live else {
-                return Ok(Json::from(serde_json::to_value(rows).unwrap_or_default()));
+                return Ok(serde_json::to_value(rows).unwrap_or_default());
             };
             let masters = inventory.list(Table::Masters, &Default::default()).await?;
             let facts = live.store.live_state().await?;
