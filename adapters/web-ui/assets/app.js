@@ -545,6 +545,8 @@
   // ------------------------------------------------------------ keyboard
   let pendingG = false;
   const GOTO = { d: '', s: 'slaves', m: 'masters', i: 'silos', a: 'audit' };
+  // The drift page exists only when the daemon keeps the live fleet.
+  if (document.querySelector('.tabs a[data-key="r"]')) GOTO.r = 'drift';
 
   function rows() {
     return $$('#results tbody tr[data-id]');
@@ -632,7 +634,8 @@
   }
 
   function enhanceTimes(root = document) {
-    for (const t of $$('time[datetime]', root)) {
+    // Times the server already wrote relative (data-ago) are left alone.
+    for (const t of $$('time[datetime]:not([data-ago])', root)) {
       const d = new Date(t.getAttribute('datetime'));
       if (Number.isNaN(d.getTime()) || $('.ago', t)) continue;
       t.title = d.toLocaleString();

@@ -2,7 +2,9 @@
 //!
 //! The release engineers' web UI, served by the daemon under `/ui`:
 //! a dashboard, the slaves and masters tables with inline editing, the silo
-//! report with per-master spread, and the audit log.
+//! report with per-master spread, the audit log and, when the daemon keeps
+//! the live fleet (what the Buildbot masters' polls say), who is connected
+//! where and where that differs from what was recorded (the drift page).
 //!
 //! The main design decision: pages are rendered on the server from the
 //! domain [`Inventory`], and every write goes through the daemon's JSON REST
@@ -16,8 +18,9 @@
 //! no JavaScript build step and nothing is fetched from outside, since the
 //! build network has no internet.
 //!
-//! The daemon mounts [`routes`] at `<base>/ui` (`slavealloc-http-warp`'s
-//! `ServerConfig::ui`): the filter sees only the path after `/ui`.
+//! The daemon mounts [`routes_with_live`] (or [`routes`], without the live
+//! fleet) at `<base>/ui` (`slavealloc-http-warp`'s `ServerConfig::ui`): the
+//! filter sees only the path after `/ui`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
-use slavealloc_domain::Inventory;
+use slavealloc_domain::{Host, Inventory, LiveStore};
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -65,6 +68,29 @@ impl UiConfig {
     }
 }
 
+/// Where the pages read the live fleet from: the boots, the Buildbot
+/// masters' polls and the masters' status ([`slavealloc_domain::live`]).
+/// The same three things the JSON API's live objects are judged with, so
+/// that a page and `GET /api/slaves` agree on who is connected.
+#[derive(Clone)]
+pub struct LiveSource {
+    /// Where the live state is kept (the daemon's database).
+    pub store: Arc<dyn LiveStore>,
+    /// Facts from a master that has not answered a poll for this long are
+    /// marked "not fresh".
+    pub fresh_for: Duration,
+    /// The clock the facts are judged by: "3 min ago", fresh, stale.
+    pub host: Arc<dyn Host>,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("fresh_for", &self.fresh_for)
+            .finish_non_exhaustive()
+    }
+}
+
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("macros.html", include_str!("../templates/macros.html")),
@@ -73,6 +99,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("masters.html", include_str!("../templates/masters.html")),
     ("silos.html", include_str!("../templates/silos.html")),
     ("audit.html", include_str!("../templates/audit.html")),
+    ("drift.html", include_str!("../templates/drift.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("pager.html", include_str!("../templates/pager.html")),
 ];
@@ -92,6 +119,9 @@ pub(crate) struct Ui {
     /// JavaScript against new pages (assets are cached for a day).
     asset_version: String,
     pub(crate) inventory: Inventory,
+    /// `None`: the pages show what was recorded only, as before the live
+    /// fleet existed.
+    pub(crate) live: Option<LiveSource>,
 }
 
 impl std::fmt::Debug for Ui {
@@ -101,7 +131,7 @@ impl std::fmt::Debug for Ui {
 }
 
 impl Ui {
-    fn new(config: &UiConfig, inventory: Inventory) -> Self {
+    fn new(config: &UiConfig, inventory: Inventory, live: Option<LiveSource>) -> Self {
         let mut env = Environment::new();
         // A typo in a template must fail the page (and the tests), never
         // render as an empty string.
@@ -128,6 +158,7 @@ impl Ui {
             db_deadline: config.db_deadline,
             asset_version: format!("{:x}", hasher.finish() & 0xffff_ffff),
             inventory,
+            live,
         }
     }
 
@@ -138,6 +169,8 @@ impl Ui {
             base => self.base,
             write_auth => self.write_auth,
             version => self.asset_version,
+            // The drift tab and the live columns exist only with a source.
+            has_live => self.live.is_some(),
         };
         let result = self
             .env
@@ -219,15 +252,24 @@ fn asset(name: &str) -> Option<Response> {
     Some(r)
 }
 
+/// The UI's routes without the live fleet: [`routes_with_live`] with no
+/// source, for a daemon that keeps no live state.
+pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)> {
+    routes_with_live(config, inventory, None)
+}
+
 /// The UI's routes, relative to where they are mounted (`<base>/ui`): `/`
-/// (the dashboard), `/slaves`, `/masters`, `/silos`, `/audit`, the assets
-/// under `/static/`, and an HTML 404 for any other `GET`. Other methods are
-/// rejected, for the daemon's recovery to answer.
+/// (the dashboard), `/slaves`, `/masters`, `/silos`, `/audit`, `/drift`, the
+/// assets under `/static/`, and an HTML 404 for any other `GET`. Other
+/// methods are rejected, for the daemon's recovery to answer.
 ///
 /// Pages read through `inventory`; writes are made by the browser through
-/// the JSON API under `<base_url>/api`.
-pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)> {
-    let ui = Arc::new(Ui::new(&config, inventory));
+/// the JSON API under `<base_url>/api`. With `live`, the slaves, masters and
+/// dashboard pages show who is connected where and `/drift` compares it
+/// with what was recorded; without it they render as they always did and
+/// `/drift` is a 404 that says why.
+pub fn routes_with_live(config: UiConfig, inventory: Inventory, live: Option<LiveSource>) -> BoxedFilter<(Response,)> {
+    let ui = Arc::new(Ui::new(&config, inventory, live));
     let with_ui = {
         let ui = ui.clone();
         warp::any().map(move || ui.clone())
@@ -257,6 +299,11 @@ pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::audit(&ui, &q)).await });
+    let drift = warp::path("drift")
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .and(raw_query)
+        .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::drift(&ui, &q)).await });
     let statics = warp::path("static")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -282,6 +329,8 @@ pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)
                 .or(silos)
                 .unify()
                 .or(audit)
+                .unify()
+                .or(drift)
                 .unify()
                 .or(statics)
                 .unify()
@@ -313,7 +362,7 @@ mod tests {
 
     #[test]
     fn every_template_parses() {
-        let env = Ui::new(&UiConfig::default(), dummy_inventory()).env;
+        let env = Ui::new(&UiConfig::default(), dummy_inventory(), None).env;
         for (name, _) in TEMPLATES {
             env.get_template(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }

@@ -2,7 +2,10 @@
 //! sorting, text filtering, paging. No I/O, so they are unit-tested here.
 
 use std::cmp::Ordering;
+use std::time::SystemTime;
 
+use slavealloc_domain::audit::format_at;
+use slavealloc_domain::live::age;
 use slavealloc_domain::{Row, Value};
 
 /// A parsed query string. Parsing never fails: a malformed query is read as
@@ -246,6 +249,50 @@ pub(crate) fn thousands(n: i64) -> String {
     }
 }
 
+/// How long ago `then` was at `now`, as the pages say it: the same steps
+/// as `app.js`'s `ago`, so a time reads the same rendered here or there. A
+/// time ahead of `now` (another daemon's clock) is "just now".
+pub(crate) fn ago(now: SystemTime, then: SystemTime) -> String {
+    // Rounded as app.js rounds.
+    let round = |n: u64, by: u64| (n + by / 2) / by;
+    let s = age(now, then).as_secs();
+    if s < 60 {
+        return "just now".into();
+    }
+    let m = round(s, 60);
+    if m < 60 {
+        return format!("{m} min ago");
+    }
+    let h = round(m, 60);
+    if h < 48 {
+        return format!("{h} h ago");
+    }
+    format!("{} days ago", round(h, 24))
+}
+
+/// A moment as the pages show it: relative in the text, exact in the title,
+/// machine-readable in `datetime`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Moment {
+    /// RFC 3339 UTC, as the API writes times.
+    pub at: String,
+    /// `2026-12-01 07:00:00 UTC`.
+    pub exact: String,
+    /// `3 min ago`.
+    pub ago: String,
+}
+
+impl Moment {
+    pub(crate) fn new(now: SystemTime, then: SystemTime) -> Self {
+        let at = format_at(then);
+        Self {
+            exact: at.replace('T', " ").replace('Z', " UTC"),
+            ago: ago(now, then),
+            at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +386,25 @@ mod tests {
             escape_html(r#"<a href="x">'&'</a>/"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;/"
         );
+    }
+
+    #[test]
+    fn ago_reads_like_the_scripts() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(10_000_000);
+        let before = |secs: u64| now - std::time::Duration::from_secs(secs);
+        assert_eq!(ago(now, before(59)), "just now");
+        assert_eq!(ago(now, before(3 * 60 + 10)), "3 min ago");
+        assert_eq!(ago(now, before(90 * 60)), "2 h ago");
+        assert_eq!(ago(now, before(47 * 3600)), "47 h ago");
+        assert_eq!(ago(now, before(10 * 86_400)), "10 days ago");
+        assert_eq!(
+            ago(now, now + std::time::Duration::from_secs(30)),
+            "just now",
+            "a clock ahead of ours"
+        );
+        let m = Moment::new(now, before(0));
+        assert_eq!(m.at, "1970-04-26T17:46:40Z");
+        assert_eq!(m.exact, "1970-04-26 17:46:40 UTC");
     }
 
     #[test]

@@ -584,7 +584,14 @@ impl Daemon {
                 write_auth: settings.tokens.required(),
                 db_deadline: Some(settings.deadline),
             };
-            slavealloc_web_ui::routes(config, services.inventory.clone())
+            // The pages judge the live fleet as the API does: same store,
+            // freshness window and clock.
+            let live = services.live.as_ref().map(|l| slavealloc_web_ui::LiveSource {
+                store: l.store.clone(),
+                fresh_for: l.fresh_for,
+                host: l.host.clone(),
+            });
+            slavealloc_web_ui::routes_with_live(config, services.inventory.clone(), live)
         });
         // ---- end of web UI ----
 

@@ -6,8 +6,10 @@
 //! It loads every page, edits a slave's pool and enabled flag through the
 //! inline editor (giving the API token once) and checks the database and
 //! the audit page, provokes a duplicate master nickname and checks that the
-//! UI shows the server's own message, drains a master, and saves a
-//! screenshot of each page under `<target>/ui-screenshots/` for review.
+//! UI shows the server's own message, drains a master, shows the live fleet
+//! after a recorded poll (the connected column, its filter, the drift
+//! page), and saves a screenshot of each page under
+//! `<target>/ui-screenshots/` for review.
 //!
 //! Without Chromium the test says so and passes, except under `CI=true`,
 //! where it fails.
@@ -26,7 +28,8 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value as Json};
 use slavealloc::serve::ServeArgs;
-use slavealloc_domain::{DumpStore, InventoryStore, Row, Table, Value};
+use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
+use slavealloc_domain::{DumpStore, InventoryStore, LiveStore, Row, Table, Value};
 use slavealloc_fixtures::sample_fleet;
 use slavealloc_http_warp::Tokens;
 use slavealloc_store_sql::SqlStore;
@@ -567,6 +570,84 @@ async fn a_page_on_another_origin_cannot_write() {
     .await;
 }
 
+/// A poll of bm01 recorded in the daemon's database (as its poller would)
+/// shows on the slaves page, narrows it under "connected", and the slave
+/// it lists that was given bm02 is on the drift page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_fleet_after_a_poll() {
+    if !browser_present() {
+        return;
+    }
+    let daemon = Daemon::start(Tokens::default()).await;
+    let worker = |name: &str| PolledWorker {
+        name: name.into(),
+        connected: true,
+        paused: false,
+        graceful: false,
+    };
+    // bld-linux64-spot-001 was given bm01, bld-linux64-spot-002 bm02.
+    let poll = PollRecord {
+        masterid: 1,
+        at: std::time::SystemTime::now(),
+        duration: Duration::from_millis(10),
+        outcome: Ok(PollAnswer {
+            buildbot_version: Some("4.3.0".into()),
+            workers: vec![worker("bld-linux64-spot-001"), worker("bld-linux64-spot-002")],
+        }),
+    };
+    daemon.store.record_poll(&poll).await.unwrap();
+    let drift: hyper::Uri = format!("http://{}{BASE}/api/drift", daemon.addr).parse().unwrap();
+    let status = hyper::Client::new().get(drift).await.unwrap().status();
+    assert_eq!(
+        status, 200,
+        "the daemon serves no live state: `serve` must set `Services::live` (the poller's wiring) for the UI to show it"
+    );
+    let browser = Browser::start().await;
+    let ui = Ui::on(&browser, &daemon);
+    run_then_stop(browser, daemon, async move {
+        ui.goto("/ui/slaves").await;
+        let connected = ui
+            .wait(Locator::Css("tr[data-name='bld-linux64-spot-001'] .col-connected"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(connected, "bm01", "the slaves page needs the daemon's live state");
+        let all = ui
+            .js("return document.querySelectorAll('#slaves-table tbody tr[data-id]').length")
+            .await;
+        ui.wait(Locator::Css("#filters select[name='connected']"))
+            .await
+            .select_by_value("1")
+            .await
+            .unwrap();
+        ui.wait_query("connected=1").await;
+        let names = ui
+            .js("return [...document.querySelectorAll('#slaves-table tbody tr[data-id]')].map(r => r.dataset.name)")
+            .await;
+        assert_eq!(
+            names,
+            json!(["bld-linux64-spot-001", "bld-linux64-spot-002"]),
+            "of {all} rows"
+        );
+        ui.shot("10-slaves-connected").await;
+
+        ui.click(Locator::LinkText("Drift")).await;
+        let elsewhere = ui.wait_text("#drift-elsewhere", "bld-linux64-spot-002").await;
+        assert!(elsewhere.contains("bm02") && elsewhere.contains("bm01"), "{elsewhere}");
+        ui.shot("11-drift").await;
+        // For review: the live columns of the other two pages.
+        ui.goto("/ui/masters").await;
+        ui.wait(Locator::Css("tr[data-name='bm01'] .col-reachable")).await;
+        ui.shot("12-masters-live").await;
+        ui.goto("/ui/").await;
+        ui.wait(Locator::Id("count-connected")).await;
+        ui.shot("13-dashboard-live").await;
+        ui.assert_no_script_errors().await;
+    })
+    .await;
+}
+
 fn target_port(origin: &str) -> u16 {
     origin.rsplit(':').next().unwrap().parse().unwrap()
 }
@@ -790,7 +871,14 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     ui.shot("9b-silos-spread").await;
 
     // ---- every link the pages hold stays under the base
-    for page in ["/ui/", "/ui/slaves", "/ui/masters", "/ui/silos", "/ui/audit"] {
+    for page in [
+        "/ui/",
+        "/ui/slaves",
+        "/ui/masters",
+        "/ui/silos",
+        "/ui/drift",
+        "/ui/audit",
+    ] {
         ui.goto(page).await;
         let outside = ui
             .js(&format!(

@@ -1,6 +1,9 @@
-//! `GET /ui/`: the fleet at a glance, pools, and the latest changes.
+//! `GET /ui/`: the fleet at a glance, pools, and the latest changes; with
+//! the live fleet, how many slaves are connected now beside how many are
+//! recorded on a master, and which masters do not answer their polls.
 
 use super::audit::audit_view;
+use super::live::{live_now, Judge};
 use super::*;
 
 /// The most audit entries of the last hour the dashboard reads: a whole
@@ -43,6 +46,52 @@ struct PoolLine {
     #[serde(flatten)]
     summary: reports::PoolSummary,
     href: String,
+    /// With the live fleet: its slaves connected now, and its polled masters
+    /// that do not answer.
+    live: Option<PoolLive>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+struct PoolLive {
+    connected: u64,
+    unreachable: u64,
+    connected_href: String,
+}
+
+/// The live counts of the whole fleet.
+#[derive(Debug, Default, Serialize)]
+struct LiveCounts {
+    connected: u64,
+    /// Masters with a data API that a poll was recorded for.
+    polled: u64,
+    unreachable: u64,
+    /// Per pool id.
+    #[serde(skip)]
+    per_pool: HashMap<i64, PoolLive>,
+}
+
+fn live_counts(judge: &Judge<'_>, slaves: &[Row], masters: &[Row]) -> LiveCounts {
+    let mut counts = LiveCounts::default();
+    for s in slaves {
+        if judge.is_connected(s) {
+            counts.connected += 1;
+            if let Some(pool) = int(s, "poolid") {
+                counts.per_pool.entry(pool).or_default().connected += 1;
+            }
+        }
+    }
+    for m in masters {
+        if let Some(status) = judge.master(int(m, "masterid"), int(m, "http_port").unwrap_or(0)) {
+            counts.polled += 1;
+            if !status.reachable {
+                counts.unreachable += 1;
+                if let Some(pool) = int(m, "poolid") {
+                    counts.per_pool.entry(pool).or_default().unreachable += 1;
+                }
+            }
+        }
+    }
+    counts
 }
 
 /// `GET /ui/` — the dashboard.
@@ -66,13 +115,31 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
         .await
     );
 
+    let live = try_page!(ui, live_now(ui).await);
+
     let is_true = |r: &Row, k: &str| r.get(k) == Some(&Value::Bool(true));
     let slaves_path = ui_path(ui, "slaves");
     let pools = try_page!(ui, ui.inventory.store().list(Table::Pools).await);
+    let live_counts = live
+        .as_ref()
+        .map(|l| live_counts(&Judge::new(l, HashMap::new()), &slaves, &masters));
+    // Summaries are by name; the live counts by id.
+    let pool_ids: HashMap<&str, i64> = pools
+        .iter()
+        .filter_map(|p| Some((p.get("name")?.as_text()?, int(p, "poolid")?)))
+        .collect();
     let per_pool: Vec<PoolLine> = reports::pool_summaries(&pools, &slaves, &masters, &allocated)
         .into_iter()
         .map(|summary| PoolLine {
             href: href(&slaves_path, &query(&[("pool", &summary.pool)])),
+            live: live_counts.as_ref().map(|c| PoolLive {
+                connected_href: href(&slaves_path, &query(&[("pool", &summary.pool), ("connected", "1")])),
+                ..pool_ids
+                    .get(summary.pool.as_str())
+                    .and_then(|id| c.per_pool.get(id))
+                    .cloned()
+                    .unwrap_or_default()
+            }),
             summary,
         })
         .collect();
@@ -104,6 +171,7 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
             allocated_truncated => truncated,
         },
         per_pool => per_pool,
+        live => live_counts,
         recent => recent,
         decomm_name => DECOMMISSIONED_ENVIRONMENT,
     };

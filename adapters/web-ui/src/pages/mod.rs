@@ -262,12 +262,15 @@ fn sort_key(p: &Params, columns: &[(&'static str, &'static str)], default: &'sta
 
 mod audit;
 mod dashboard;
+mod drift;
+mod live;
 mod masters;
 mod silos;
 mod slaves;
 
 pub(crate) use audit::audit;
 pub(crate) use dashboard::dashboard;
+pub(crate) use drift::drift;
 pub(crate) use masters::masters;
 pub(crate) use silos::silos;
 pub(crate) use slaves::slaves;

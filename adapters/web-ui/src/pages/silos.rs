@@ -4,7 +4,7 @@
 use super::*;
 
 #[derive(Debug, Serialize)]
-struct SpreadGroup {
+pub(super) struct SpreadGroup {
     pool: String,
     silo: Vec<String>,
     slaves: u64,
@@ -17,7 +17,7 @@ struct SpreadGroup {
     elsewhere: u64,
     /// Largest minus smallest count over the pool's enabled masters.
     spread: u64,
-    imbalanced: bool,
+    pub(super) imbalanced: bool,
     /// The slaves list of this group.
     href: String,
 }
@@ -51,7 +51,7 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     let slaves_path = ui_path(ui, "slaves");
     let mut spread: Vec<SpreadGroup> = reports::silo_spreads(&slaves, &masters)
         .into_iter()
-        .map(|g| spread_group(g, &slaves_path))
+        .map(|g| spread_group(g, &slaves_path, "master"))
         .collect();
     let group_count = spread.len();
     let imbalanced_count = spread.iter().filter(|g| g.imbalanced).count();
@@ -75,11 +75,13 @@ pub(crate) async fn silos(ui: &Ui, raw: &str) -> Response {
     ui.render(StatusCode::OK, "silos.html", ctx)
 }
 
-/// A group as the page draws it: a bar per master and links to its slaves.
-fn spread_group(g: reports::SiloSpread, slaves_path: &str) -> SpreadGroup {
+/// A group as the page draws it: a bar per master and links to its slaves,
+/// each master's by `master_param` (`master` for the recorded spread,
+/// `connected_master` for the live one).
+pub(super) fn spread_group(g: reports::SiloSpread, slaves_path: &str, master_param: &str) -> SpreadGroup {
     let max = g.masters.iter().map(|m| m.slaves).max().unwrap_or(0).max(1);
     let group_query = |master: &str| {
-        let mut pairs = vec![("pool", g.pool.as_str()), ("master", master), ("decomm", "1")];
+        let mut pairs = vec![("pool", g.pool.as_str()), (master_param, master), ("decomm", "1")];
         pairs.extend(
             reports::silo_labels()
                 .into_iter()
