@@ -2,6 +2,8 @@
 //! rows, the live filters of `/api/slaves`, `/api/drift`, and the original
 //! UI's PUT of a whole row (live object and all) writing only its columns.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, SystemTime};

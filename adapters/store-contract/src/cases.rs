@@ -1124,6 +1124,17 @@ pub async fn boots_are_recorded_with_their_address<F: StoreFactory>(h: Harness<F
     let live = h.store().live_state().await.unwrap();
     assert_eq!(live.boots[0].from, None);
     assert_eq!(live.boots.len(), 2);
+    // A restore replaces the fleet: the ids may name other slaves now.
+    h.store()
+        .record_poll(&poll(1, now(), &[("slave-1", true)]))
+        .await
+        .unwrap();
+    load(&h, &one_pool(3)).await;
+    assert_eq!(
+        h.store().live_state().await.unwrap(),
+        Default::default(),
+        "no facts survive a restore"
+    );
 }
 
 /// A poll connects, keeps and disconnects workers, keeps unknown ones,

@@ -81,6 +81,12 @@ async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn Save
         for table in Table::ALL.iter().rev() {
             tx.execute(&Sql::new(d, &format!("DELETE FROM {table}"))).await?;
         }
+        // The live facts are about the rows replaced: the same ids may name
+        // other slaves and masters now. The poller's lease is about the
+        // daemons, and stays.
+        for table in crate::live::FACT_TABLES {
+            tx.execute(&Sql::new(d, &format!("DELETE FROM {table}"))).await?;
+        }
     }
     for (table, rows) in &plan {
         insert_rows(&mut *tx, d, *table, rows).await?;

@@ -22,6 +22,9 @@ use crate::allocation::{int, push_silos, SILO_KEY};
 use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx};
 use crate::inventory::MAX_PARAMS;
 
+/// The tables of facts about slaves and masters (all but `leases`).
+pub(crate) const FACT_TABLES: [&str; 4] = ["slave_boots", "slave_presence", "master_status", "unknown_workers"];
+
 /// Milliseconds since the epoch, as the tables keep times.
 fn ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -745,3 +745,89 @@ async fn of_two_daemons_on_one_mariadb_one_polls_and_the_other_takes_over_when_i
     }
     db.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_count_live_allocations_that_never_connect_stop_counting_after_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("live.db").display());
+    let store = slavealloc_store_sql::SqlStore::connect(&db).await.unwrap();
+    store.replace_all(&slavealloc_fixtures::sample_fleet()).await.unwrap();
+    store.close().await;
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let live = write(
+        "live.toml",
+        "[poll]\nenabled = false\n\n[balance]\ncount = \"live\"\nlease = \"2s\"\n",
+    );
+    let recorded = write("recorded.toml", "[poll]\nenabled = false\n");
+    let d = Daemon::start(&["--db", &db, "--config", &live], &[], dir.path()).await;
+    let put = |path: &str, body: Json| {
+        let url = d.url(path);
+        async move { request("PUT", &url, Some(body), &[]).await }
+    };
+    let master_of = |r: &Resp| {
+        r.body
+            .lines()
+            .find(|l| l.contains("buildmaster_host"))
+            .map(str::to_owned)
+    };
+
+    // Pool tests-win: bm09 (9) and bm10 (10). Eleven new slaves of
+    // t-w1064-ix-001's silo; ten are sent to bm09 while bm10 is disabled,
+    // and none of them ever connects.
+    until_ok(&d.url("/healthz"), Duration::from_secs(20)).await;
+    let model = get(&d.url("/api/slaves/35")).await.json();
+    for n in 1..=11 {
+        let mut row = model.clone();
+        let row = row.as_object_mut().unwrap();
+        for key in ["slaveid", "live", "current_masterid"] {
+            row.remove(key);
+        }
+        row.insert("name".into(), json!(format!("t-w1064-live-{n:02}")));
+        let r = request("POST", &d.url("/api/slaves"), Some(Json::Object(row.clone())), &[]).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_eq!(put("/api/masters/10", json!({"enabled": false})).await.status, 200);
+    for n in 1..=10 {
+        let r = get(&d.url(&format!("/gettac/t-w1064-live-{n:02}"))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            master_of(&r).unwrap().contains("buildbot-master09"),
+            "{:?}",
+            master_of(&r)
+        );
+    }
+    assert_eq!(put("/api/masters/10", json!({"enabled": true})).await.status, 200);
+    let next = "t-w1064-live-11";
+
+    // Within the lease the ten count on bm09: the next one goes to bm10.
+    let r = get(&d.url(&format!("/api/gettac/{next}"))).await;
+    assert!(
+        r.json()["tac"].as_str().unwrap().contains("buildbot-master10"),
+        "{}",
+        r.body
+    );
+    // After it they count nowhere (nor do the fixture's allocations, which
+    // no boot recorded): a tie, to the lowest masterid.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = get(&d.url(&format!("/api/gettac/{next}"))).await;
+    assert!(
+        r.json()["tac"].as_str().unwrap().contains("buildbot-master09"),
+        "{}",
+        r.body
+    );
+    d.stop().await;
+
+    // The original's rule on the same data still counts the ten.
+    let d = Daemon::start(&["--db", &db, "--config", &recorded], &[], dir.path()).await;
+    let r = until_ok(&d.url("/api/gettac/t-w1064-live-11"), Duration::from_secs(20)).await;
+    assert!(
+        r.json()["tac"].as_str().unwrap().contains("buildbot-master10"),
+        "{}",
+        r.body
+    );
+    d.stop().await;
+}
