@@ -119,6 +119,14 @@ pub trait AdminApi: Send + Sync {
     /// written then.
     async fn update(&self, table: Table, id: i32, changes: Row) -> Result<(), AdminError>;
 
+    /// Why `slave` gets the master it gets, recording nothing: the
+    /// decision with every master of its pool, its peer count and why it
+    /// was or was not chosen (`GET /api/gettac/<slave>?explain=1`).
+    ///
+    /// # Errors
+    /// As for [`AdminApi::gettac`].
+    async fn explain(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError>;
+
     /// The drift report of the live fleet (`GET /api/drift`): slaves
     /// connected elsewhere than recorded, in another pool, unknown workers,
     /// the live spread. Only a daemon keeps the live state, so the default
@@ -153,6 +161,19 @@ impl LocalAdmin {
     }
 }
 
+fn from_allocation(slave: &SlaveName, e: AllocationError) -> AdminError {
+    match e.no_allocation_reason() {
+        Some(reason) => AdminError::NoAllocation {
+            slave: slave.to_string(),
+            reason,
+        },
+        None => match e {
+            AllocationError::Storage(s) => from_store(s),
+            e => AdminError::Server(e.to_string()),
+        },
+    }
+}
+
 fn from_store(e: StoreError) -> AdminError {
     match e {
         StoreError::NotFound => AdminError::NotFound(e.to_string()),
@@ -175,16 +196,16 @@ impl AdminApi for LocalAdmin {
         } else {
             self.allocator.peek(slave.as_str()).await
         };
-        answer.map(|a| a.tac).map_err(|e| match e.no_allocation_reason() {
-            Some(reason) => AdminError::NoAllocation {
-                slave: slave.to_string(),
-                reason,
-            },
-            None => match e {
-                AllocationError::Storage(s) => from_store(s),
-                e => AdminError::Server(e.to_string()),
-            },
-        })
+        answer.map(|a| a.tac).map_err(|e| from_allocation(slave, e))
+    }
+
+    async fn explain(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError> {
+        let (_, why) = self
+            .allocator
+            .explain(slave.as_str(), false)
+            .await
+            .map_err(|e| from_allocation(slave, e))?;
+        serde_json::to_value(why).map_err(|e| AdminError::Server(e.to_string()))
     }
 
     async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, AdminError> {

@@ -13,7 +13,7 @@ use crate::ports::{
     Actor, AllocationStore, Host, InlineRender, Intent, RenderExecutor, TacBody, TacHeader, TacRenderer, TacRequest,
     TacValues,
 };
-use crate::rule::{Decision, Planner};
+use crate::rule::{Decision, Explanation, Planner};
 use crate::schema::{Row, Table, Value};
 
 /// How many times a unit of work that hit a deadlock or serialization
@@ -157,6 +157,25 @@ impl Allocator {
         self.one(name, None, Intent::Peek, "peek", Secrets::Redacted).await
     }
 
+    /// [`Allocator::preview`] with the reasons: the same decision (nothing
+    /// recorded), and why each master of the slave's pool was or was not
+    /// chosen. The tac shows the password only with `secrets`.
+    ///
+    /// # Errors
+    /// As for [`Allocator::gettac`].
+    pub async fn explain(&self, name: &str, secrets: bool) -> Result<(Allocation, Explanation), AllocationError> {
+        let name = SlaveName::parse(name)?;
+        let (header, decisions, explanations) = self.explain_attempt(std::slice::from_ref(&name)).await?;
+        let explanation = explanations.into_iter().next().flatten();
+        let secrets = if secrets { Secrets::Shown } else { Secrets::Redacted };
+        let mut results = self.render_decisions(header, secrets, decisions).await;
+        let allocation = results
+            .pop()
+            .unwrap_or(Err(AllocationError::UnknownSlave(name.clone())))?;
+        let explanation = explanation.ok_or(AllocationError::UnknownSlave(name))?;
+        Ok((allocation, explanation))
+    }
+
     async fn one(
         &self,
         name: &str,
@@ -254,6 +273,52 @@ impl Allocator {
         } = decided;
         let results = self.render_decisions(header, secrets, decisions).await;
         positions.into_iter().map(|i| results[i].clone()).collect()
+    }
+
+    /// A peek that also explains each decision.
+    async fn explain_attempt(
+        &self,
+        names: &[SlaveName],
+    ) -> Result<
+        (
+            TacHeader,
+            Vec<Result<Decision, AllocationError>>,
+            Vec<Option<Explanation>>,
+        ),
+        StoreError,
+    > {
+        let mut unit = self.store.begin(Intent::Peek).await?;
+        let snapshot = self.read_snapshot(&mut *unit, names).await?;
+        drop(unit);
+        let header = TacHeader {
+            generated: self.host.now(),
+            host: self.host.fqdn(),
+        };
+        let planner = Planner::counting(&snapshot, self.count, header.generated);
+        let decisions: Vec<_> = names.iter().enumerate().map(|(i, n)| planner.decide(i, n)).collect();
+        let explanations = decisions
+            .iter()
+            .map(|d| d.as_ref().ok().map(|d| planner.explain(d)))
+            .collect();
+        Ok((header, decisions, explanations))
+    }
+
+    /// The snapshot for `names`, with the live facts when peers are counted
+    /// on them.
+    async fn read_snapshot(
+        &self,
+        unit: &mut dyn crate::ports::AllocationUnit,
+        names: &[SlaveName],
+    ) -> Result<crate::ports::Snapshot, StoreError> {
+        let mut snapshot = unit.snapshot(names).await?;
+        if matches!(self.count, BalanceCount::Live { .. }) {
+            let mut silos: Vec<(PoolId, Silo)> =
+                snapshot.slaves.iter().flatten().map(|s| (s.poolid, s.silo())).collect();
+            silos.sort_unstable();
+            silos.dedup();
+            snapshot.live = Some(unit.live_peers(&silos).await?);
+        }
+        Ok(snapshot)
     }
 
     /// Decides for `names` in one unit of work and, for a commit, records

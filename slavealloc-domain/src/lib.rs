@@ -64,6 +64,6 @@ pub use ports::{
     Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, InlineRender, Intent, InventoryStore,
     LiveStore, RenderExecutor, SaveReplaced, Snapshot, TacRenderer,
 };
-pub use rule::{Decision, Reason};
+pub use rule::{Decision, Explanation, MasterVerdict, Reason};
 pub use schema::{Row, Table, Value};
 pub use workers::{MasterKey, Worker, WorkerList};

@@ -54,6 +54,43 @@ impl Reason {
     }
 }
 
+/// Why one master of the pool was or was not chosen ([`Planner::explain`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MasterVerdict {
+    /// The master.
+    pub masterid: MasterId,
+    /// Its nickname.
+    pub nickname: String,
+    /// Whether it takes new slaves.
+    pub enabled: bool,
+    /// The slave's peers counted on it (its pool and silo, itself left out).
+    pub peers: u32,
+    /// Whether it is the slave's master.
+    pub chosen: bool,
+    /// Why, in words.
+    pub why: String,
+}
+
+/// Why a slave gets the master it gets: what `GET
+/// /api/gettac/<slave>?explain=1` and `slavealloc why` show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Explanation {
+    /// The slave's name.
+    pub slave: String,
+    /// Its pool.
+    pub poolid: PoolId,
+    /// Its silo.
+    pub silo: Silo,
+    /// Balanced, locked or disabled.
+    pub reason: Reason,
+    /// The chosen master's nickname.
+    pub master: Option<String>,
+    /// How peers were counted: `recorded` or `live`.
+    pub count: &'static str,
+    /// Every master of its pool (and the one it is locked to), by masterid.
+    pub masters: Vec<MasterVerdict>,
+}
+
 /// The outcome of the rule for one slave.
 ///
 /// Its rows are the [`Snapshot`]'s, shared: cloning a decision or taking
@@ -221,18 +258,72 @@ impl<'s> Planner<'s> {
         })
     }
 
-    fn balanced(&self, slave: &Slave, name: &SlaveName) -> Result<&'s Arc<Master>, AllocationError> {
-        let counts = self
+    /// How many peers of `slave` count on master `m`: the others of its
+    /// pool and silo (the requester is not its own peer).
+    fn peers(&self, slave: &Slave, m: MasterId) -> u32 {
+        let all = self
             .silo_load(slave.poolid, slave.silo())
-            .map(|l| l.per_master.as_slice());
-        // The requester is not its own peer.
-        let own = self.counts_on(slave);
-        let peers = |m: MasterId| {
-            let all = counts
-                .and_then(|c| c.iter().find(|(id, _)| *id == m))
-                .map_or(0, |(_, n)| *n);
-            all.saturating_sub(u32::from(own == Some(m)))
-        };
+            .and_then(|l| l.per_master.iter().find(|(id, _)| *id == m))
+            .map_or(0, |(_, n)| *n);
+        all.saturating_sub(u32::from(self.counts_on(slave) == Some(m)))
+    }
+
+    /// Why `decision` (this planner's, for the same slave) chose what it
+    /// chose: every master of the slave's pool, and the one it is locked to,
+    /// with its state, its peer count and why it was or was not chosen.
+    pub fn explain(&self, decision: &Decision) -> Explanation {
+        let slave = &decision.slave;
+        let chosen = decision.master.as_ref().map(|m| m.masterid);
+        let best = self
+            .snapshot
+            .masters
+            .iter()
+            .filter(|m| m.enabled && m.poolid == slave.poolid)
+            .map(|m| self.peers(slave, m.masterid))
+            .min();
+        let mut masters: Vec<MasterVerdict> = self
+            .snapshot
+            .masters
+            .iter()
+            .filter(|m| m.poolid == slave.poolid || slave.locked_masterid == Some(m.masterid))
+            .map(|m| {
+                let peers = self.peers(slave, m.masterid);
+                let why = match (decision.reason, chosen == Some(m.masterid)) {
+                    (Reason::Disabled, _) => "the slave is disabled: no master".to_owned(),
+                    (Reason::Locked, true) => "the slave is locked to it".to_owned(),
+                    (Reason::Locked, false) => "not considered: the slave is locked to another master".to_owned(),
+                    (Reason::Balanced, true) => format!("chosen: the fewest peers ({peers})"),
+                    (Reason::Balanced, false) if !m.enabled => "disabled: not a candidate".to_owned(),
+                    (Reason::Balanced, false) if m.poolid != slave.poolid => "of another pool".to_owned(),
+                    (Reason::Balanced, false) if Some(peers) == best => {
+                        "as few peers, but a higher masterid".to_owned()
+                    }
+                    (Reason::Balanced, false) => format!("more peers ({peers} > {})", best.unwrap_or(0)),
+                };
+                MasterVerdict {
+                    masterid: m.masterid,
+                    nickname: m.nickname.clone(),
+                    enabled: m.enabled,
+                    peers,
+                    chosen: chosen == Some(m.masterid),
+                    why,
+                }
+            })
+            .collect();
+        masters.sort_by_key(|m| m.masterid);
+        Explanation {
+            slave: slave.name.clone(),
+            poolid: slave.poolid,
+            silo: slave.silo(),
+            reason: decision.reason,
+            master: decision.master.as_ref().map(|m| m.nickname.clone()),
+            count: if self.counted.is_some() { "live" } else { "recorded" },
+            masters,
+        }
+    }
+
+    fn balanced(&self, slave: &Slave, name: &SlaveName) -> Result<&'s Arc<Master>, AllocationError> {
+        let peers = |m: MasterId| self.peers(slave, m);
         let candidates = self
             .snapshot
             .masters

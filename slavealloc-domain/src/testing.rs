@@ -5,9 +5,11 @@
 //! feature that only some members enable gives the domain, and every crate
 //! above it, a second build (newcomer bug 7).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use crate::entities::MasterId;
 use crate::error::RenderError;
+use crate::live::{PollAnswer, PollRecord, PolledWorker};
 use crate::ports::{TacBody, TacRenderer, TacRequest};
 
 /// A [`TacRenderer`] that writes the header and then its inputs, one per
@@ -54,5 +56,28 @@ impl TacRenderer for PlainRenderer {
             ),
         };
         Ok(header + &body)
+    }
+}
+
+/// An answered poll of master `masterid` at `at` (Buildbot 4.3.0) listing
+/// `workers` as `(name, connected)`, none paused or draining: what tests
+/// record to simulate the poller.
+pub fn answered_poll(masterid: MasterId, at: SystemTime, workers: &[(&str, bool)]) -> PollRecord {
+    PollRecord {
+        masterid,
+        at,
+        duration: Duration::from_millis(5),
+        outcome: Ok(PollAnswer {
+            buildbot_version: Some("4.3.0".to_owned()),
+            workers: workers
+                .iter()
+                .map(|(name, connected)| PolledWorker {
+                    name: (*name).to_owned(),
+                    connected: *connected,
+                    paused: false,
+                    graceful: false,
+                })
+                .collect(),
+        }),
     }
 }

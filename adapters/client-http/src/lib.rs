@@ -165,6 +165,27 @@ impl HttpAdmin {
         }
     }
 
+    fn explain_blocking(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError> {
+        let url = format!("{}/gettac/{}?explain=1", self.api, slave);
+        let Answer { status, text, reason } = self.send("GET", &url, None)?;
+        match status {
+            200 => parse_json(&url, &text)?
+                .get("explain")
+                .cloned()
+                .ok_or_else(|| AdminError::BadResponse {
+                    url,
+                    reason: "the answer has no \"explain\" object (a daemon older than `why`?)".into(),
+                }),
+            404 => Err(AdminError::NoAllocation {
+                slave: slave.to_string(),
+                reason: reason
+                    .or_else(|| server_message(&text))
+                    .unwrap_or_else(|| "the server gave no reason".into()),
+            }),
+            _ => Err(status_error(status, &text, self.token.is_some())),
+        }
+    }
+
     fn list_blocking(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, AdminError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if table == Table::Slaves {
@@ -264,6 +285,11 @@ impl AdminApi for HttpAdmin {
     async fn gettac(&self, slave: &SlaveName, commit: bool) -> Result<String, AdminError> {
         let (this, slave) = (self.clone(), slave.clone());
         blocking(move || this.gettac_blocking(&slave, commit)).await
+    }
+
+    async fn explain(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError> {
+        let (this, slave) = (self.clone(), slave.clone());
+        blocking(move || this.explain_blocking(&slave)).await
     }
 
     async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, AdminError> {

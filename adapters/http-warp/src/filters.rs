@@ -139,7 +139,8 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
             .and(warp::get())
             .and(s())
             .and(caller(&state))
-            .then(|name, state, c| handlers::peek(state, name, c));
+            .and(raw_query())
+            .then(|name, state, c, q| handlers::peek(state, name, c, q));
         routes = peek.or(routes).unify().boxed();
     }
     warp::path("api").and(routes.recover(rejections::json).unify()).boxed()

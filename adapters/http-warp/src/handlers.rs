@@ -211,7 +211,11 @@ fn log_allocation(state: &AppState, a: &Allocation, client: Option<IpAddr>, star
 
 /// `GET /api/gettac/<slave>`: the same decision, nothing committed; the
 /// password shown as `***` unless the caller's token may see secrets.
-pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response {
+pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller, query: String) -> Response {
+    let explain = match models::query_pairs(&query).and_then(|p| models::explain_flag(&p)) {
+        Ok(e) => e,
+        Err(e) => return e.into_json(),
+    };
     let identity = state.identify(&caller);
     let secrets = identity.sees_secrets();
     tracing::info!(
@@ -219,21 +223,39 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller) -> Response
         peer = %caller.client.map(|ip| ip.to_string()).unwrap_or_default(),
         who = identity.name(),
         secrets,
+        explain,
         "peek"
     );
     let allocator = state.services.allocator.clone();
     let slave = raw.clone();
     let outcome = state
         .db(async move {
-            storage_outside(if secrets {
-                allocator.peek(&raw).await
+            let answer = if explain {
+                allocator.explain(&raw, secrets).await.map(|(a, why)| (a, Some(why)))
+            } else if secrets {
+                allocator.peek(&raw).await.map(|a| (a, None))
             } else {
-                allocator.preview(&raw).await
-            })
+                allocator.preview(&raw).await.map(|a| (a, None))
+            };
+            match answer {
+                Err(AllocationError::Storage(e)) => Err(e),
+                other => Ok(other),
+            }
         })
         .await;
-    match refusal(outcome, &slave) {
-        Ok(a) => models::json(StatusCode::OK, &json!({"success": true, "tac": a.tac})),
+    let (tac_outcome, why) = match outcome {
+        Ok(Ok((a, why))) => (Ok(Ok(a)), why),
+        Ok(Err(e)) => (Ok(Err(e)), None),
+        Err(e) => (Err(e), None),
+    };
+    match refusal(tac_outcome, &slave) {
+        Ok(a) => {
+            let mut body = json!({"success": true, "tac": a.tac});
+            if let Some(why) = why {
+                body["explain"] = serde_json::to_value(why).unwrap_or_default();
+            }
+            models::json(StatusCode::OK, &body)
+        }
         Err(Refusal::NoAllocation(e)) => models::json(
             StatusCode::NOT_FOUND,
             &json!({"success": false, "error": e.no_allocation_reason()}),
@@ -252,9 +274,9 @@ pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response
     };
     let live = match (&state.services.live, table) {
         (Some(live), Table::Slaves | Table::Masters) => Some(live.clone()),
-        (None, Table::Slaves) if live_filter.needs_live() => {
+        (None, Table::Slaves) if !live_filter.is_empty() => {
             return ApiError::bad_request(
-                "this daemon keeps no live state: connected, connected_master and stale are not available",
+                "this daemon keeps no live state: master, connected, connected_master and stale are not available",
             )
             .into_json()
         }
@@ -264,28 +286,36 @@ pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response
     let rows = state
         .db(async move {
             let rows = inventory.list(table, &filter).await?;
-            let Some(live) = live else {
-                return Ok(serde_json::to_value(rows).unwrap_or_default());
-            };
-            let masters = inventory.list(Table::Masters, &Default::default()).await?;
-            let facts = live.store.live_state().await?;
-            let judge = Judge::new(&facts, &masters, live.host.now(), live.fresh_for);
-            let rows: Vec<_> = if table == Table::Slaves {
-                rows.into_iter().filter(|r| judge.keeps(&live_filter, r)).collect()
-            } else {
-                rows
-            };
-            Ok(Json::Array(if table == Table::Slaves {
-                with_live(rows, |r| judge.slave(r))
-            } else {
-                with_live(rows, |r| judge.master(r))
-            }))
+            match live {
+                Some(live) => Ok(Json::Array(judged(&live, &inventory, table, rows, &live_filter).await?)),
+                None => Ok(serde_json::to_value(rows).unwrap_or_default()),
+            }
         })
         .await;
     match rows {
         Ok(rows) => models::json(StatusCode::OK, &rows),
         Err(e) => ApiError::from_store(&e).into_json(),
     }
+}
+
+/// Slave or master rows as JSON, each with its `live` object judged now;
+/// slaves kept only when they pass `filter`.
+async fn judged(
+    live: &crate::live::LiveServices,
+    inventory: &slavealloc_domain::Inventory,
+    table: Table,
+    rows: Vec<slavealloc_domain::Row>,
+    filter: &LiveFilter,
+) -> Result<Vec<Json>, StoreError> {
+    let masters = inventory.list(Table::Masters, &Default::default()).await?;
+    let facts = live.store.live_state().await?;
+    let judge = Judge::new(&facts, &masters, live.host.now(), live.fresh_for);
+    Ok(if table == Table::Slaves {
+        let rows = rows.into_iter().filter(|r| judge.keeps(filter, r)).collect();
+        with_live(rows, |r| judge.slave(r))
+    } else {
+        with_live(rows, |r| judge.master(r))
+    })
 }
 
 /// `GET /api/drift`: where the live fleet differs from what was recorded.
@@ -330,14 +360,7 @@ pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: Str
             let (live, inventory) = (live.clone(), state.services.inventory.clone());
             state
                 .db(async move {
-                    let masters = inventory.list(Table::Masters, &Default::default()).await?;
-                    let facts = live.store.live_state().await?;
-                    let judge = Judge::new(&facts, &masters, live.host.now(), live.fresh_for);
-                    let one = if table == Table::Slaves {
-                        with_live(vec![row], |r| judge.slave(r))
-                    } else {
-                        with_live(vec![row], |r| judge.master(r))
-                    };
+                    let one = judged(&live, &inventory, table, vec![row], &LiveFilter::default()).await?;
                     Ok(one.into_iter().next())
                 })
                 .await

@@ -213,6 +213,27 @@ pub fn slave_filter(pairs: &[(String, String)]) -> Result<SlaveFilter, ApiError>
     Ok(f)
 }
 
+/// `GET /api/gettac/<slave>?explain=1`: whether to explain. Other keys
+/// are refused, naming them (jQuery's `_` cache-buster excepted).
+///
+/// # Errors
+/// 400 for another key or a value that is not a flag.
+pub fn explain_flag(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut explain = false;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "explain" => explain = flag(k, v)?,
+            "_" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: only explain"
+                )))
+            }
+        }
+    }
+    Ok(explain)
+}
+
 /// `GET /api/audit?table=&id=&limit=`.
 ///
 /// # Errors

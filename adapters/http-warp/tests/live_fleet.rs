@@ -6,32 +6,15 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use common::{Harness, Kind};
 use serde_json::{json, Value as Json};
-use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
 use slavealloc_http_warp::ServerConfig;
 
 /// A poll of master `masterid` now, listing `workers` as `(name, connected)`.
-fn poll(masterid: i32, workers: &[(&str, bool)]) -> PollRecord {
-    PollRecord {
-        masterid,
-        at: SystemTime::now(),
-        duration: Duration::from_millis(7),
-        outcome: Ok(PollAnswer {
-            buildbot_version: Some("4.3.0".into()),
-            workers: workers
-                .iter()
-                .map(|(n, c)| PolledWorker {
-                    name: (*n).into(),
-                    connected: *c,
-                    paused: false,
-                    graceful: *c,
-                })
-                .collect(),
-        }),
-    }
+fn poll(masterid: i32, workers: &[(&str, bool)]) -> slavealloc_domain::live::PollRecord {
+    slavealloc_domain::testing::answered_poll(masterid, SystemTime::now(), workers)
 }
 
 fn names(rows: &Json) -> Vec<&str> {
@@ -76,7 +59,7 @@ async fn rows_carry_the_live_facts() {
             (live["connected_master"].as_str(), live["connected_masterid"].as_i64()),
             (Some("bm10"), Some(10))
         );
-        assert!(live["graceful"].as_bool().unwrap() && live["fresh"].as_bool().unwrap());
+        assert!(live["fresh"].as_bool().unwrap() && !live["graceful"].as_bool().unwrap());
         assert!(live["connected_since"].as_str().unwrap().ends_with('Z'));
         let booted = h.get("/api/slaves/t-w1064-ix-004?byname=1").await.json();
         assert_eq!(booted["live"]["state"], "never", "listed but never seen connected");
@@ -204,4 +187,37 @@ async fn the_original_uis_put_of_a_whole_row_ignores_the_live_object() {
         }
         h.finish().await;
     }
+}
+
+#[tokio::test]
+async fn explain_says_why_and_agrees_with_the_tac() {
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    let r = h.get("/api/gettac/t-w1064-ix-009?explain=1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    let why = &body["explain"];
+    assert_eq!(why["reason"], "balanced");
+    let master = why["master"].as_str().unwrap();
+    let fqdn = format!("buildbot-master{}", &master[2..]);
+    assert!(body["tac"].as_str().unwrap().contains(&fqdn), "{body}");
+    let masters = why["masters"].as_array().unwrap();
+    assert_eq!(masters.len(), 2, "bm09 and bm10: {why}");
+    assert_eq!(masters.iter().filter(|m| m["chosen"] == true).count(), 1);
+    assert!(masters.iter().all(|m| m["why"].is_string() && m["peers"].is_u64()));
+    let locked = h.get("/api/gettac/t-w1064-ix-003?explain=1").await.json();
+    assert_eq!(locked["explain"]["reason"], "locked");
+    // Nothing recorded, and the next real allocation agrees.
+    let tac = h.get("/gettac/t-w1064-ix-009").await.body;
+    assert!(tac.contains(&fqdn));
+    // Without explain=1 the answer is as before; a stray key is named.
+    assert!(h
+        .get("/api/gettac/t-w1064-ix-009?_=123")
+        .await
+        .json()
+        .get("explain")
+        .is_none());
+    let bad = h.get("/api/gettac/t-w1064-ix-009?explian=1").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.error().contains("explian"), "{}", bad.body);
+    h.finish().await;
 }

@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use slavealloc_domain::audit::{AuditQuery, NewAuditEntry};
-use slavealloc_domain::live::{MasterStatus, PollAnswer, PollRecord, PolledWorker, Presence};
+use slavealloc_domain::live::{MasterStatus, PollRecord, Presence};
 use slavealloc_domain::ports::{AllocationStore, DumpStore, InventoryStore, MasterChange, Snapshot};
 use slavealloc_domain::schema::{Row, Table, Value};
+use slavealloc_domain::testing::answered_poll as poll;
 use slavealloc_domain::{Actor, AllocationError, BalanceCount, Intent, LiveStore, Reason, SlaveName, StoreError};
 
 use crate::fleet::{int, one_pool, row, text, varied, Fleet};
@@ -1074,28 +1075,6 @@ pub async fn row_count_counts_every_table<F: StoreFactory>(h: Harness<F>) {
     );
 }
 
-/// A poll record of master `masterid` at `at` listing these workers
-/// (`(name, connected)`), or failing with `error`.
-fn poll(masterid: i32, at: SystemTime, workers: &[(&str, bool)]) -> PollRecord {
-    PollRecord {
-        masterid,
-        at,
-        duration: Duration::from_millis(12),
-        outcome: Ok(PollAnswer {
-            buildbot_version: Some("4.3.0".to_owned()),
-            workers: workers
-                .iter()
-                .map(|(name, connected)| PolledWorker {
-                    name: (*name).to_owned(),
-                    connected: *connected,
-                    paused: false,
-                    graceful: false,
-                })
-                .collect(),
-        }),
-    }
-}
-
 /// Every gettac leaves a boot record (when, from where, which master), in
 /// its own transaction; a peek leaves none.
 pub async fn boots_are_recorded_with_their_address<F: StoreFactory>(h: Harness<F>) {
@@ -1309,4 +1288,39 @@ pub async fn the_lease_has_one_holder_at_a_time<F: StoreFactory>(h: Harness<F>) 
     );
     let other = s.take_lease("janitor", "daemon-b", t(94), ttl).await.unwrap();
     assert_eq!(other.holder, "daemon-b", "leases are per job");
+}
+
+/// `explain` gives the master the next `gettac` gives, with one chosen
+/// master holding the fewest peers, and records nothing itself.
+pub async fn explain_agrees_with_the_allocation_that_follows<F: StoreFactory>(h: Harness<F>) {
+    let mut fleet = one_pool(9);
+    fleet.set(Table::Masters, 2, "enabled", Value::Bool(false));
+    fleet.set(Table::Slaves, 4, "locked_masterid", int(2));
+    fleet.set(Table::Slaves, 5, "enabled", Value::Bool(false));
+    for id in 7..=9 {
+        fleet.set(Table::Slaves, id, "distroid", int(2));
+    }
+    load(&h, &fleet).await;
+    let a = h.allocator();
+    for n in 1..=9 {
+        let name = format!("slave-{n}");
+        let before = h.store().export().await.unwrap();
+        let (_, why) = a.explain(&name, false).await.unwrap();
+        assert_eq!(h.store().export().await.unwrap(), before, "explain records nothing");
+        let got = a.gettac(&name).await.unwrap();
+        let master = got.decision.master.as_ref().map(|m| m.nickname.clone());
+        assert_eq!(why.master, master, "{name}");
+        assert_eq!(why.reason, got.decision.reason, "{name}");
+        let chosen: Vec<_> = why.masters.iter().filter(|m| m.chosen).collect();
+        match why.reason {
+            Reason::Disabled => assert!(chosen.is_empty(), "{name}: {why:?}"),
+            Reason::Locked => assert_eq!(chosen[0].masterid, 2, "{name}"),
+            Reason::Balanced => {
+                assert_eq!(chosen.len(), 1, "{name}: {why:?}");
+                let fewest = why.masters.iter().filter(|m| m.enabled).map(|m| m.peers).min();
+                assert_eq!(Some(chosen[0].peers), fewest, "{name}: {why:?}");
+                assert!(why.masters.iter().any(|m| !m.enabled && m.why.contains("disabled")));
+            }
+        }
+    }
 }

@@ -191,6 +191,7 @@ macro_rules! contract_tests {
             polls_record_presence_status_and_unknown_workers,
             live_counts_forget_allocations_that_never_connected,
             the_lease_has_one_holder_at_a_time,
+            explain_agrees_with_the_allocation_that_follows,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

@@ -32,8 +32,8 @@ use std::time::{Duration, SystemTime};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
 use slavealloc_domain::schema::{to_row, Row, Table, Value};
+use slavealloc_domain::testing::answered_poll;
 use slavealloc_domain::testing::PlainRenderer;
 use slavealloc_domain::{
     Allocation, AllocationError, Allocator, AuditEntry, AuditQuery, BalanceCount, Dump, DumpStore, FixedHost, Intent,
@@ -595,26 +595,13 @@ fn allocator_at(store: &MemoryStore, now: SystemTime, count: BalanceCount) -> Al
 async fn confirm_connections(store: &MemoryStore, fleet: &Fleet, now: SystemTime) {
     let slaves = store.list(Table::Slaves).await.unwrap();
     for m in &fleet.masters {
-        let workers = slaves
+        let names: Vec<&str> = slaves
             .iter()
             .filter(|r| r.get("current_masterid") == Some(&Value::Int(m.masterid.into())))
             .filter_map(|r| r.get("name").and_then(Value::as_text))
-            .map(|name| PolledWorker {
-                name: name.to_owned(),
-                connected: true,
-                paused: false,
-                graceful: false,
-            })
             .collect();
-        let poll = PollRecord {
-            masterid: m.masterid,
-            at: now,
-            duration: Duration::from_millis(1),
-            outcome: Ok(PollAnswer {
-                buildbot_version: None,
-                workers,
-            }),
-        };
+        let workers: Vec<(&str, bool)> = names.iter().map(|n| (*n, true)).collect();
+        let poll = answered_poll(m.masterid, now, &workers);
         store.record_poll(&poll).await.unwrap();
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod buildbot;
 pub mod daemon;
+pub mod fleet;
 pub mod process;
 pub mod venv;
 pub mod workspace;

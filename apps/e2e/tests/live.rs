@@ -18,9 +18,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerAccount, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
+use slavealloc_e2e::fleet;
 use slavealloc_e2e::process::{run_bounded, wait_until};
 use slavealloc_e2e::venv::Venv;
-use slavealloc_e2e::workspace::{binaries, repo_dir};
+use slavealloc_e2e::workspace::binaries;
 use tempfile::TempDir;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -29,24 +30,6 @@ const BM09: i64 = 9;
 const BM10: i64 = 10;
 const FIRST: &str = "t-w1064-ix-001";
 const SECOND: &str = "t-w1064-ix-002";
-/// The fixture's password for a slave: its pool's row for its distro,
-/// else the pool's wildcard.
-fn password_of(dump: &Value, name: &str) -> String {
-    let slave = dump["tables"]["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap();
-    let rows = dump["tables"]["slave_passwords"].as_array().unwrap();
-    let of_pool = |distro: &Value| {
-        rows.iter()
-            .find(|r| r["poolid"] == slave["poolid"] && r["distroid"] == *distro)
-            .map(|r| r["password"].as_str().unwrap().to_owned())
-    };
-    of_pool(&slave["distroid"]).or_else(|| of_pool(&Value::Null)).unwrap()
-}
-
 struct World {
     venv: &'static Venv,
     tmp: TempDir,
@@ -61,9 +44,8 @@ impl World {
         let venv = Venv::shared().expect("the Buildbot virtualenv");
         let bins = binaries().expect("the slavealloc and runslave binaries");
         let tmp = tempfile::tempdir().unwrap();
-        let fixture = repo_dir().join("fixtures/sample-fleet.json");
-        let mut dump: Value = serde_json::from_str(&fs::read_to_string(fixture).unwrap()).unwrap();
-        let accounts = [FIRST, SECOND].map(|name| WorkerAccount::new(name, &password_of(&dump, name)));
+        let mut dump = fleet::sample_fleet().unwrap();
+        let accounts = [FIRST, SECOND].map(|name| WorkerAccount::new(name, &fleet::password_of(&dump, name).unwrap()));
         let starting: Vec<_> = [BM09, BM10]
             .iter()
             .map(|id| {

@@ -24,9 +24,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerAccount, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
+use slavealloc_e2e::fleet;
 use slavealloc_e2e::process::{run_bounded, Finished};
 use slavealloc_e2e::venv::Venv;
-use slavealloc_e2e::workspace::{binaries, repo_dir};
+use slavealloc_e2e::workspace::binaries;
 use tempfile::TempDir;
 
 /// A worker logs in a second or so after it starts; the bound only ends a
@@ -70,18 +71,6 @@ s = Worker(buildmaster_host, port, slavename, passwd, basedir, 600, umask=0o022,
 s.setServiceParent(application)
 "#;
 
-/// The fixture's password for a slave: the distro-specific row of its pool,
-/// else the pool's wildcard.
-fn password_of(dump: &Value, slave: &Value) -> String {
-    let rows = dump["tables"]["slave_passwords"].as_array().unwrap();
-    let of_pool = |distro: &Value| {
-        rows.iter()
-            .find(|r| r["poolid"] == slave["poolid"] && r["distroid"] == *distro)
-            .map(|r| r["password"].as_str().unwrap().to_owned())
-    };
-    of_pool(&slave["distroid"]).or_else(|| of_pool(&Value::Null)).unwrap()
-}
-
 /// Masters, an allocator and a scratch directory for one test.
 struct World {
     venv: &'static Venv,
@@ -99,12 +88,11 @@ impl World {
         let venv = Venv::shared().expect("the Buildbot virtualenv");
         let bins = binaries().expect("the slavealloc and runslave binaries");
         let tmp = tempfile::tempdir().unwrap();
-        let fixture = repo_dir().join("fixtures/sample-fleet.json");
-        let mut dump: Value = serde_json::from_str(&fs::read_to_string(&fixture).unwrap()).unwrap();
+        let mut dump = fleet::sample_fleet().unwrap();
 
         let accounts: Vec<WorkerAccount> = slaves
             .iter()
-            .map(|name| WorkerAccount::new(name, &password_of(&dump, slave_row(&dump, name))))
+            .map(|name| WorkerAccount::new(name, &fleet::password_of(&dump, name).unwrap()))
             .collect();
         // Every master accepts every worker of the test, so a worker sent to
         // the wrong master would connect there, and the test would see it.
@@ -138,19 +126,7 @@ impl World {
             .push(json!({"tplid": 100, "name": "legacy-buildbot-worker", "template": LEGACY_TEMPLATE}));
         slave_row_mut(tables, LEGACY)["custom_tplid"] = json!(100);
 
-        let dump_file = tmp.path().join("fleet.json");
-        fs::write(&dump_file, serde_json::to_string_pretty(&dump).unwrap()).unwrap();
-        let db = format!("sqlite://{}", tmp.path().join("slavealloc.db").display());
-        let init = run_bounded(
-            "slavealloc dbinit",
-            Command::new(&bins.slavealloc)
-                .args(["dbinit", "--db", &db])
-                .arg(&dump_file),
-            &tmp.path().join("dbinit.log"),
-            COMMAND_LIMIT,
-        )
-        .unwrap();
-        assert!(init.status.success(), "dbinit failed: {}", init.output);
+        let db = fleet::dbinit(tmp.path(), &dump).unwrap();
 
         let config = tmp.path().join("slavealloc.toml");
         fs::write(&config, "[tac]\ndefault_template = \"buildbot-worker\"\n").unwrap();
@@ -238,22 +214,8 @@ fn basedir_of(root: &Path, slave: &str) -> String {
         .to_string()
 }
 
-fn slave_row<'a>(dump: &'a Value, name: &str) -> &'a Value {
-    dump["tables"]["slaves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the sample fleet"))
-}
-
 fn slave_row_mut<'a>(tables: &'a mut Value, name: &str) -> &'a mut Value {
-    tables["slaves"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the sample fleet"))
+    fleet::slave_row_mut(tables, name).unwrap()
 }
 
 #[test]

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
+use slavealloc_e2e::fleet;
 use slavealloc_e2e::process::{pid_alive, run_bounded, Finished};
 use slavealloc_e2e::venv::Venv;
 use slavealloc_e2e::workspace::{binaries, repo_dir};
@@ -67,26 +68,13 @@ impl World {
         let venv = Venv::shared().expect("the Buildbot virtualenv");
         let bins = binaries().expect("the slavealloc and runslave binaries");
         let tmp = tempfile::tempdir().unwrap();
-        let fixture = repo_dir().join("fixtures/sample-fleet.json");
-        let mut dump: Value = serde_json::from_str(&fs::read_to_string(&fixture).unwrap()).unwrap();
+        let mut dump = fleet::sample_fleet().unwrap();
         let tables = &mut dump["tables"];
         for name in [BALANCED, LOCKED_IN, IMPOSTOR] {
             slave_row_mut(tables, name)["basedir"] = json!(basedir_of(tmp.path(), name));
         }
         slave_row_mut(tables, LOCKED_IN)["locked_masterid"] = json!(BM09);
-        let dump_file = tmp.path().join("fleet.json");
-        fs::write(&dump_file, serde_json::to_string_pretty(&dump).unwrap()).unwrap();
-        let db = format!("sqlite://{}", tmp.path().join("slavealloc.db").display());
-        let init = run_bounded(
-            "slavealloc dbinit",
-            Command::new(&bins.slavealloc)
-                .args(["dbinit", "--db", &db])
-                .arg(&dump_file),
-            &tmp.path().join("dbinit.log"),
-            COMMAND_LIMIT,
-        )
-        .unwrap();
-        assert!(init.status.success(), "dbinit failed: {}", init.output);
+        let db = fleet::dbinit(tmp.path(), &dump).unwrap();
 
         let config = tmp.path().join("slavealloc.toml");
         fs::write(
@@ -228,12 +216,7 @@ fn basedir_of(root: &Path, slave: &str) -> String {
 }
 
 fn slave_row_mut<'a>(tables: &'a mut Value, name: &str) -> &'a mut Value {
-    tables["slaves"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} is not in the sample fleet"))
+    fleet::slave_row_mut(tables, name).unwrap()
 }
 
 #[test]

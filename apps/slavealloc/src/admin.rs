@@ -126,6 +126,9 @@ pub enum ApiCommand {
     Drain(DrainArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
     Silos(SilosArgs),
+    /// Why a slave gets the master it gets: every master of its pool, its
+    /// peer count and why it was or was not chosen. Records nothing.
+    Why(SlaveArgs),
     /// Where the live fleet differs from what was recorded: slaves
     /// connected elsewhere, in another pool, unknown workers, the live
     /// spread. Exits 1 when there is drift.
@@ -138,7 +141,7 @@ impl ApiCommand {
         match self {
             ApiCommand::Gettac(a) => &a.api,
             ApiCommand::Lock(a) => &a.api,
-            ApiCommand::Unlock(a) => &a.api,
+            ApiCommand::Unlock(a) | ApiCommand::Why(a) => &a.api,
             ApiCommand::Enable(a) | ApiCommand::Disable(a) | ApiCommand::Notes(a) => &a.api,
             ApiCommand::List(a) => &a.api,
             ApiCommand::Show(a) => &a.api,
@@ -419,5 +422,6 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
         ApiCommand::Drain(a) => api::drain(client, term, &a.master).await,
         ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
         ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
+        ApiCommand::Why(a) => api::why(client, term, &a.slave).await,
     }
 }

@@ -685,28 +685,11 @@ fn db_status_lists_the_migrations_and_exits_1_until_they_are_applied() {
 /// What the polls of the masters said, written into the daemon's database
 /// as its poller would.
 fn record_poll(db: &str, masterid: i32, workers: &[(&str, bool)]) {
-    use slavealloc_domain::live::{PollAnswer, PollRecord, PolledWorker};
     use slavealloc_domain::LiveStore;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = slavealloc_store_sql::SqlStore::connect(db).await.unwrap();
-        let poll = PollRecord {
-            masterid,
-            at: std::time::SystemTime::now(),
-            duration: std::time::Duration::from_millis(3),
-            outcome: Ok(PollAnswer {
-                buildbot_version: Some("4.3.0".into()),
-                workers: workers
-                    .iter()
-                    .map(|(name, connected)| PolledWorker {
-                        name: (*name).to_owned(),
-                        connected: *connected,
-                        paused: false,
-                        graceful: false,
-                    })
-                    .collect(),
-            }),
-        };
+        let poll = slavealloc_domain::testing::answered_poll(masterid, std::time::SystemTime::now(), workers);
         store.record_poll(&poll).await.unwrap();
         store.close().await;
     });
@@ -781,4 +764,37 @@ fn list_show_and_drift_show_the_live_fleet() {
     record_poll(&db.url, 2, &[("tst-linux64-02", true)]);
     let out = ok(daemon.cli(&["drift"]));
     assert!(stdout(&out).contains("connected elsewhere than recorded: 0"));
+}
+
+#[test]
+fn why_says_which_master_and_why_the_others_were_not() {
+    let db = fleet();
+    let daemon = Daemon::start(&db.url, None);
+    let before = db.dump();
+    let out = ok(daemon.cli(&["why", "tst-linux64-01"]));
+    let text = stdout(&out);
+    assert!(text.starts_with("tst-linux64-01: balanced → "), "{text}");
+    assert!(text.contains("* bm0"), "the chosen master is starred: {text}");
+    assert!(text.contains("peers counted: recorded"), "{text}");
+    assert_eq!(db.dump(), before, "why records nothing");
+    // And the allocation that follows agrees.
+    let chosen = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("* "))
+        .unwrap()
+        .trim_start()[2..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = ok(daemon.cli(&["gettac", "tst-linux64-01"]));
+    assert!(
+        stderr(&out).contains(&format!("to '{chosen}'")),
+        "{} vs {chosen}",
+        stderr(&out)
+    );
+    let out = ok(daemon.cli(&["why", "w64-ix-slave01"]));
+    assert!(stdout(&out).contains("disabled"), "{}", stdout(&out));
+    let err = fails(daemon.cli(&["why", "nobody-here"]));
+    assert!(!err.is_empty());
 }

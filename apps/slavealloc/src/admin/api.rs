@@ -279,6 +279,42 @@ pub async fn list(
     Ok(())
 }
 
+/// `why SLAVE`: the decision and every master's verdict.
+pub async fn why(api: &dyn AdminApi, term: &mut Term<'_>, slave: &str) -> anyhow::Result<()> {
+    let name = SlaveName::parse(slave).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let why = api.explain(&name).await?;
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    writeln!(
+        term.out,
+        "{}: {} → {} (pool {}, peers counted: {})",
+        s(&why["slave"]),
+        s(&why["reason"]),
+        s(&why["master"]),
+        s(&why["poolid"]),
+        s(&why["count"])
+    )?;
+    let rows: Vec<Vec<String>> = why["masters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                format!("{}{}", if m["chosen"] == true { "* " } else { "  " }, s(&m["nickname"])),
+                if m["enabled"] == true { "enabled" } else { "disabled" }.to_owned(),
+                s(&m["peers"]),
+                s(&m["why"]),
+            ]
+        })
+        .collect();
+    let header = ["  master", "state", "peers", "why"].map(str::to_owned);
+    write_table(term.out, &header, &rows)?;
+    Ok(())
+}
+
 /// `drift`: the live fleet's drift report; exits 1 when there is any.
 pub async fn drift(api: &dyn AdminApi, term: &mut Term<'_>, format: Format) -> anyhow::Result<()> {
     let report = api.drift().await?;
