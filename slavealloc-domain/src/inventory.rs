@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, Operation, Writer};
 use crate::error::StoreError;
 use crate::ports::{Actor, Host, InventoryStore, TacRenderer};
-use crate::schema::{Changes, Kind, Row, Table, Value};
+use crate::schema::{Changes, Given, InputError, Kind, Row, Table, Value};
 
 /// The environment whose slaves the slave list leaves out unless asked.
 pub const DECOMMISSIONED_ENVIRONMENT: &str = "decomm";
@@ -28,6 +28,17 @@ pub struct SlaveFilter {
     pub enabled: Option<bool>,
     /// Keep slaves of the [`DECOMMISSIONED_ENVIRONMENT`].
     pub include_decomm: bool,
+}
+
+/// What a write did with the keys of its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteReport {
+    /// The columns it wrote a new value into.
+    pub changed: Vec<String>,
+    /// The keys it did not write because they are not columns a client
+    /// writes (ids, the listing's names, `live`, unknown keys). Keys of
+    /// updatable columns whose value was already so are in neither list.
+    pub ignored: Vec<String>,
 }
 
 /// Reads and writes of the exposed tables, as the REST API offers them.
@@ -158,16 +169,74 @@ impl Inventory {
     /// and the store's errors ([`StoreError::NotFound`],
     /// [`StoreError::Duplicate`], [`StoreError::InvalidReference`]).
     pub async fn update_as(&self, table: Table, id: i32, body: &Changes, writer: &Writer) -> Result<Row, StoreError> {
-        let mut changes = table.parse_update(body)?;
+        self.update_reported(table, id, body, writer).await.map(|(row, _)| row)
+    }
+
+    /// [`Inventory::update_as`], answering also what it did with each key
+    /// of `body`. A reference given by its name alone (`"environment":
+    /// "prod"` without `envid`) is taken when that name is a real row's.
+    ///
+    /// # Errors
+    /// As for [`Inventory::update_as`]; a name key naming no row is
+    /// [`StoreError::Input`].
+    pub async fn update_reported(
+        &self,
+        table: Table,
+        id: i32,
+        body: &Changes,
+        writer: &Writer,
+    ) -> Result<(Row, WriteReport), StoreError> {
+        let (body, taken) = self.resolve_names(table, body).await?;
+        let mut changes = table.parse_update(&body)?;
         let current = self.store.get(table, id).await?.ok_or(StoreError::NotFound)?;
         changes.retain(|column, value| current.get(column) != Some(value));
         let columns: Vec<&str> = changes.keys().map(String::as_str).collect();
         access::check(table, Operation::Update(&columns), writer.permission)?;
+        let report = WriteReport {
+            changed: changes.keys().cloned().collect(),
+            ignored: body
+                .keys()
+                .filter(|k| !taken.contains(k) && !table.column(k).is_some_and(|c| c.updatable))
+                .cloned()
+                .collect(),
+        };
         if changes.is_empty() {
-            return Ok(current);
+            return Ok((current, report));
         }
         self.check_template(table, &changes)?;
-        self.store.update(table, id, changes, self.actor(&writer.name)).await
+        let row = self.store.update(table, id, changes, self.actor(&writer.name)).await?;
+        Ok((row, report))
+    }
+
+    /// `body` with each updatable reference that is given by its name only
+    /// (the listing's key, `environment` for `envid`) given by its id, and
+    /// the name keys so taken.
+    async fn resolve_names(&self, table: Table, body: &Changes) -> Result<(Changes, Vec<String>), StoreError> {
+        let mut resolved = body.clone();
+        let mut taken = Vec::new();
+        for c in table.columns().iter().filter(|c| c.updatable) {
+            let (Kind::Ref(target), Some(label)) = (c.kind, c.label) else {
+                continue;
+            };
+            let Some(given) = body.get(label).filter(|_| !body.contains_key(c.name)) else {
+                continue;
+            };
+            let id = match given {
+                Given::Null if c.nullable => Given::Null,
+                Given::Text(name) => {
+                    let row = self
+                        .find(target, name)
+                        .await?
+                        .ok_or_else(|| InputError::new(label, format!("no {target} row is named {name:?}")))?;
+                    let id = target.id_column().and_then(|col| row.get(col)).and_then(Value::as_int);
+                    Given::Int(id.ok_or_else(|| StoreError::Other(format!("a {target} row without its id")))?)
+                }
+                _ => return Err(InputError::new(label, format!("must name a {target} row")).into()),
+            };
+            resolved.insert(c.name.to_owned(), id);
+            taken.push(label.to_owned());
+        }
+        Ok((resolved, taken))
     }
 
     /// Creates a row from `body` (see [`Table::parse_insert`]) as an admin

@@ -57,7 +57,7 @@ pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 pub use error::{AllocationError, RenderError, StoreError};
-pub use inventory::{Inventory, SlaveFilter};
+pub use inventory::{Inventory, SlaveFilter, WriteReport};
 pub use live::BalanceCount;
 pub use name::SlaveName;
 pub use ports::{

@@ -154,7 +154,8 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn new(column: &str, problem: impl Into<String>) -> Self {
+    /// The problem with one column (or key) of a client's input.
+    pub fn new(column: &str, problem: impl Into<String>) -> Self {
         Self {
             column: column.to_owned(),
             problem: problem.into(),

@@ -267,7 +267,10 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller, query: Stri
 /// `GET /api/<table>`: every row; slaves and masters denormalized, slaves
 /// filtered.
 pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response {
-    let parsed = models::query_pairs(&query).and_then(|p| Ok((models::slave_filter(&p)?, LiveFilter::parse(&p)?)));
+    let parsed = models::query_pairs(&query).and_then(|p| {
+        models::known_list_keys(table, &p)?;
+        Ok((models::slave_filter(&p)?, LiveFilter::parse(&p)?))
+    });
     let (filter, live_filter) = match parsed {
         Ok(f) => f,
         Err(e) => return e.into_json(),
@@ -413,13 +416,17 @@ pub async fn put_row(
         let body = body.changes().await?;
         let inventory = state.services.inventory.clone();
         state
-            .db(async move { inventory.update_as(table, id, &body, &writer).await })
+            .db(async move { inventory.update_reported(table, id, &body, &writer).await })
             .await
             .map_err(|e| ApiError::from_store(&e))
     }
     .await;
     match result {
-        Ok(_) => models::json(StatusCode::OK, &json!({"success": true})),
+        // The original UI reads only `success`.
+        Ok((_, report)) => models::json(
+            StatusCode::OK,
+            &json!({"success": true, "changed": report.changed, "ignored": report.ignored}),
+        ),
         Err(e) => e.into_json(),
     }
 }

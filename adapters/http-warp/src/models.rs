@@ -213,6 +213,41 @@ pub fn slave_filter(pairs: &[(String, String)]) -> Result<SlaveFilter, ApiError>
     Ok(f)
 }
 
+/// The filters `GET /api/slaves` takes.
+const SLAVE_FILTERS: [&str; 9] = [
+    "environment",
+    "purpose",
+    "pool",
+    "enabled",
+    "include_decomm",
+    "master",
+    "connected_master",
+    "connected",
+    "stale",
+];
+
+/// Refuses a list's query key that filters nothing, naming it, rather than
+/// answering the whole table as if it had filtered. jQuery's `_`
+/// cache-buster passes everywhere, and so does `include_decomm` (a client
+/// may send it to every table; only slaves have decommissioned rows).
+///
+/// # Errors
+/// 400 naming the first unknown key and the ones `table` takes.
+pub fn known_list_keys(table: Table, pairs: &[(String, String)]) -> Result<(), ApiError> {
+    let known: &[&str] = if table == Table::Slaves { &SLAVE_FILTERS } else { &[] };
+    let passes = |k: &str| k == "_" || k == "include_decomm" || known.contains(&k);
+    match pairs.iter().find(|(k, _)| !passes(k)) {
+        None => Ok(()),
+        Some((k, _)) if known.is_empty() => Err(ApiError::bad_request(format!(
+            "unknown query parameter {k:?}: /api/{table} takes no filters"
+        ))),
+        Some((k, _)) => Err(ApiError::bad_request(format!(
+            "unknown query parameter {k:?}: /api/{table} filters on {}",
+            known.join(", ")
+        ))),
+    }
+}
+
 /// `GET /api/gettac/<slave>?explain=1`: whether to explain. Other keys
 /// are refused, naming them (jQuery's `_` cache-buster excepted).
 ///

@@ -162,11 +162,14 @@ async fn the_original_uis_put_of_a_whole_row_ignores_the_live_object() {
                 )
                 .await;
             assert_eq!(
-                (r.status, r.json()),
-                (200, json!({"success": true})),
+                (r.status, &r.json()["success"]),
+                (200, &json!(true)),
                 "{table}: {}",
                 r.body
             );
+            assert_eq!(r.json()["changed"], json!(["notes"]), "{}", r.body);
+            let ignored = r.json()["ignored"].clone();
+            assert!(ignored.as_array().unwrap().contains(&json!("live")), "{ignored}");
             let after = h.row(table, id).await;
             assert_eq!(after["notes"], "edited in the original UI");
             let mut expected = before.clone();
@@ -219,5 +222,77 @@ async fn explain_says_why_and_agrees_with_the_tac() {
     let bad = h.get("/api/gettac/t-w1064-ix-009?explian=1").await;
     assert_eq!(bad.status, 400);
     assert!(bad.error().contains("explian"), "{}", bad.body);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn writes_say_what_they_did_and_take_names_for_ids() {
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    let put = |body: Json| {
+        let h = &h;
+        async move {
+            h.request("PUT", "/api/slaves/35", Some(body.to_string().as_bytes()), &[])
+                .await
+        }
+    };
+    let envs = h.get("/api/environments").await.json();
+    let before = h.row("slaves", 35).await;
+    let other = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["envid"] != before["envid"] && e["name"] != "decomm")
+        .unwrap()
+        .clone();
+    let r = put(json!({"environment": other["name"], "notes": before["notes"], "current_master": "bm01", "bogus": 1}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["changed"], json!(["envid"]), "{}", r.body);
+    assert_eq!(
+        r.json()["ignored"],
+        json!(["bogus", "current_master"]),
+        "the name key taken is not ignored: {}",
+        r.body
+    );
+    assert_eq!(h.row("slaves", 35).await["envid"], other["envid"]);
+    // Doing what is already so changes nothing and says so.
+    let r = put(json!({"environment": other["name"]})).await;
+    assert_eq!(
+        (r.json()["changed"].clone(), r.json()["ignored"].clone()),
+        (json!([]), json!([]))
+    );
+    // A name that is no row changes nothing; an id key wins over its name.
+    let dump = h.dump().await;
+    let r = put(json!({"environment": "no-such-env", "notes": "x"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.error().contains("no-such-env"), "{}", r.body);
+    assert_eq!(h.dump().await, dump, "nothing written");
+    let r = put(json!({"environment": "no-such-env", "envid": before["envid"]})).await;
+    assert_eq!(
+        (r.status, r.json()["changed"].clone()),
+        (200, json!(["envid"])),
+        "{}",
+        r.body
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_list_refuses_a_filter_it_does_not_know() {
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    for (path, key) in [
+        ("/api/slaves?pools=tests-win", "pools"),
+        ("/api/masters?pool=x", "pool"),
+    ] {
+        let r = h.get(path).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.error().contains(key), "{}", r.body);
+    }
+    assert_eq!(
+        h.get("/api/slaves?_=1700000000&pool=tests-win").await.status,
+        200,
+        "jQuery's cache-buster"
+    );
+    assert_eq!(h.get("/api/masters?_=1").await.status, 200);
     h.finish().await;
 }

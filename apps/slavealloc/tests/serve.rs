@@ -302,7 +302,7 @@ async fn write_tokens_from_the_configuration_file_guard_writes_and_never_reach_t
     assert_eq!(r.status, 401, "{}", r.body);
     let auth = format!("Bearer {token}");
     let r = request("PUT", &d.url("/api/slaves/1"), Some(body), &[("authorization", &auth)]).await;
-    assert_eq!((r.status, r.json()), (200, json!({"success": true})));
+    assert_eq!((r.status, &r.json()["changed"]), (200, &json!(["notes"])), "{}", r.body);
     let audit = get(&d.url("/api/audit?table=slaves&id=1")).await.json();
     assert_eq!(audit[0]["actor"], "relops");
     let (status, log) = d.stop().await;
@@ -340,8 +340,8 @@ async fn with_no_tokens_serve_refuses_every_interface_until_open_writes_are_aske
         let d = Daemon::start_on("0.0.0.0:0", &args, &env, dir.path()).await;
         let r = request("PUT", &d.url("/api/slaves/1"), Some(json!({"notes": "open"})), &[]).await;
         assert_eq!(
-            (r.status, r.json()),
-            (200, json!({"success": true})),
+            (r.status, &r.json()["success"]),
+            (200, &json!(true)),
             "{args:?} {env:?}"
         );
         let (status, log) = d.stop().await;
