@@ -127,6 +127,18 @@ pub trait AdminApi: Send + Sync {
     /// As for [`AdminApi::gettac`].
     async fn explain(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError>;
 
+    /// Where the slaves of these masters would go if they were drained,
+    /// and the spread before and after (`GET /api/whatif?drain=...`);
+    /// nothing is written. The default (an admin without a daemon) refuses.
+    ///
+    /// # Errors
+    /// [`AdminError::Rejected`] without a daemon, or for an unknown master;
+    /// faults.
+    async fn whatif(&self, drain: &[String]) -> Result<serde_json::Value, AdminError> {
+        let _ = drain;
+        Err(AdminError::Rejected("what-if needs the daemon's API (-A)".to_owned()))
+    }
+
     /// The drift report of the live fleet (`GET /api/drift`): slaves
     /// connected elsewhere than recorded, in another pool, unknown workers,
     /// the live spread. Only a daemon keeps the live state, so the default

@@ -48,6 +48,7 @@ pub mod reports;
 pub mod rule;
 pub mod schema;
 pub mod testing;
+pub mod whatif;
 pub mod workers;
 
 pub use access::{Permission, Writer};

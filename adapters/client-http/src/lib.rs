@@ -314,6 +314,17 @@ impl AdminApi for HttpAdmin {
         blocking(move || this.update_blocking(table, id, &changes)).await
     }
 
+    async fn whatif(&self, drain: &[String]) -> Result<serde_json::Value, AdminError> {
+        let this = self.clone();
+        let query: Vec<String> = drain.iter().map(|d| format!("drain={}", encode(d))).collect();
+        blocking(move || {
+            let url = format!("{}/whatif?{}", this.api, query.join("&"));
+            this.json("GET", &url, None, true)?
+                .ok_or_else(|| AdminError::Rejected(format!("no such master among {}", query.join(", "))))
+        })
+        .await
+    }
+
     async fn drift(&self) -> Result<serde_json::Value, AdminError> {
         let this = self.clone();
         blocking(move || {

@@ -240,12 +240,20 @@ async fn updates_write_what_they_say_and_bad_ones_write_nothing() {
         }
         assert_eq!(InventoryStore::list(&*store, Table::Slaves).await.unwrap(), before);
         // Keys that are no updatable column are ignored, as the original
-        // did (its UI sends whole denormalized rows back).
+        // did (its UI sends whole denormalized rows back); a reference's
+        // name without its id is taken, so one naming no row is refused.
         let extra = Row::from([
-            ("pool".to_owned(), Value::Text("whatever".into())),
+            ("current_master".to_owned(), Value::Text("whatever".into())),
+            ("slaveid".to_owned(), Value::Int(123_456)),
             ("notes".to_owned(), Value::Text("with extras".into())),
         ]);
         api.update(Table::Slaves, id, extra).await.unwrap();
+        let unknown_pool = Row::from([("pool".to_owned(), Value::Text("whatever".into()))]);
+        let result = api.update(Table::Slaves, id, unknown_pool).await;
+        assert!(
+            matches!(&result, Err(AdminError::Rejected(m)) if m.contains("whatever")),
+            "{result:?}"
+        );
         let after = api.get(Table::Slaves, id).await.unwrap().unwrap();
         assert_eq!(after.get("notes"), Some(&Value::Text("with extras".into())));
         assert_eq!(after.get("poolid"), slave.get("poolid"));

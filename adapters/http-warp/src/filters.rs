@@ -74,6 +74,11 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .and(raw_query())
         .then(handlers::audit);
     let drift = warp::path!("drift").and(warp::get()).and(s()).then(handlers::drift);
+    let whatif = warp::path!("whatif")
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(handlers::whatif);
     let list = table()
         .and(warp::path::end())
         .and(warp::get())
@@ -113,6 +118,8 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .or(audit)
         .unify()
         .or(drift)
+        .unify()
+        .or(whatif)
         .unify()
         .or(list)
         .unify()

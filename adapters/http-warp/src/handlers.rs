@@ -321,6 +321,42 @@ async fn judged(
     })
 }
 
+/// `GET /api/whatif?drain=NICK[&drain=NICK...]`: where the drained
+/// masters' slaves would go and the spread before and after, computed in
+/// memory from one reading with the allocation rule; nothing is written.
+pub async fn whatif(state: Arc<AppState>, query: String) -> Response {
+    let drains = match models::query_pairs(&query).and_then(|p| models::drain_list(&p)) {
+        Ok(d) => d,
+        Err(e) => return e.into_json(),
+    };
+    let inventory = state.services.inventory.clone();
+    let answer = state
+        .db(async move {
+            let everything = slavealloc_domain::SlaveFilter {
+                include_decomm: true,
+                ..Default::default()
+            };
+            fn typed<T: serde::de::DeserializeOwned>(rows: Vec<slavealloc_domain::Row>) -> Result<Vec<T>, StoreError> {
+                rows.iter()
+                    .map(|r| slavealloc_domain::schema::from_row(r).map_err(|e| StoreError::Other(e.to_string())))
+                    .collect()
+            }
+            let masters = typed(inventory.list(Table::Masters, &everything).await?)?;
+            let slaves = typed(inventory.list(Table::Slaves, &everything).await?)?;
+            let passwords = typed(inventory.list(Table::SlavePasswords, &everything).await?)?;
+            let templates = typed(inventory.list(Table::TacTemplates, &everything).await?)?;
+            Ok(slavealloc_domain::whatif::drain(
+                &masters, &slaves, &passwords, &templates, &drains,
+            ))
+        })
+        .await;
+    match answer {
+        Ok(Ok(report)) => models::json(StatusCode::OK, &report),
+        Ok(Err(e)) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()).into_json(),
+        Err(e) => ApiError::from_store(&e).into_json(),
+    }
+}
+
 /// `GET /api/drift`: where the live fleet differs from what was recorded.
 pub async fn drift(state: Arc<AppState>) -> Response {
     let Some(live) = state.services.live.clone() else {

@@ -350,6 +350,8 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         ["api", "audit"] => "/api/audit",
         ["api", "openapi.json"] => "/api/openapi.json",
         ["api", "masters", _, "workers"] => "/api/masters/{master}/workers",
+        ["api", "drift"] => "/api/drift",
+        ["api", "whatif"] => "/api/whatif",
         ["api", _] => "/api/{table}",
         ["api", _, _] => "/api/{table}/{id}",
         _ => "other",

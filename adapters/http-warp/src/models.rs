@@ -248,6 +248,29 @@ pub fn known_list_keys(table: Table, pairs: &[(String, String)]) -> Result<(), A
     }
 }
 
+/// `GET /api/whatif?drain=NICK...`: the masters to drain.
+///
+/// # Errors
+/// 400 without any, or for another key.
+pub fn drain_list(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let mut drains = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "drain" => drains.push(v.clone()),
+            "_" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: only drain"
+                )))
+            }
+        }
+    }
+    if drains.is_empty() {
+        return Err(ApiError::bad_request("drain: name at least one master (drain=bm01)"));
+    }
+    Ok(drains)
+}
+
 /// `GET /api/gettac/<slave>?explain=1`: whether to explain. Other keys
 /// are refused, naming them (jQuery's `_` cache-buster excepted).
 ///

@@ -117,6 +117,9 @@ async fn every_documented_route_answers_with_a_documented_status() {
         p("/api/audit", "get", "/api/audit?table=slaves&limit=5", None),
         p("/api/audit", "get", "/api/audit?limit=0", None),
         p("/api/drift", "get", "/api/drift", None),
+        p("/api/whatif", "get", "/api/whatif?drain=bm01", None),
+        p("/api/whatif", "get", "/api/whatif?drain=nobody", None),
+        p("/api/whatif", "get", "/api/whatif", None),
         p("/api/{table}", "get", "/api/slaves?connected=1&stale=7d", None),
         p("/api/{table}", "get", "/api/slaves?stale=never", None),
         // Without tokens nobody reads worker lists (tests/workers.rs has the rest).

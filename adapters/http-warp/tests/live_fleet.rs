@@ -296,3 +296,47 @@ async fn a_list_refuses_a_filter_it_does_not_know() {
     assert_eq!(h.get("/api/masters?_=1").await.status, 200);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn whatif_says_where_a_drained_masters_slaves_would_go_and_writes_nothing() {
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    let before = h.dump().await;
+    let r = h.get("/api/whatif?drain=bm09").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let w = r.json();
+    let moves = w["moves"].as_array().unwrap();
+    // Pool tests-win: the enabled slaves on bm09 all go to bm10, its other master.
+    let names: Vec<&str> = moves.iter().map(|m| m["slave"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"t-w1064-ix-002") && names.contains(&"t-w1064-ix-004"),
+        "{w}"
+    );
+    assert!(moves.iter().all(|m| m["from"] == "bm09" && m["to"] == "bm10"), "{w}");
+    let spread = &w["spreads"][0];
+    assert!(
+        spread["after"].as_array().unwrap().iter().all(|m| m[0] != "bm09"),
+        "{spread}"
+    );
+    assert_eq!(h.dump().await, before, "nothing written");
+    // Both of the pool's masters: nowhere to go, said per slave.
+    let w = h.get("/api/whatif?drain=bm09&drain=bm10").await.json();
+    assert!(
+        w["moves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["to"].is_null() && m["error"].is_string()),
+        "{w}"
+    );
+    assert!(
+        w["staying_locked"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("t-w1064-ix-003")),
+        "{w}"
+    );
+    assert_eq!(h.get("/api/whatif?drain=bm99").await.status, 404);
+    assert_eq!(h.get("/api/whatif").await.status, 400);
+    assert_eq!(h.get("/api/whatif?drian=bm09").await.status, 400);
+    h.finish().await;
+}

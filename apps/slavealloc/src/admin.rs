@@ -126,6 +126,9 @@ pub enum ApiCommand {
     Drain(DrainArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
     Silos(SilosArgs),
+    /// Where the slaves of these masters would go if they were drained, and
+    /// each pool × silo's spread before and after. Writes nothing.
+    Whatif(WhatifArgs),
     /// Why a slave gets the master it gets: every master of its pool, its
     /// peer count and why it was or was not chosen. Records nothing.
     Why(SlaveArgs),
@@ -142,6 +145,7 @@ impl ApiCommand {
             ApiCommand::Gettac(a) => &a.api,
             ApiCommand::Lock(a) => &a.api,
             ApiCommand::Unlock(a) | ApiCommand::Why(a) => &a.api,
+            ApiCommand::Whatif(a) => &a.api,
             ApiCommand::Enable(a) | ApiCommand::Disable(a) | ApiCommand::Notes(a) => &a.api,
             ApiCommand::List(a) => &a.api,
             ApiCommand::Show(a) => &a.api,
@@ -238,6 +242,18 @@ pub struct SlaveArgs {
     api: ApiArgs,
     /// The slave.
     slave: String,
+}
+
+/// Options of `whatif`.
+#[derive(Debug, Args)]
+pub struct WhatifArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// A master to drain, by nickname (repeatable).
+    #[arg(long, required = true)]
+    drain: Vec<String>,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Options of `enable`, `disable` and `notes`.
@@ -423,5 +439,6 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
         ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
         ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
         ApiCommand::Why(a) => api::why(client, term, &a.slave).await,
+        ApiCommand::Whatif(a) => api::whatif(client, term, &a.drain, a.format.format).await,
     }
 }

@@ -798,3 +798,27 @@ fn why_says_which_master_and_why_the_others_were_not() {
     let err = fails(daemon.cli(&["why", "nobody-here"]));
     assert!(!err.is_empty());
 }
+
+#[test]
+fn whatif_lists_the_moves_of_a_drain_and_writes_nothing() {
+    let db = fleet();
+    let daemon = Daemon::start(&db.url, None);
+    let before = db.dump();
+    let out = ok(daemon.cli(&["whatif", "--drain", "bm01-tests"]));
+    let text = stdout(&out);
+    assert!(text.starts_with("slaves that would move: 1"), "{text}");
+    // bm02-tests, the pool's other master, is disabled in this fleet.
+    assert!(
+        text.contains("tst-linux64-01") && text.contains("none: no enabled master in pool 2"),
+        "{text}"
+    );
+    assert_eq!(db.dump(), before, "whatif writes nothing");
+    let out = ok(daemon.cli(&["whatif", "--drain", "bm01-tests", "--format", "json"]));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&w["moves"][0]["slave"], &w["moves"][0]["to"]),
+        (&serde_json::json!("tst-linux64-01"), &serde_json::Value::Null)
+    );
+    let err = fails(daemon.cli(&["whatif", "--drain", "bm99"]));
+    assert!(err.contains("bm99"), "{err}");
+}

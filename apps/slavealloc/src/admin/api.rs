@@ -279,6 +279,67 @@ pub async fn list(
     Ok(())
 }
 
+/// `whatif --drain M...`: the moves and the spreads, before and after.
+pub async fn whatif(api: &dyn AdminApi, term: &mut Term<'_>, drain: &[String], format: Format) -> anyhow::Result<()> {
+    let w = api.whatif(drain).await?;
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *term.out, &w)?;
+        writeln!(term.out)?;
+        return Ok(());
+    }
+    let s = |v: &serde_json::Value| v.as_str().map_or_else(|| "-".to_owned(), str::to_owned);
+    let moves: Vec<Vec<String>> = w["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                s(&m["slave"]),
+                s(&m["from"]),
+                m["to"]
+                    .as_str()
+                    .map_or_else(|| format!("none: {}", s(&m["error"])), str::to_owned),
+            ]
+        })
+        .collect();
+    writeln!(term.out, "slaves that would move: {}", moves.len())?;
+    if !moves.is_empty() {
+        write_table(term.out, &["slave", "from", "to"].map(str::to_owned), &moves)?;
+    }
+    let locked: Vec<String> = w["staying_locked"].as_array().into_iter().flatten().map(s).collect();
+    if !locked.is_empty() {
+        writeln!(
+            term.out,
+            "locked to a drained master, would stay: {}",
+            locked.join(", ")
+        )?;
+    }
+    let counts = |v: &serde_json::Value| -> String {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}={}", s(&p[0]), p[1]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let spreads: Vec<Vec<String>> = w["spreads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            vec![
+                g["poolid"].to_string(),
+                format!("{} (spread {})", counts(&g["before"]), g["spread_before"]),
+                format!("{} (spread {})", counts(&g["after"]), g["spread_after"]),
+            ]
+        })
+        .collect();
+    if !spreads.is_empty() {
+        write_table(term.out, &["pool", "before", "after"].map(str::to_owned), &spreads)?;
+    }
+    Ok(())
+}
+
 /// `why SLAVE`: the decision and every master's verdict.
 pub async fn why(api: &dyn AdminApi, term: &mut Term<'_>, slave: &str) -> anyhow::Result<()> {
     let name = SlaveName::parse(slave).map_err(|e| anyhow::anyhow!("{e}"))?;
