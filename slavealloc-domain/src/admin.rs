@@ -127,6 +127,19 @@ pub trait AdminApi: Send + Sync {
     /// As for [`AdminApi::gettac`].
     async fn explain(&self, slave: &SlaveName) -> Result<serde_json::Value, AdminError>;
 
+    /// Audit entries, newest first, as `GET /api/audit` takes its query
+    /// (`since`, `until`, `actor`, `kind`, `table`, `name`, `limit`,
+    /// `cursor`): each entry with the `name` of the row it is about. `Ok(None)`
+    /// when `name` names no row of the table.
+    ///
+    /// # Errors
+    /// [`AdminError::Rejected`] for a bad query (or without a daemon: the
+    /// default); faults.
+    async fn history(&self, query: &[(String, String)]) -> Result<Option<serde_json::Value>, AdminError> {
+        let _ = query;
+        Err(AdminError::Rejected("history needs the daemon's API (-A)".to_owned()))
+    }
+
     /// Where the slaves of these masters would go if they were drained,
     /// and the spread before and after (`GET /api/whatif?drain=...`);
     /// nothing is written. The default (an admin without a daemon) refuses.

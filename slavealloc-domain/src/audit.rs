@@ -159,19 +159,64 @@ pub struct AuditQuery {
     /// is stored), so that "the last hour" reads the last hour, not the
     /// whole log.
     pub since: Option<SystemTime>,
+    /// Only entries written at or before this time (to the second).
+    #[serde(default)]
+    pub until: Option<SystemTime>,
+    /// Only entries of this actor (a token's name, an address, `gettac`).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only allocations, or only edits.
+    #[serde(default)]
+    pub kind: Option<AuditKind>,
+    /// Only entries older than this entry id: the cursor of the next page
+    /// (the id of the last entry of the page before).
+    #[serde(default)]
+    pub before: Option<i64>,
     /// At most this many (the API caps it).
     pub limit: u32,
+}
+
+/// The actor of every allocation's audit entry; no token may have it as its
+/// name, so that an entry by it is an allocation.
+pub const ALLOCATION_ACTOR: &str = "gettac";
+
+/// What kind of write an audit entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditKind {
+    /// A slave given another master by `/gettac` (actor [`ALLOCATION_ACTOR`]).
+    Allocation,
+    /// Anything a person or a tool wrote.
+    Edit,
+}
+
+impl AuditKind {
+    /// The kind of an entry written by `actor`.
+    pub fn of_actor(actor: &str) -> Self {
+        if actor == ALLOCATION_ACTOR {
+            AuditKind::Allocation
+        } else {
+            AuditKind::Edit
+        }
+    }
 }
 
 impl AuditQuery {
     /// Whether `entry` is one this query selects (limit aside): what every
     /// store's filter must agree with.
-    pub fn selects(&self, entry: &NewAuditEntry) -> bool {
-        self.table.is_none_or(|t| t.name() == entry.table_name)
-            && self.row_id.is_none_or(|id| id == entry.row_id)
+    pub fn selects(&self, entry: &AuditEntry) -> bool {
+        let e = &entry.entry;
+        self.table.is_none_or(|t| t.name() == e.table_name)
+            && self.row_id.is_none_or(|id| id == e.row_id)
             && self
                 .since
-                .is_none_or(|since| entry.at.as_str() >= format_at(since).as_str())
+                .is_none_or(|since| e.at.as_str() >= format_at(since).as_str())
+            && self
+                .until
+                .is_none_or(|until| e.at.as_str() <= format_at(until).as_str())
+            && self.actor.as_ref().is_none_or(|a| *a == e.actor)
+            && self.kind.is_none_or(|k| k == AuditKind::of_actor(&e.actor))
+            && self.before.is_none_or(|b| entry.id < b)
     }
 }
 

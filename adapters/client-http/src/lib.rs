@@ -314,6 +314,16 @@ impl AdminApi for HttpAdmin {
         blocking(move || this.update_blocking(table, id, &changes)).await
     }
 
+    async fn history(&self, query: &[(String, String)]) -> Result<Option<serde_json::Value>, AdminError> {
+        let this = self.clone();
+        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+        blocking(move || {
+            let url = format!("{}/audit?{}", this.api, query.join("&"));
+            this.json("GET", &url, None, true)
+        })
+        .await
+    }
+
     async fn whatif(&self, drain: &[String]) -> Result<serde_json::Value, AdminError> {
         let this = self.clone();
         let query: Vec<String> = drain.iter().map(|d| format!("drain={}", encode(d))).collect();

@@ -171,6 +171,12 @@ impl Tokens {
             if name.trim().is_empty() {
                 return Err(TokenError("a token has an empty name".to_owned()));
             }
+            // Its audit entries would read as allocations (`kind=allocation`).
+            if name == slavealloc_domain::audit::ALLOCATION_ACTOR {
+                return Err(TokenError(format!(
+                    "no token may be named {name:?}: the audit log's allocations are written under that name"
+                )));
+            }
             if secret.len() < MIN_TOKEN_LEN || secret.chars().any(char::is_whitespace) {
                 return Err(TokenError(format!(
                     "token {name:?} must be at least {MIN_TOKEN_LEN} characters without spaces"

@@ -34,7 +34,7 @@ pub const DEFAULT_BATCH_LIMIT: usize = 256;
 /// many clients' requests and the port takes one actor per batch, so the
 /// entry says what wrote; the requester's address is in the daemon's log
 /// line for the allocation.
-pub const ALLOCATION_ACTOR: &str = "gettac";
+pub const ALLOCATION_ACTOR: &str = slavealloc_domain::audit::ALLOCATION_ACTOR;
 
 type Reply = oneshot::Sender<Result<Allocation, AllocationError>>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value as Json};
-use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table, Writer};
+use slavealloc_domain::{Allocation, AllocationError, SlaveName, StoreError, Table, Value, Writer};
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Reply;
@@ -514,15 +514,97 @@ pub async fn delete_row(state: Arc<AppState>, table: Table, key: String, query: 
 
 /// `GET /api/audit?table=&id=&limit=`: audit entries, newest first.
 pub async fn audit(state: Arc<AppState>, query: String) -> Response {
-    let q = match models::query_pairs(&query).and_then(|p| models::audit_query(&p)) {
-        Ok(q) => q,
+    let now = std::time::SystemTime::now();
+    let params = match models::query_pairs(&query).and_then(|p| models::audit_params(&p, now)) {
+        Ok(p) => p,
         Err(e) => return e.into_json(),
     };
-    let store = Arc::clone(state.services.inventory.store());
-    match state.db(async move { store.audit(q).await }).await {
-        Ok(entries) => models::json(StatusCode::OK, &entries),
+    let inventory = state.services.inventory.clone();
+    let answer = state
+        .db(async move {
+            let mut q = params.query;
+            if let Some(name) = &params.name {
+                let table = *q.table.get_or_insert(Table::Slaves);
+                let id = inventory
+                    .find(table, name)
+                    .await?
+                    .and_then(|r| table.id_column().and_then(|c| r.get(c)).and_then(Value::as_int));
+                match id {
+                    Some(id) => q.row_id = Some(id),
+                    None => return Ok(None),
+                }
+            }
+            let entries = inventory.store().audit(q).await?;
+            let names = audit_names(&inventory, &entries).await?;
+            Ok(Some((entries, names)))
+        })
+        .await;
+    match answer {
+        Ok(None) => ApiError::new(StatusCode::NOT_FOUND, "no row of that table has that name").into_json(),
+        Ok(Some((entries, names))) => {
+            let next = entries.last().map(|e| e.id);
+            let rows: Vec<Json> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e).unwrap_or_default();
+                    let name = names.get(&(e.entry.table_name.clone(), e.entry.row_id)).cloned();
+                    v["name"] = name.map_or(Json::Null, Json::String);
+                    v
+                })
+                .collect();
+            let mut r = models::json(StatusCode::OK, &rows);
+            if let Some(v) = next.and_then(|n| HeaderValue::from_str(&n.to_string()).ok()) {
+                r.headers_mut()
+                    .insert(header::HeaderName::from_static(NEXT_CURSOR_HEADER), v);
+            }
+            r
+        }
         Err(e) => ApiError::from_store(&e).into_json(),
     }
+}
+
+/// The header in which `/api/audit` gives the cursor of its next page (the
+/// last entry's id): pass it back as `cursor=`.
+pub const NEXT_CURSOR_HEADER: &str = "x-slavealloc-next-cursor";
+
+/// The name of each (table, row id) the entries refer to: its row's name
+/// now, or, for a row deleted since, the name its last entry kept.
+async fn audit_names(
+    inventory: &slavealloc_domain::Inventory,
+    entries: &[slavealloc_domain::AuditEntry],
+) -> Result<std::collections::HashMap<(String, i64), String>, StoreError> {
+    let mut names = std::collections::HashMap::new();
+    let tables: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.entry.table_name.as_str()).collect();
+    for t in tables {
+        let Ok(table) = t.parse::<Table>() else { continue };
+        let (Some(id_col), Some(name_col)) = (table.id_column(), table.name_column()) else {
+            continue;
+        };
+        let everything = slavealloc_domain::SlaveFilter {
+            include_decomm: true,
+            ..Default::default()
+        };
+        for row in inventory.list(table, &everything).await? {
+            if let (Some(id), Some(name)) = (
+                row.get(id_col).and_then(Value::as_int),
+                row.get(name_col).and_then(Value::as_text),
+            ) {
+                names.insert((t.to_owned(), id), name.to_owned());
+            }
+        }
+        for e in entries.iter().filter(|e| e.entry.table_name == t) {
+            let kept = [&e.entry.old_values, &e.entry.new_values]
+                .into_iter()
+                .flatten()
+                .find_map(|r| r.get(name_col).and_then(Value::as_text));
+            if let Some(kept) = kept {
+                names
+                    .entry((t.to_owned(), e.entry.row_id))
+                    .or_insert_with(|| kept.to_owned());
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// `GET /healthz`: a database round trip; 200 `ok`, or 503 with the reason.

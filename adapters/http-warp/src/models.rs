@@ -298,10 +298,39 @@ pub fn explain_flag(pairs: &[(String, String)]) -> Result<bool, ApiError> {
 /// 400 for an unknown table, an id that is not an integer, or a limit
 /// outside 1..=[`MAX_AUDIT_LIMIT`].
 pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
+    audit_params(pairs, std::time::SystemTime::now()).map(|p| p.query)
+}
+
+/// `GET /api/audit`'s parameters: the query, and the name of the row it
+/// asks about (`name=`, resolved to an id by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditParams {
+    /// The query.
+    pub query: AuditQuery,
+    /// `name=`: the row of `table` (slaves when none) with that name.
+    pub name: Option<String>,
+}
+
+/// A time in a query: `2026-12-01T07:00:00Z`, or an age before `now`
+/// (`90m`, `1d`).
+fn query_time(key: &str, v: &str, now: std::time::SystemTime) -> Result<std::time::SystemTime, ApiError> {
+    if let Ok(age) = slavealloc_domain::live::parse_age(v) {
+        return Ok(now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH));
+    }
+    parse_at(v).map_err(|e| ApiError::bad_request(format!("{key}: {e}, or an age like 1d")))
+}
+
+/// `GET /api/audit?since=&until=&actor=&kind=&table=&id=&name=&limit=&cursor=`.
+///
+/// # Errors
+/// 400 for an unknown key or table, a bad time, id, kind, cursor, or a
+/// limit outside 1..=[`MAX_AUDIT_LIMIT`].
+pub fn audit_params(pairs: &[(String, String)], now: std::time::SystemTime) -> Result<AuditParams, ApiError> {
     let mut q = AuditQuery {
         limit: DEFAULT_AUDIT_LIMIT,
         ..AuditQuery::default()
     };
+    let mut name = None;
     for (k, v) in pairs {
         match k.as_str() {
             "table" if v.is_empty() => q.table = None,
@@ -310,7 +339,28 @@ pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
                 q.table = Some(t);
             }
             "since" if v.is_empty() => q.since = None,
-            "since" => q.since = Some(parse_at(v).map_err(|e| ApiError::bad_request(format!("since: {e}")))?),
+            "since" => q.since = Some(query_time(k, v, now)?),
+            "until" if v.is_empty() => q.until = None,
+            "until" => q.until = Some(query_time(k, v, now)?),
+            "actor" if v.is_empty() => q.actor = None,
+            "actor" => q.actor = Some(v.clone()),
+            "kind" if v.is_empty() => q.kind = None,
+            "kind" => {
+                q.kind = Some(match v.as_str() {
+                    "allocation" => slavealloc_domain::audit::AuditKind::Allocation,
+                    "edit" => slavealloc_domain::audit::AuditKind::Edit,
+                    _ => return Err(ApiError::bad_request("kind: must be allocation or edit")),
+                })
+            }
+            "cursor" if v.is_empty() => q.before = None,
+            "cursor" => {
+                q.before = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("cursor: must be the id an earlier page ended at"))?,
+                )
+            }
+            "name" if v.is_empty() => name = None,
+            "name" => name = Some(v.clone()),
             "id" if v.is_empty() => q.row_id = None,
             "id" => q.row_id = Some(v.parse().map_err(|_| ApiError::bad_request("id: must be an integer"))?),
             "limit" => {
@@ -320,10 +370,15 @@ pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery, ApiError> {
                     .filter(|l| (1..=MAX_AUDIT_LIMIT).contains(l))
                     .ok_or_else(|| ApiError::bad_request(format!("limit: must be from 1 to {MAX_AUDIT_LIMIT}")))?;
             }
-            _ => {}
+            "_" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: /api/audit takes since, until, actor, kind, table, id, name, limit and cursor"
+                )))
+            }
         }
     }
-    Ok(q)
+    Ok(AuditParams { query: q, name })
 }
 
 /// A row id from the path.

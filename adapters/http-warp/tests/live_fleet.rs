@@ -340,3 +340,42 @@ async fn whatif_says_where_a_drained_masters_slaves_would_go_and_writes_nothing(
     assert_eq!(h.get("/api/whatif?drian=bm09").await.status, 400);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_pages_by_cursor_with_names_beside_ids() {
+    let h = Harness::new(Kind::Memory, ServerConfig::default()).await.unwrap();
+    for n in 1..=5 {
+        let body = json!({"notes": format!("note {n}")});
+        let r = h
+            .request("PUT", "/api/slaves/35", Some(body.to_string().as_bytes()), &[])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(h.get("/gettac/t-w1064-ix-009").await.status, 200);
+    let page = h.get("/api/audit?name=t-w1064-ix-001&kind=edit&limit=2&since=1d").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let entries = page.json();
+    assert_eq!(entries.as_array().unwrap().len(), 2);
+    assert!(entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["name"] == "t-w1064-ix-001" && e["row_id"] == 35));
+    let cursor = page.header("x-slavealloc-next-cursor").unwrap().to_owned();
+    let next = h
+        .get(&format!(
+            "/api/audit?name=t-w1064-ix-001&kind=edit&limit=10&cursor={cursor}"
+        ))
+        .await
+        .json();
+    assert_eq!(next.as_array().unwrap().len(), 3, "the other three: {next}");
+    assert!(next[0]["id"].as_i64().unwrap() < cursor.parse::<i64>().unwrap());
+    let allocations = h.get("/api/audit?kind=allocation").await.json();
+    assert_eq!(allocations[0]["name"], "t-w1064-ix-009");
+    assert_eq!(h.get("/api/audit?name=nobody").await.status, 404);
+    for bad in ["kind=lifecycles", "since=yesterday", "cursor=x", "who=me"] {
+        let r = h.get(&format!("/api/audit?{bad}")).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    h.finish().await;
+}

@@ -192,6 +192,7 @@ macro_rules! contract_tests {
             live_counts_forget_allocations_that_never_connected,
             the_lease_has_one_holder_at_a_time,
             explain_agrees_with_the_allocation_that_follows,
+            the_audit_log_is_queried_by_actor_kind_window_and_cursor,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

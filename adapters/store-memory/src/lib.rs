@@ -787,7 +787,7 @@ impl InventoryStore for MemoryStore {
             .audit
             .iter()
             .rev()
-            .filter(|e| query.selects(&e.entry))
+            .filter(|e| query.selects(e))
             .take(query.limit as usize)
             .cloned()
             .collect())

@@ -289,6 +289,7 @@ async fn state(store: &MemoryStore) -> State {
         row_id: None,
         since: None,
         limit: 1,
+        ..AuditQuery::default()
     };
     State {
         slaves: store.list(Table::Slaves).await.unwrap(),

@@ -7,7 +7,7 @@
 //! The database's own constraints stay in place behind those checks, for
 //! races and for other writers.
 
-use slavealloc_domain::audit::{format_at, AuditEntry, AuditQuery, NewAuditEntry};
+use slavealloc_domain::audit::{format_at, AuditEntry, AuditKind, AuditQuery, NewAuditEntry, ALLOCATION_ACTOR};
 use slavealloc_domain::schema::{Column, DefaultValue, InputError, Kind, Row, Table, Value};
 use slavealloc_domain::{Actor, Dump, StoreError};
 
@@ -367,7 +367,7 @@ pub(crate) async fn delete(db: &dyn Db, table: Table, id: i32, actor: Actor) -> 
 
 /// Audit entries, newest first.
 pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-    if query.limit == 0 {
+    if query.limit == 0 || query.before.is_some_and(|b| b <= 1) {
         return Ok(Vec::new());
     }
     let row_id = match query.row_id.map(i32::try_from) {
@@ -388,6 +388,27 @@ pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEnt
     // audit_log_at index answers it.
     if let Some(since) = query.since {
         sql.push(" AND at >= ").param(Param::Text(Some(format_at(since))));
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND at <= ").param(Param::Text(Some(format_at(until))));
+    }
+    if let Some(actor) = &query.actor {
+        sql.push(" AND actor = ").param(Param::Text(Some(actor.clone())));
+    }
+    match query.kind {
+        Some(AuditKind::Allocation) => {
+            sql.push(" AND actor = ")
+                .param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())));
+        }
+        Some(AuditKind::Edit) => {
+            sql.push(" AND actor <> ")
+                .param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())));
+        }
+        None => {}
+    }
+    // A cursor beyond every id excludes nothing.
+    if let Some(Ok(before)) = query.before.map(i32::try_from) {
+        sql.push(" AND id < ").param(Param::Int(Some(before)));
     }
     sql.push(&format!(" ORDER BY id DESC LIMIT {}", query.limit));
     let mut tx = db.begin(Mode::Read).await?;

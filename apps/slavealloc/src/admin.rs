@@ -129,6 +129,9 @@ pub enum ApiCommand {
     /// Where the slaves of these masters would go if they were drained, and
     /// each pool × silo's spread before and after. Writes nothing.
     Whatif(WhatifArgs),
+    /// What changed: the audit log, newest first, of one slave or master or
+    /// of everything.
+    History(HistoryArgs),
     /// Why a slave gets the master it gets: every master of its pool, its
     /// peer count and why it was or was not chosen. Records nothing.
     Why(SlaveArgs),
@@ -146,6 +149,7 @@ impl ApiCommand {
             ApiCommand::Lock(a) => &a.api,
             ApiCommand::Unlock(a) | ApiCommand::Why(a) => &a.api,
             ApiCommand::Whatif(a) => &a.api,
+            ApiCommand::History(a) => &a.api,
             ApiCommand::Enable(a) | ApiCommand::Disable(a) | ApiCommand::Notes(a) => &a.api,
             ApiCommand::List(a) => &a.api,
             ApiCommand::Show(a) => &a.api,
@@ -242,6 +246,36 @@ pub struct SlaveArgs {
     api: ApiArgs,
     /// The slave.
     slave: String,
+}
+
+/// Options of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// A slave name or a master nickname; none: everything.
+    name: Option<String>,
+    /// Only entries at or after this: an age (90m, 1d, 2w) or a UTC time
+    /// (2026-12-01T07:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries at or before this (same forms).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only entries by this actor (a token's name, an address, gettac).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only edits (no allocations).
+    #[arg(long, conflicts_with = "allocations")]
+    edits: bool,
+    /// Only allocations.
+    #[arg(long)]
+    allocations: bool,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Options of `whatif`.
@@ -440,5 +474,21 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
         ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
         ApiCommand::Why(a) => api::why(client, term, &a.slave).await,
         ApiCommand::Whatif(a) => api::whatif(client, term, &a.drain, a.format.format).await,
+        ApiCommand::History(a) => {
+            let kind = match (a.edits, a.allocations) {
+                (true, _) => Some("edit"),
+                (_, true) => Some("allocation"),
+                _ => None,
+            };
+            let query = api::HistoryQuery {
+                name: a.name,
+                since: a.since,
+                until: a.until,
+                actor: a.actor,
+                kind,
+                limit: a.limit,
+            };
+            api::history(client, term, &query, a.format.format).await
+        }
     }
 }

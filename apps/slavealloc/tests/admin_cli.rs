@@ -822,3 +822,28 @@ fn whatif_lists_the_moves_of_a_drain_and_writes_nothing() {
     let err = fails(daemon.cli(&["whatif", "--drain", "bm99"]));
     assert!(err.contains("bm99"), "{err}");
 }
+
+#[test]
+fn history_shows_what_changed_of_one_slave_or_master() {
+    let db = fleet();
+    let daemon = Daemon::start(&db.url, None);
+    ok(daemon.cli(&["notes", "tst-linux64-01", "-m", "bug 1234: disk"]));
+    ok(daemon.cli(&["gettac", "tst-linux64-02"]));
+    let out = ok(daemon.cli(&["history", "tst-linux64-01", "--since", "1d", "--edits"]));
+    let text = stdout(&out);
+    assert!(
+        text.contains("tst-linux64-01") && text.contains("bug 1234: disk"),
+        "{text}"
+    );
+    assert!(!text.contains("tst-linux64-02"), "{text}");
+    let out = ok(daemon.cli(&["history", "--allocations", "--format", "json"]));
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        entries.as_array().unwrap().iter().all(|e| e["actor"] == "gettac"),
+        "{entries}"
+    );
+    let out = ok(daemon.cli(&["history", "bm01-tests"]));
+    assert!(stdout(&out).starts_with("at"), "{}", stdout(&out));
+    let err = fails(daemon.cli(&["history", "nobody-at-all"]));
+    assert!(err.contains("nobody-at-all"), "{err}");
+}

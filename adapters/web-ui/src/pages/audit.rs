@@ -159,6 +159,7 @@ pub(crate) async fn audit(ui: &Ui, raw: &str) -> Response {
             row_id,
             since: None,
             limit,
+            ..AuditQuery::default()
         };
         try_page!(ui, audit_view(ui, q).await)
     };

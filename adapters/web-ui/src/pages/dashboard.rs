@@ -23,6 +23,7 @@ async fn allocations_since(ui: &Ui, cutoff: SystemTime) -> Result<(Vec<i64>, boo
             row_id: None,
             since: Some(cutoff),
             limit: RECENT_ENTRIES,
+            ..AuditQuery::default()
         })
         .await?;
     let allocated = entries
@@ -109,7 +110,8 @@ pub(crate) async fn dashboard(ui: &Ui) -> Response {
                 table: None,
                 row_id: None,
                 since: None,
-                limit: 8
+                limit: 8,
+                ..AuditQuery::default()
             }
         )
         .await

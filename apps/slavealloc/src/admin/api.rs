@@ -279,6 +279,103 @@ pub async fn list(
     Ok(())
 }
 
+/// What `history` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// A slave name or master nickname.
+    pub name: Option<String>,
+    /// An age or a time.
+    pub since: Option<String>,
+    /// An age or a time.
+    pub until: Option<String>,
+    /// Who.
+    pub actor: Option<String>,
+    /// `edit` or `allocation`.
+    pub kind: Option<&'static str>,
+    /// At most.
+    pub limit: u32,
+}
+
+/// `history [NAME]`: audit entries, newest first, one line each.
+pub async fn history(api: &dyn AdminApi, term: &mut Term<'_>, q: &HistoryQuery, format: Format) -> anyhow::Result<()> {
+    let mut pairs: Vec<(String, String)> = vec![("limit".into(), q.limit.to_string())];
+    let optional = [("since", &q.since), ("until", &q.until), ("actor", &q.actor)];
+    pairs.extend(
+        optional
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| ((*k).to_owned(), v.clone()))),
+    );
+    if let Some(kind) = q.kind {
+        pairs.push(("kind".into(), kind.into()));
+    }
+    let entries = match &q.name {
+        None => api.history(&pairs).await?,
+        Some(name) => {
+            let of = |table: &str| {
+                let mut p = pairs.clone();
+                p.extend([
+                    ("table".to_owned(), table.to_owned()),
+                    ("name".to_owned(), name.clone()),
+                ]);
+                p
+            };
+            match api.history(&of("slaves")).await? {
+                Some(found) => Some(found),
+                None => api.history(&of("masters")).await?,
+            }
+        }
+    };
+    let Some(entries) = entries else {
+        bail!(
+            "No slave or master found named '{}'.",
+            q.name.as_deref().unwrap_or_default()
+        );
+    };
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut *term.out, &entries)?;
+        writeln!(term.out)?;
+        return Ok(());
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    let change = |e: &serde_json::Value| -> String {
+        let (old, new) = (&e["old_values"], &e["new_values"]);
+        match (old.as_object(), new.as_object()) {
+            (None, Some(_)) => "created".to_owned(),
+            (Some(_), None) => "deleted".to_owned(),
+            (Some(o), Some(n)) => n
+                .iter()
+                .map(|(k, v)| format!("{k}: {} → {}", s(o.get(k).unwrap_or(&serde_json::Value::Null)), s(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            (None, None) => String::new(),
+        }
+    };
+    let rows: Vec<Vec<String>> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                s(&e["at"]),
+                s(&e["actor"]),
+                s(&e["table_name"]),
+                s(&e["name"]),
+                change(e),
+            ]
+        })
+        .collect();
+    write_table(
+        term.out,
+        &["at", "actor", "table", "name", "change"].map(str::to_owned),
+        &rows,
+    )?;
+    Ok(())
+}
+
 /// `whatif --drain M...`: the moves and the spreads, before and after.
 pub async fn whatif(api: &dyn AdminApi, term: &mut Term<'_>, drain: &[String], format: Format) -> anyhow::Result<()> {
     let w = api.whatif(drain).await?;
