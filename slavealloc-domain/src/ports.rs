@@ -342,6 +342,14 @@ pub trait InventoryStore: Send + Sync {
     /// As for [`InventoryStore::list`].
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
 
+    /// Deletes allocation entries (actor [`crate::audit::ALLOCATION_ACTOR`])
+    /// written before `before`, oldest first, at most `batch` of them in
+    /// one transaction; answers how many. Edits are never pruned.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::list`].
+    async fn prune_allocations(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError>;
+
     /// A cheap round trip to the database, for health checks.
     ///
     /// # Errors

@@ -283,6 +283,9 @@ impl slavealloc_domain::InventoryStore for Gated {
     async fn audit(&self, q: slavealloc_domain::AuditQuery) -> Result<Vec<slavealloc_domain::AuditEntry>, StoreError> {
         self.inner.audit(q).await
     }
+    async fn prune_allocations(&self, before: std::time::SystemTime, batch: u32) -> Result<u64, StoreError> {
+        self.inner.prune_allocations(before, batch).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -1402,3 +1402,34 @@ pub async fn the_audit_log_is_queried_by_actor_kind_window_and_cursor<F: StoreFa
     assert_eq!(seen, edits);
     assert_eq!(s.audit(q(&|q| q.before = Some(1))).await.unwrap(), []);
 }
+
+/// Retention: allocation entries older than the cutoff go, oldest first and
+/// a bounded batch at a time; edits stay, however old.
+pub async fn old_allocations_are_pruned_in_batches_and_edits_kept<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(6)).await;
+    let s = h.store();
+    for n in 1..=6 {
+        gettac(&h, &format!("slave-{n}")).await;
+    }
+    s.update(Table::Slaves, 1, row(&[("notes", text("old edit"))]), actor("relops"))
+        .await
+        .unwrap();
+    let later = now() + Duration::from_secs(3600);
+    assert_eq!(
+        s.prune_allocations(now(), 100).await.unwrap(),
+        0,
+        "none is older than the cutoff"
+    );
+    assert_eq!(s.prune_allocations(later, 4).await.unwrap(), 4, "a batch at most");
+    assert_eq!(s.prune_allocations(later, 4).await.unwrap(), 2);
+    assert_eq!(s.prune_allocations(later, 4).await.unwrap(), 0);
+    let left = s
+        .audit(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].entry.actor, "relops");
+}

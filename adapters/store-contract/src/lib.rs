@@ -193,6 +193,7 @@ macro_rules! contract_tests {
             the_lease_has_one_holder_at_a_time,
             explain_agrees_with_the_allocation_that_follows,
             the_audit_log_is_queried_by_actor_kind_window_and_cursor,
+            old_allocations_are_pruned_in_batches_and_edits_kept,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

@@ -793,6 +793,23 @@ impl InventoryStore for MemoryStore {
             .collect())
     }
 
+    async fn prune_allocations(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+        let cutoff = slavealloc_domain::audit::format_at(before);
+        let mut state = self.state.lock().await;
+        let mut left = batch;
+        // Oldest first: the log is in id order.
+        state.audit.retain(|e| {
+            let old = e.entry.actor == slavealloc_domain::audit::ALLOCATION_ACTOR && e.entry.at < cutoff;
+            if old && left > 0 {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        Ok(u64::from(batch - left))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! The database's own constraints stay in place behind those checks, for
 //! races and for other writers.
 
+use std::time::SystemTime;
+
 use slavealloc_domain::audit::{format_at, AuditEntry, AuditKind, AuditQuery, NewAuditEntry, ALLOCATION_ACTOR};
 use slavealloc_domain::schema::{Column, DefaultValue, InputError, Kind, Row, Table, Value};
 use slavealloc_domain::{Actor, Dump, StoreError};
@@ -417,6 +419,33 @@ pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEnt
         .into_iter()
         .map(|v| AuditEntry::from_row(&to_row(Table::AuditLog, v)))
         .collect()
+}
+
+/// Deletes at most `batch` allocation entries older than `before`, oldest
+/// first: their ids read first, then deleted by id (MariaDB takes no LIMIT
+/// in an IN subquery), in one transaction.
+pub(crate) async fn prune_allocations(db: &dyn Db, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+    let d = db.dialect();
+    let mut tx = db.begin(Mode::Write).await?;
+    let mut sql = Sql::new(d, "SELECT id FROM audit_log WHERE actor = ");
+    sql.param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())))
+        .push(" AND at < ")
+        .param(Param::Text(Some(format_at(before))))
+        .push(&format!(" ORDER BY id LIMIT {}", batch.min(MAX_PARAMS as u32)));
+    let ids: Vec<i32> = tx
+        .fetch(&sql, &[Out::Int])
+        .await?
+        .iter()
+        .filter_map(|r| r[0].as_int().and_then(|i| i32::try_from(i).ok()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = Sql::new(d, "DELETE FROM audit_log WHERE id IN (");
+    sql.params(ids.iter().map(|i| Param::Int(Some(*i)))).push(")");
+    let deleted = tx.execute(&sql).await?;
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// A round trip to the database.

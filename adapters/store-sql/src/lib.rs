@@ -356,6 +356,10 @@ impl InventoryStore for SqlStore {
         inventory::audit(&*self.db, query).await
     }
 
+    async fn prune_allocations(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+        inventory::prune_allocations(&*self.db, before, batch).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         inventory::ping(&*self.db).await
     }

@@ -390,6 +390,9 @@ impl slavealloc_domain::InventoryStore for Hanging {
     async fn audit(&self, _: slavealloc_domain::AuditQuery) -> Result<Vec<slavealloc_domain::AuditEntry>, StoreError> {
         std::future::pending().await
     }
+    async fn prune_allocations(&self, _: std::time::SystemTime, _: u32) -> Result<u64, StoreError> {
+        std::future::pending().await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         std::future::pending().await
     }

@@ -272,6 +272,20 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
         }
         Some(f) => use_cached(&tac_path, &client, &f.reason)?,
     }
+    // Plainly, whatever -v says: a machine that never takes builds because
+    // it is disabled is the question operators ask first.
+    if is_disabled_tac(&tac_path) {
+        eprintln!(
+            "runslave: {} is disabled in slavealloc; its tac starts no worker (slavealloc enable {} to bring it back)",
+            client.slavename, client.slavename
+        );
+    } else {
+        let tac = std::fs::read_to_string(&tac_path).unwrap_or_default();
+        match master_of(&tac) {
+            Some(master) => log.info(&format!("{} is to connect to master {master}", client.slavename)),
+            None => log.info("the tac does not say its master in the usual form (a custom template?)"),
+        }
+    }
     if args.no_start {
         return Ok(ExitCode::SUCCESS);
     }
@@ -360,6 +374,23 @@ fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// What the allocator's tac for a disabled slave prints.
 const DISABLED_MESSAGE: &str = "SLAVE DISABLED; NOT STARTING";
+
+/// The master a tac sends its worker to, `host:port`, from its
+/// `buildmaster_host = '...'` and `port = N` lines (both templates, and the
+/// original's, write them so).
+fn master_of(tac: &str) -> Option<String> {
+    let value = |key: &str| {
+        tac.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
+        })
+    };
+    let host = value("buildmaster_host")?;
+    Some(match value("port") {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
 
 /// Whether the tac is the allocator's "disabled" program rather than a
 /// worker configuration.

@@ -276,6 +276,27 @@ fn a_disabled_slave_is_told_so_and_no_worker_is_started() {
         "the tac is still written"
     );
     assert!(!bin.path().join("args").exists(), "the worker command was not run");
+    assert!(
+        stderr(&out).contains("tst-linux64-01 is disabled in slavealloc"),
+        "said plainly, without -v: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verbose_says_which_master_the_tac_names() {
+    const WITH_MASTER: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: x on alloc\n\nbuildmaster_host = 'bm01.example.com'\nport = 9001\nslavename = 'tst-linux64-01'\n";
+    let server = Server::start(Answer::Ok(WITH_MASTER));
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(&server.url, basedir.path(), &["-v", "--no-start"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("tst-linux64-01 is to connect to master bm01.example.com:9001"),
+        "{}",
+        stderr(&out)
+    );
+    let quiet = run(&server.url, basedir.path(), &["--no-start"]);
+    assert!(!stderr(&quiet).contains("is to connect"), "only with -v");
 }
 
 #[test]

@@ -158,7 +158,22 @@ pub struct FileConfig {
     /// How the allocator counts peers.
     #[serde(default)]
     pub balance: BalanceConfig,
+    /// How long the audit log keeps what.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
+
+/// `[audit]`: retention.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Allocation entries older than this many days are pruned (default
+    /// 90; 0 keeps them forever). Edits are always kept.
+    pub allocations_days: Option<u64>,
+}
+
+/// Default of `[audit] allocations_days`.
+pub const DEFAULT_ALLOCATIONS_DAYS: u64 = 90;
 
 /// One entry of `[tokens]`.
 #[derive(Debug, Deserialize, PartialEq)]
@@ -270,6 +285,8 @@ pub struct Settings {
     pub poll: PollSettings,
     /// How peers are counted.
     pub balance: BalanceCount,
+    /// Allocation entries are kept this long (`None`: forever).
+    pub keep_allocations: Option<Duration>,
 }
 
 /// Reads the file named by `--config` (if any) and merges it with the
@@ -425,6 +442,10 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         limits,
         poll,
         balance,
+        keep_allocations: match file.audit.allocations_days.unwrap_or(DEFAULT_ALLOCATIONS_DAYS) {
+            0 => None,
+            days => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        },
     })
 }
 
@@ -529,6 +550,8 @@ pub struct Daemon {
     limits: Limits,
     /// Polls the masters while serving, when `[poll]` says so.
     poller: Option<Poller>,
+    /// Prunes old allocation entries while serving.
+    pruner: Option<Pruner>,
     /// The demo's database lives in a directory removed when the daemon is.
     _demo_dir: Option<tempfile::TempDir>,
 }
@@ -559,6 +582,11 @@ impl Daemon {
         let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host.clone())
             .with_live(Arc::clone(&live), fresh_for, host.clone());
         services.allocator = services.allocator.with_balance(settings.balance);
+        let pruner = settings.keep_allocations.map(|keep| Pruner {
+            store: store.clone(),
+            keep,
+            readiness: readiness.clone(),
+        });
         let poller_metrics = settings.poll.enabled.then(PollerMetrics::default);
         let poller = poller_metrics.clone().map(|metrics| Poller {
             metrics,
@@ -613,6 +641,7 @@ impl Daemon {
             store,
             limits: settings.limits.clone(),
             poller,
+            pruner,
             _demo_dir: demo_dir,
         })
     }
@@ -633,7 +662,8 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let polling = self.poller.map(|p| tokio::spawn(p.run(stopped)));
+        let polling = self.poller.map(|p| tokio::spawn(p.run(stopped.clone())));
+        let pruning = self.pruner.map(|p| tokio::spawn(p.run(stopped)));
         let shutdown = async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -646,9 +676,63 @@ impl Daemon {
                 tracing::warn!("the poller did not stop in time");
             }
         }
+        if let Some(pruning) = pruning {
+            pruning.abort();
+        }
         served.context("while serving")?;
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Deletes allocation entries older than `keep`, a batch at a time, every
+/// ten minutes; every daemon runs it (two pruning at once only find less
+/// to delete).
+#[derive(Debug)]
+struct Pruner {
+    store: SqlStore,
+    keep: Duration,
+    readiness: Readiness,
+}
+
+/// Entries deleted per transaction: short enough that no allocation waits
+/// behind it for long.
+const PRUNE_BATCH: u32 = 500;
+
+impl Pruner {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut pause = Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+            pause = Duration::from_secs(600);
+            if self.readiness.check().is_err() {
+                continue;
+            }
+            let before = SystemTime::now()
+                .checked_sub(self.keep)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let mut pruned = 0;
+            loop {
+                match slavealloc_domain::InventoryStore::prune_allocations(&self.store, before, PRUNE_BATCH).await {
+                    Ok(n) => {
+                        pruned += n;
+                        if n < u64::from(PRUNE_BATCH) || *stop.borrow() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prune old allocation entries");
+                        break;
+                    }
+                }
+            }
+            if pruned > 0 {
+                tracing::info!(pruned, "old allocation entries pruned");
+            }
+        }
     }
 }
 
@@ -866,6 +950,39 @@ mod tests {
         assert_eq!(mysql.pool.max_connections, 10);
         let set = resolve(&ServeArgs::default(), file("[database]\nmax_connections = 5")).unwrap();
         assert_eq!(set.pool.max_connections, 5);
+    }
+
+    #[test]
+    fn live_fleet_and_retention_settings() {
+        let s = resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
+        assert_eq!(s.keep_allocations, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(s.balance, BalanceCount::Recorded);
+        assert!(s.poll.enabled);
+        assert_eq!(s.poll.interval, Duration::from_secs(30));
+        let text = "[audit]\nallocations_days = 0\n[balance]\ncount = \"live\"\nlease = \"5m\"\n\
+                    [poll]\ninterval = \"10s\"\njitter = \"0\"\n[poll.masters.bm09]\nurl = \"https://bm09.example.com/api/v2/workers\"\n";
+        let s = resolve(&ServeArgs::default(), file(text)).unwrap();
+        assert_eq!(s.keep_allocations, None, "0 keeps them forever");
+        assert_eq!(
+            s.balance,
+            BalanceCount::Live {
+                lease: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(
+            (s.poll.interval, s.poll.options.jitter),
+            (Duration::from_secs(10), Duration::ZERO)
+        );
+        assert_eq!(s.poll.urls["bm09"], "https://bm09.example.com/api/v2/workers");
+        for bad in [
+            "[balance]\ncount = \"magic\"",
+            "[poll]\ninterval = \"soon\"",
+            "[poll.masters.bm09]\nurl = \"ftp://x/\"",
+            "[poll]\nauth_header = \"Authorization\"",
+            "[poll]\nurl_template = \"http://{host}/\"",
+        ] {
+            assert!(resolve(&ServeArgs::default(), file(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
