@@ -10,6 +10,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes every subcommand keeps to, listed in `--help`.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  done, or already so (enabling an enabled slave, locking to its lock)
+  1  not done: refused by the server or the database, not found, unreachable;
+     `drift`: the fleet drifted; `db status`: migrations pending or differing
+  2  a usage error (an unknown option, a missing argument)";
+
 pub mod admin;
 pub mod keygen;
 pub mod poller;
@@ -18,7 +25,7 @@ pub mod serve;
 
 /// Hands each Buildbot worker its master.
 #[derive(Debug, Parser)]
-#[command(name = "slavealloc", version, about, propagate_version = true)]
+#[command(name = "slavealloc", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -596,6 +596,10 @@ fn help_on_every_subcommand_and_completions() {
         "show",
         "drain",
         "silos",
+        "why",
+        "whatif",
+        "history",
+        "drift",
         "completions",
         "serve",
         "db",
@@ -607,6 +611,12 @@ fn help_on_every_subcommand_and_completions() {
         let out = ok(slavealloc(&args));
         assert!(stdout(&out).contains("Usage: slavealloc"), "{sub}: {}", stdout(&out));
     }
+    let top = ok(slavealloc(&["--help"]));
+    assert!(
+        stdout(&top).contains("Exit codes:") && stdout(&top).contains("already so"),
+        "{}",
+        stdout(&top)
+    );
     // Bug 5: -A/--api and --token were on every subcommand, serve and
     // dbinit included. Only the API subcommands take them.
     for sub in ["serve", "dbinit", "dbdump", "dbimport", "dbcopy", "keygen", "db status"] {
