@@ -270,7 +270,15 @@ impl Poller {
                 }
                 self.metrics.set_holding(holding);
                 if holding {
-                    self.round(&mut reachable).await;
+                    // A stop does not wait for slow masters: dropping the
+                    // round ends its polls.
+                    tokio::select! {
+                        () = self.round(&mut reachable) => {}
+                        _ = stop.changed() => {}
+                    }
+                    if *stop.borrow() {
+                        break;
+                    }
                 }
             }
             let pause = if holding { interval } else { interval / 2 };
