@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::{Harness, Kind, PEER};
@@ -714,28 +715,6 @@ async fn a_trusted_proxy_names_the_client_and_an_untrusted_one_cannot() {
     let h = Harness::new(Kind::Memory, elsewhere).await.unwrap();
     assert_eq!(actor_of_a_put(&h, &[("x-real-ip", "192.0.2.7")]).await, peer);
     h.finish().await;
-}
-
-/// Runs each test against every store: memory, SQLite, MariaDB (skipped
-/// outside CI when the server is down; never in CI).
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::Kind;
-            #[tokio::test]
-            async fn memory() {
-                super::$name(Kind::Memory).await
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(Kind::Sqlite).await
-            }
-            #[tokio::test]
-            async fn mariadb() {
-                super::$name(Kind::MySql).await
-            }
-        }
-    )*};
 }
 
 on_every_store!(

@@ -6,6 +6,7 @@
 // Test helpers outside #[test] functions: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -80,27 +81,6 @@ fn workers(list: &Json) -> Vec<(String, String, bool)> {
 
 fn worker<'a>(list: &'a Json, name: &str) -> Option<&'a Json> {
     list["workers"].as_array().unwrap().iter().find(|w| w["name"] == name)
-}
-
-/// Runs a test on the memory store, SQLite and MariaDB.
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::Kind;
-            #[tokio::test]
-            async fn memory() {
-                super::$name(Kind::Memory).await
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(Kind::Sqlite).await
-            }
-            #[tokio::test]
-            async fn mariadb() {
-                super::$name(Kind::MySql).await
-            }
-        }
-    )*};
 }
 
 async fn lists_the_pool_and_the_locked_slaves_with_their_tacs_password(kind: Kind) {

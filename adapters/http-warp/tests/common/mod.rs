@@ -70,6 +70,29 @@ pub enum Kind {
     MySql,
 }
 
+/// Runs each test against every store: memory, SQLite, MariaDB (skipped
+/// outside CI when the server is down; never in CI).
+#[allow(unused_macros)] // each test binary uses its own part
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::Kind;
+            #[tokio::test]
+            async fn memory() {
+                super::$name(Kind::Memory).await
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Kind::Sqlite).await
+            }
+            #[tokio::test]
+            async fn mariadb() {
+                super::$name(Kind::MySql).await
+            }
+        }
+    )*};
+}
+
 /// A fresh store of `kind` holding `fleet`, and the database to drop
 /// afterwards; `None` when the server is unreachable outside CI.
 pub async fn store(kind: Kind, fleet: &Dump) -> Option<(Arc<dyn Store>, Option<TestDatabase>)> {
