@@ -10,10 +10,10 @@ use crate::error::{AllocationError, RenderError, StoreError};
 use crate::live::{BalanceCount, BootRecord};
 use crate::name::SlaveName;
 use crate::ports::{
-    Actor, AllocationStore, Host, InlineRender, Intent, RenderExecutor, TacBody, TacHeader, TacRenderer, TacRequest,
-    TacValues,
+    Actor, AllocationStore, Host, InlineRender, Intent, MasterChange, RenderExecutor, TacBody, TacHeader, TacRenderer,
+    TacRequest, TacValues,
 };
-use crate::rule::{Decision, Explanation, Planner};
+use crate::rule::{Decision, Explanation, Planner, Reason};
 use crate::schema::{Row, Table, Value};
 
 /// How many times a unit of work that hit a deadlock or serialization
@@ -357,8 +357,13 @@ impl Allocator {
                 name: actor.to_owned(),
                 at: header.generated,
             };
-            let changes: Vec<_> = decisions.iter().flatten().filter_map(Decision::change).collect();
-            let audit: Vec<_> = changes.iter().filter_map(|c| audit_entry(c, &stamp)).collect();
+            let decided: Vec<(MasterChange, Reason)> = decisions
+                .iter()
+                .flatten()
+                .filter_map(|d| Some((d.change()?, d.reason)))
+                .collect();
+            let audit: Vec<_> = decided.iter().filter_map(|(c, r)| audit_entry(c, *r, &stamp)).collect();
+            let changes: Vec<MasterChange> = decided.into_iter().map(|(c, _)| c).collect();
             let boots: Vec<BootRecord> = requests
                 .iter()
                 .zip(&decisions)
@@ -477,7 +482,10 @@ fn tac_request(decision: &Decision, header: TacHeader, secrets: Secrets) -> TacR
     TacRequest { header, body }
 }
 
-fn audit_entry(change: &crate::ports::MasterChange, actor: &Actor) -> Option<NewAuditEntry> {
+/// The entry of one allocation: the `current_masterid` change, and in the
+/// new values the rule's reason (`balanced`, `locked`, `disabled`), so that
+/// "why did it go there" is answered from history too.
+fn audit_entry(change: &MasterChange, reason: Reason, actor: &Actor) -> Option<NewAuditEntry> {
     let row = |m: Option<i32>| -> Row {
         [(
             "current_masterid".to_owned(),
@@ -492,7 +500,16 @@ fn audit_entry(change: &crate::ports::MasterChange, actor: &Actor) -> Option<New
         Some(&row(change.to)),
         actor,
     )
+    .map(|mut entry| {
+        if let Some(new) = entry.new_values.as_mut() {
+            new.insert(REASON_KEY.to_owned(), Value::Text(reason.as_str().to_owned()));
+        }
+        entry
+    })
 }
+
+/// The key of an allocation entry's new values that keeps the rule's reason.
+pub const REASON_KEY: &str = "reason";
 
 #[cfg(test)]
 mod tests {

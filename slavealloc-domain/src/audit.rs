@@ -186,19 +186,45 @@ pub const ALLOCATION_ACTOR: &str = "gettac";
 pub enum AuditKind {
     /// A slave given another master by `/gettac` (actor [`ALLOCATION_ACTOR`]).
     Allocation,
-    /// Anything a person or a tool wrote.
+    /// Anything a person or a tool wrote, holds aside.
     Edit,
+    /// A drain, a disable with a note, or their end (an entry whose new
+    /// values carry [`crate::lifecycle::LIFECYCLE_KEY`]).
+    Lifecycle,
 }
 
 impl AuditKind {
-    /// The kind of an entry written by `actor`.
-    pub fn of_actor(actor: &str) -> Self {
-        if actor == ALLOCATION_ACTOR {
+    /// The kind of an entry.
+    pub fn of(entry: &NewAuditEntry) -> Self {
+        if entry.actor == ALLOCATION_ACTOR {
             AuditKind::Allocation
+        } else if entry
+            .new_values
+            .as_ref()
+            .is_some_and(|v| v.contains_key(crate::lifecycle::LIFECYCLE_KEY))
+        {
+            AuditKind::Lifecycle
         } else {
             AuditKind::Edit
         }
     }
+
+    /// Reads `allocation`, `edit` or `lifecycle`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "allocation" => Some(AuditKind::Allocation),
+            "edit" => Some(AuditKind::Edit),
+            "lifecycle" => Some(AuditKind::Lifecycle),
+            _ => None,
+        }
+    }
+}
+
+/// The text every lifecycle entry's stored `new_values` JSON contains (and
+/// no other entry's: a `"` inside a value is escaped), for stores that
+/// filter on the text.
+pub fn lifecycle_marker() -> String {
+    format!("%\"{}\":%", crate::lifecycle::LIFECYCLE_KEY)
 }
 
 impl AuditQuery {
@@ -215,7 +241,7 @@ impl AuditQuery {
                 .until
                 .is_none_or(|until| e.at.as_str() <= format_at(until).as_str())
             && self.actor.as_ref().is_none_or(|a| *a == e.actor)
-            && self.kind.is_none_or(|k| k == AuditKind::of_actor(&e.actor))
+            && self.kind.is_none_or(|k| k == AuditKind::of(e))
             && self.before.is_none_or(|b| entry.id < b)
     }
 }

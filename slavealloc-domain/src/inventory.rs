@@ -30,6 +30,20 @@ pub struct SlaveFilter {
     pub include_decomm: bool,
 }
 
+/// The key of a bulk write's audit entries that keeps the note it was given.
+pub const NOTE_KEY: &str = "note";
+
+/// Adds a bulk write's note to one of its audit entries.
+pub fn with_note(mut entry: crate::audit::NewAuditEntry, note: Option<&str>) -> crate::audit::NewAuditEntry {
+    if let Some(note) = note {
+        entry
+            .new_values
+            .get_or_insert_with(Row::new)
+            .insert(NOTE_KEY.to_owned(), Value::Text(note.to_owned()));
+    }
+    entry
+}
+
 /// What a write did with the keys of its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WriteReport {

@@ -41,6 +41,7 @@ pub mod dump;
 pub mod entities;
 pub mod error;
 pub mod inventory;
+pub mod lifecycle;
 pub mod live;
 pub mod name;
 pub mod ports;
@@ -59,6 +60,7 @@ pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 pub use error::{AllocationError, RenderError, StoreError};
 pub use inventory::{Inventory, SlaveFilter, WriteReport};
+pub use lifecycle::{Hold, HoldTarget, LifecycleStore, NewHold};
 pub use live::BalanceCount;
 pub use name::SlaveName;
 pub use ports::{

@@ -329,6 +329,25 @@ pub trait InventoryStore: Send + Sync {
     /// [`StoreError::InvalidReference`]; nothing written.
     async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError>;
 
+    /// Writes the same checked changes into several rows of one table in
+    /// one transaction, all or nothing, one audit entry per changed row
+    /// (carrying `note`, see [`crate::inventory::with_note`]); answers each
+    /// row before and after. A dry run checks and answers the same and
+    /// keeps nothing.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::update`], for any of the rows; nothing
+    /// written.
+    async fn update_many(
+        &self,
+        table: Table,
+        ids: &[i32],
+        changes: Row,
+        note: Option<String>,
+        dry_run: bool,
+        actor: Actor,
+    ) -> Result<Vec<(Row, Row)>, StoreError>;
+
     /// Deletes one row.
     ///
     /// # Errors

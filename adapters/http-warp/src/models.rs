@@ -346,11 +346,10 @@ pub fn audit_params(pairs: &[(String, String)], now: std::time::SystemTime) -> R
             "actor" => q.actor = Some(v.clone()),
             "kind" if v.is_empty() => q.kind = None,
             "kind" => {
-                q.kind = Some(match v.as_str() {
-                    "allocation" => slavealloc_domain::audit::AuditKind::Allocation,
-                    "edit" => slavealloc_domain::audit::AuditKind::Edit,
-                    _ => return Err(ApiError::bad_request("kind: must be allocation or edit")),
-                })
+                q.kind = Some(
+                    slavealloc_domain::audit::AuditKind::parse(v)
+                        .ok_or_else(|| ApiError::bad_request("kind: must be allocation, edit or lifecycle"))?,
+                )
             }
             "cursor" if v.is_empty() => q.before = None,
             "cursor" => {

@@ -272,6 +272,17 @@ impl slavealloc_domain::InventoryStore for Gated {
     ) -> Result<slavealloc_domain::Row, StoreError> {
         self.inner.update(t, id, row, a).await
     }
+    async fn update_many(
+        &self,
+        t: slavealloc_domain::Table,
+        ids: &[i32],
+        row: slavealloc_domain::Row,
+        note: Option<String>,
+        dry_run: bool,
+        a: slavealloc_domain::Actor,
+    ) -> Result<Vec<(slavealloc_domain::Row, slavealloc_domain::Row)>, StoreError> {
+        self.inner.update_many(t, ids, row, note, dry_run, a).await
+    }
     async fn delete(
         &self,
         t: slavealloc_domain::Table,

@@ -15,6 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use slavealloc_domain::audit::{AuditKind, AuditQuery, NewAuditEntry};
+use slavealloc_domain::inventory::NOTE_KEY;
+use slavealloc_domain::lifecycle::{
+    EndReason, HoldQuery, HoldTarget, LifecycleStore, NewHold, LIFECYCLE_KEY, RESUME_ACTOR,
+};
 use slavealloc_domain::live::{MasterStatus, PollRecord, Presence};
 use slavealloc_domain::ports::{AllocationStore, DumpStore, InventoryStore, MasterChange, Snapshot};
 use slavealloc_domain::schema::{Row, Table, Value};
@@ -744,7 +748,11 @@ pub async fn gettac_audits_the_change<F: StoreFactory>(h: Harness<F>) {
         ("slaves", 1, "gettac", NOW_AT)
     );
     assert_eq!(e.old_values, Some(row(&[("current_masterid", Value::Null)])));
-    assert_eq!(e.new_values, Some(row(&[("current_masterid", int(1))])));
+    assert_eq!(
+        e.new_values,
+        Some(row(&[("current_masterid", int(1)), ("reason", text("balanced"))])),
+        "the entry keeps the rule's reason"
+    );
 }
 
 /// A batch through `Allocator::allocate` decides as if its requests came
@@ -1432,4 +1440,217 @@ pub async fn old_allocations_are_pruned_in_batches_and_edits_kept<F: StoreFactor
         .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].entry.actor, "relops");
+}
+
+async fn enabled<F: StoreFactory>(h: &Harness<F>, table: Table, id: i32) -> bool {
+    h.store().get(table, id).await.unwrap().unwrap()["enabled"] == Value::Bool(true)
+}
+
+async fn lifecycle_entries<F: StoreFactory>(h: &Harness<F>) -> Vec<slavealloc_domain::AuditEntry> {
+    let q = AuditQuery {
+        kind: Some(AuditKind::Lifecycle),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    h.store().audit(q).await.unwrap()
+}
+
+fn said(e: &slavealloc_domain::AuditEntry) -> String {
+    let v = e.entry.new_values.as_ref().unwrap();
+    v[LIFECYCLE_KEY].as_text().unwrap().to_owned()
+}
+
+/// A drain with a note and an end: the master is disabled (the original's
+/// column), the hold keeps note, actor and end, a second drain supersedes
+/// the first, and when the end passes two daemons resuming at the same
+/// moment enable it and audit it exactly once.
+pub async fn a_drain_ends_by_itself_exactly_once<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(2)).await;
+    let s = h.store();
+    let end = now() + Duration::from_secs(300);
+    let drain = |note: &str| NewHold {
+        note: note.to_owned(),
+        until: Some(end),
+        graceful: true,
+    };
+    let first = s
+        .hold(HoldTarget::Master, &[2], &drain("upgrade"), actor("relops"))
+        .await
+        .unwrap();
+    assert!(!enabled(&h, Table::Masters, 2).await);
+    assert_eq!(
+        (
+            first[0].note.as_str(),
+            first[0].actor.as_str(),
+            first[0].until,
+            first[0].graceful
+        ),
+        ("upgrade", "relops", Some(end), true)
+    );
+    let second = s
+        .hold(HoldTarget::Master, &[2], &drain("upgrade, again"), actor("ops2"))
+        .await
+        .unwrap();
+    let all = s
+        .holds(&HoldQuery {
+            target: Some(HoldTarget::Master),
+            target_id: Some(2),
+            ..HoldQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], second[0], "newest first");
+    assert_eq!(all[1].ended.as_ref().unwrap().reason, EndReason::Superseded);
+    let open = HoldQuery {
+        open_only: true,
+        ..HoldQuery::default()
+    };
+    assert_eq!(s.holds(&open).await.unwrap().len(), 1);
+
+    assert!(s.resume_due(end - Duration::from_secs(1)).await.unwrap().is_empty());
+    assert!(!enabled(&h, Table::Masters, 2).await, "not before its end");
+    let (a, b) = tokio::join!(s.resume_due(end), s.resume_due(end));
+    let resumed = a.unwrap().len() + b.unwrap().len();
+    assert_eq!(resumed, 1, "one of the two daemons resumes it");
+    assert!(enabled(&h, Table::Masters, 2).await);
+    assert!(s.holds(&open).await.unwrap().is_empty());
+    let entries = lifecycle_entries(&h).await;
+    let texts: Vec<String> = entries.iter().map(said).collect();
+    assert_eq!(
+        texts,
+        [
+            "resumed: until reached".to_owned(),
+            "drained gracefully: upgrade, again (until 2023-11-14T22:18:20Z)".to_owned(),
+            "drained gracefully: upgrade (until 2023-11-14T22:18:20Z)".to_owned(),
+        ]
+    );
+    assert_eq!(entries[0].entry.actor, RESUME_ACTOR);
+    assert_eq!(
+        entries[2].entry.new_values.as_ref().unwrap()["enabled"],
+        Value::Bool(false)
+    );
+    let edits = AuditQuery {
+        kind: Some(AuditKind::Edit),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    assert!(
+        s.audit(edits).await.unwrap().is_empty(),
+        "lifecycle entries are not edits"
+    );
+    assert!(s.resume_due(end + Duration::from_secs(60)).await.unwrap().is_empty());
+}
+
+/// Disabling slaves with a note is all or nothing (an id without a row
+/// holds none), and enabling them ends their holds; enabling a slave that
+/// is neither held nor disabled writes nothing.
+pub async fn disables_with_a_note_are_all_or_nothing_and_released_by_enable<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(3)).await;
+    let s = h.store();
+    let hold = NewHold {
+        note: "broken disk".into(),
+        until: None,
+        graceful: false,
+    };
+    let before = audit_len(&h).await;
+    assert!(matches!(
+        s.hold(HoldTarget::Slave, &[1, 99], &hold, actor("relops")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(enabled(&h, Table::Slaves, 1).await, "nothing held");
+    assert_eq!(audit_len(&h).await, before);
+    s.hold(HoldTarget::Slave, &[1, 2], &hold, actor("relops"))
+        .await
+        .unwrap();
+    assert!(!enabled(&h, Table::Slaves, 1).await && !enabled(&h, Table::Slaves, 2).await);
+    let released = s.release(HoldTarget::Slave, &[1, 2, 3], actor("relops")).await.unwrap();
+    assert_eq!(released.len(), 2);
+    assert!(released
+        .iter()
+        .all(|h| h.ended.as_ref().unwrap().reason == EndReason::Released));
+    assert!(enabled(&h, Table::Slaves, 1).await && enabled(&h, Table::Slaves, 2).await);
+    let texts: Vec<String> = lifecycle_entries(&h).await.iter().map(said).collect();
+    assert_eq!(
+        texts,
+        [
+            "resumed: released",
+            "resumed: released",
+            "disabled: broken disk",
+            "disabled: broken disk"
+        ],
+        "slave 3 was neither held nor disabled: no entry"
+    );
+}
+
+/// One write into many rows: a bad value in it changes nothing, a dry run
+/// answers what would change and keeps nothing, and the real one writes
+/// every row with one audit entry each carrying the note.
+pub async fn bulk_updates_are_one_transaction<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(4)).await;
+    let s = h.store();
+    let ids = [1, 2, 3, 4];
+    let before = audit_len(&h).await;
+    let bad = row(&[("notes", text("moved")), ("poolid", int(77))]);
+    let e = s
+        .update_many(Table::Slaves, &ids, bad, None, false, actor("relops"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InvalidReference { .. }), "{e:?}");
+    assert_eq!(
+        s.update_many(
+            Table::Slaves,
+            &[1, 99],
+            row(&[("notes", text("x"))]),
+            None,
+            false,
+            actor("r")
+        )
+        .await
+        .unwrap_err(),
+        StoreError::NotFound
+    );
+    let dry = s
+        .update_many(
+            Table::Slaves,
+            &ids,
+            row(&[("notes", text("moved"))]),
+            None,
+            true,
+            actor("relops"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.len(), 4);
+    assert_eq!(dry[0].1["notes"], text("moved"));
+    for id in ids {
+        assert_ne!(slave(&h, id).await["notes"], text("moved"), "nothing kept");
+    }
+    assert_eq!(audit_len(&h).await, before);
+    s.update_many(
+        Table::Slaves,
+        &ids,
+        row(&[("notes", text("moved"))]),
+        Some("rack 4 move".into()),
+        false,
+        actor("relops"),
+    )
+    .await
+    .unwrap();
+    for id in ids {
+        assert_eq!(slave(&h, id).await["notes"], text("moved"));
+    }
+    let entries = s
+        .audit(AuditQuery {
+            limit: 100,
+            since: Some(now()),
+            actor: Some("relops".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 4);
+    assert!(entries
+        .iter()
+        .all(|e| e.entry.new_values.as_ref().unwrap()[NOTE_KEY] == text("rack 4 move")));
 }

@@ -32,15 +32,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use slavealloc_domain::{AllocationStore, Allocator, BalanceCount, DumpStore, FixedHost, InventoryStore, LiveStore};
+use slavealloc_domain::{
+    AllocationStore, Allocator, BalanceCount, DumpStore, FixedHost, InventoryStore, LifecycleStore, LiveStore,
+};
 
 pub mod cases;
 pub mod fleet;
 
 /// Everything a store must implement to be tested here.
-pub trait Store: AllocationStore + InventoryStore + DumpStore + LiveStore + 'static {}
+pub trait Store: AllocationStore + InventoryStore + DumpStore + LiveStore + LifecycleStore + 'static {}
 
-impl<T: AllocationStore + InventoryStore + DumpStore + LiveStore + 'static> Store for T {}
+impl<T: AllocationStore + InventoryStore + DumpStore + LiveStore + LifecycleStore + 'static> Store for T {}
 
 /// Makes fresh stores for one test case and removes them afterwards.
 #[async_trait]
@@ -194,6 +196,9 @@ macro_rules! contract_tests {
             explain_agrees_with_the_allocation_that_follows,
             the_audit_log_is_queried_by_actor_kind_window_and_cursor,
             old_allocations_are_pruned_in_batches_and_edits_kept,
+            a_drain_ends_by_itself_exactly_once,
+            disables_with_a_note_are_all_or_nothing_and_released_by_enable,
+            bulk_updates_are_one_transaction,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {

@@ -80,6 +80,10 @@ use slavealloc_domain::audit::{AuditEntry, AuditQuery, NewAuditEntry};
 use slavealloc_domain::entities::{
     Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate, TemplateId,
 };
+use slavealloc_domain::lifecycle::{
+    bare_entry, enabled_change, ended_text, mark, EndReason, Ended, Hold, HoldQuery, HoldTarget, LifecycleStore,
+    NewHold, RESUME_ACTOR,
+};
 use slavealloc_domain::live::{
     presence_after_poll, status_after_poll, BootRecord, Lease, LivePeers, LiveState, MasterStatus, PeerFacts,
     PollRecord, Presence, UnknownWorker,
@@ -213,6 +217,8 @@ struct State {
     pools: FastMap<PoolId, PoolIndex>,
     audit: Vec<AuditEntry>,
     live: LiveTables,
+    /// The rebuild's `holds`, in id order (id = index + 1).
+    holds: Vec<Hold>,
 }
 
 /// The rebuild's live-fleet tables ([`slavealloc_domain::live`]).
@@ -461,6 +467,26 @@ impl State {
             .into_iter()
             .filter(|(t, c)| self.table(*t).any(|r| int(r, c.name) == Some(id.into())))
             .map(|(t, c)| format!("{}.{}", t.name(), c.name))
+            .collect()
+    }
+
+    /// Each row of `ids` before and after `changes`, every one checked.
+    fn planned_updates(&self, table: Table, ids: &[i32], changes: &Row) -> Result<Vec<(Row, Row)>, StoreError> {
+        if ids.len() > 1 && table.name_column().is_some_and(|n| changes.contains_key(n)) {
+            return Err(StoreError::Duplicate(format!(
+                "{table}: one name cannot be given to {} rows",
+                ids.len()
+            )));
+        }
+        ids.iter()
+            .map(|id| {
+                table.check_changes(*id, changes)?;
+                let old = self.get(table, *id).cloned().ok_or(StoreError::NotFound)?;
+                let mut new = old.clone();
+                new.extend(changes.clone());
+                self.check(table, Some(*id), &new)?;
+                Ok((old, new))
+            })
             .collect()
     }
 
@@ -762,6 +788,30 @@ impl InventoryStore for MemoryStore {
         Ok(new)
     }
 
+    async fn update_many(
+        &self,
+        table: Table,
+        ids: &[i32],
+        changes: Row,
+        note: Option<String>,
+        dry_run: bool,
+        actor: Actor,
+    ) -> Result<Vec<(Row, Row)>, StoreError> {
+        let mut state = self.state.lock().await;
+        // Everything is checked before anything is put: all or nothing.
+        let written = state.planned_updates(table, ids, &changes)?;
+        if dry_run {
+            return Ok(written);
+        }
+        for (id, (old, new)) in ids.iter().zip(&written) {
+            state.put(table, *id, new.clone())?;
+            if let Some(e) = NewAuditEntry::for_write(table, (*id).into(), Some(old), Some(new), &actor) {
+                state.record_audit(slavealloc_domain::inventory::with_note(e, note.as_deref()));
+            }
+        }
+        Ok(written)
+    }
+
     async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
         if state.get(table, id).is_none() {
@@ -865,6 +915,149 @@ impl LiveStore for MemoryStore {
             state.live.leases.remove(name);
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// Sets `enabled` on one row (checked to exist) and records its
+    /// lifecycle audit entry.
+    fn switch(&mut self, target: HoldTarget, id: i32, enabled: bool, what: &str, actor: &Actor, always: bool) {
+        let table = target.table();
+        let Some(old) = self.get(table, id).cloned() else {
+            return;
+        };
+        let mut new = old.clone();
+        new.extend(enabled_change(enabled));
+        let entry = match NewAuditEntry::for_write(table, id.into(), Some(&old), Some(&new), actor) {
+            Some(e) => {
+                // Only `enabled` changes: no reference or name to break.
+                let _ = self.put(table, id, new);
+                Some(mark(e, what))
+            }
+            None => always.then(|| bare_entry(target, id, what, actor)),
+        };
+        if let Some(e) = entry {
+            self.record_audit(e);
+        }
+    }
+
+    /// Ends the open holds of these rows; answers them, ended.
+    fn end_holds(&mut self, target: HoldTarget, ids: &[i32], ended: &Ended) -> Vec<Hold> {
+        self.holds
+            .iter_mut()
+            .filter(|h| h.is_open() && h.target == target && ids.contains(&h.target_id))
+            .map(|h| {
+                h.ended = Some(ended.clone());
+                h.clone()
+            })
+            .collect()
+    }
+
+    fn check_exist(&self, target: HoldTarget, ids: &[i32]) -> Result<(), StoreError> {
+        match ids.iter().all(|id| self.get(target.table(), *id).is_some()) {
+            true => Ok(()),
+            false => Err(StoreError::NotFound),
+        }
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for MemoryStore {
+    async fn hold(
+        &self,
+        target: HoldTarget,
+        ids: &[i32],
+        hold: &NewHold,
+        actor: Actor,
+    ) -> Result<Vec<Hold>, StoreError> {
+        let mut state = self.state.lock().await;
+        state.check_exist(target, ids)?;
+        let superseded = Ended {
+            at: actor.at,
+            by: actor.name.clone(),
+            reason: EndReason::Superseded,
+        };
+        state.end_holds(target, ids, &superseded);
+        let mut made = Vec::with_capacity(ids.len());
+        for id in ids {
+            let h = Hold {
+                id: i64::try_from(state.holds.len()).unwrap_or(i64::MAX) + 1,
+                target,
+                target_id: *id,
+                note: hold.note.clone(),
+                actor: actor.name.clone(),
+                started: actor.at,
+                until: hold.until,
+                graceful: hold.graceful,
+                ended: None,
+            };
+            state.switch(target, *id, false, &h.started_text(), &actor, true);
+            state.holds.push(h.clone());
+            made.push(h);
+        }
+        Ok(made)
+    }
+
+    async fn release(&self, target: HoldTarget, ids: &[i32], actor: Actor) -> Result<Vec<Hold>, StoreError> {
+        let mut state = self.state.lock().await;
+        state.check_exist(target, ids)?;
+        let ended = Ended {
+            at: actor.at,
+            by: actor.name.clone(),
+            reason: EndReason::Released,
+        };
+        let released = state.end_holds(target, ids, &ended);
+        for id in ids {
+            let held = released.iter().any(|h| h.target_id == *id);
+            state.switch(target, *id, true, ended_text(EndReason::Released), &actor, held);
+        }
+        Ok(released)
+    }
+
+    async fn holds(&self, query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {
+        let state = self.state.lock().await;
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit as usize
+        };
+        Ok(state
+            .holds
+            .iter()
+            .rev()
+            .filter(|h| query.selects(h))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn resume_due(&self, now: SystemTime) -> Result<Vec<Hold>, StoreError> {
+        let mut state = self.state.lock().await;
+        let actor = Actor {
+            name: RESUME_ACTOR.to_owned(),
+            at: now,
+        };
+        let ended = Ended {
+            at: now,
+            by: RESUME_ACTOR.to_owned(),
+            reason: EndReason::UntilReached,
+        };
+        let due: Vec<usize> = (0..state.holds.len()).filter(|i| state.holds[*i].is_due(now)).collect();
+        let mut resumed = Vec::with_capacity(due.len());
+        for i in due {
+            state.holds[i].ended = Some(ended.clone());
+            let h = state.holds[i].clone();
+            state.switch(
+                h.target,
+                h.target_id,
+                true,
+                ended_text(EndReason::UntilReached),
+                &actor,
+                true,
+            );
+            resumed.push(h);
+        }
+        Ok(resumed)
     }
 }
 

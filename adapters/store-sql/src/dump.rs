@@ -83,8 +83,8 @@ async fn load_in(db: &dyn Db, dump: &Dump, replace: bool, save: Option<&dyn Save
         }
         // The live facts are about the rows replaced: the same ids may name
         // other slaves and masters now. The poller's lease is about the
-        // daemons, and stays.
-        for table in crate::live::FACT_TABLES {
+        // daemons, and stays. Holds name the replaced rows' ids too.
+        for table in crate::live::FACT_TABLES.iter().chain(&["holds"]) {
             tx.execute(&Sql::new(d, &format!("DELETE FROM {table}"))).await?;
         }
     }

@@ -9,7 +9,9 @@
 
 use std::time::SystemTime;
 
-use slavealloc_domain::audit::{format_at, AuditEntry, AuditKind, AuditQuery, NewAuditEntry, ALLOCATION_ACTOR};
+use slavealloc_domain::audit::{
+    format_at, lifecycle_marker, AuditEntry, AuditKind, AuditQuery, NewAuditEntry, ALLOCATION_ACTOR,
+};
 use slavealloc_domain::schema::{Column, DefaultValue, InputError, Kind, Row, Table, Value};
 use slavealloc_domain::{Actor, Dump, StoreError};
 
@@ -292,31 +294,88 @@ pub(crate) async fn insert(db: &dyn Db, table: Table, mut row: Row, actor: Actor
 
 /// Writes changes into one row.
 pub(crate) async fn update(db: &dyn Db, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
-    table.check_changes(id, &changes)?;
-    let id_column = table.id_column().ok_or(StoreError::NotFound)?;
-    for (k, v) in &changes {
+    check_params(table, &changes)?;
+    let d = db.dialect();
+    let mut tx = db.begin(Mode::Write).await?;
+    let (old, new) = update_in(&mut *tx, d, table, id, &changes).await?;
+    if let Some(entry) = NewAuditEntry::for_write(table, id.into(), Some(&old), Some(&new), &actor) {
+        write_audit(&mut *tx, d, &[entry]).await?;
+    }
+    tx.commit().await?;
+    Ok(new)
+}
+
+/// Writes the same changes into several rows in one transaction, one audit
+/// entry per changed row (carrying `note`); a dry run rolls it all back.
+pub(crate) async fn update_many(
+    db: &dyn Db,
+    table: Table,
+    ids: &[i32],
+    changes: Row,
+    note: Option<String>,
+    dry_run: bool,
+    actor: Actor,
+) -> Result<Vec<(Row, Row)>, StoreError> {
+    for id in ids {
+        table.check_changes(*id, &changes)?;
+    }
+    check_params(table, &changes)?;
+    let d = db.dialect();
+    let mut tx = db.begin(Mode::Write).await?;
+    let mut written = Vec::with_capacity(ids.len());
+    let mut entries = Vec::new();
+    for id in ids {
+        let (old, new) = update_in(&mut *tx, d, table, *id, &changes).await?;
+        if let Some(entry) = NewAuditEntry::for_write(table, (*id).into(), Some(&old), Some(&new), &actor) {
+            entries.push(slavealloc_domain::inventory::with_note(entry, note.as_deref()));
+        }
+        written.push((old, new));
+    }
+    if dry_run {
+        // Dropped uncommitted: rolled back, with the locks it took.
+        return Ok(written);
+    }
+    write_audit(&mut *tx, d, &entries).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// Checks that each value fits its column before a transaction starts.
+fn check_params(table: Table, changes: &Row) -> Result<(), StoreError> {
+    for (k, v) in changes {
         if let Some(c) = table.column(k) {
             param(c, v, c.name)?;
         }
     }
-    let d = db.dialect();
-    let mut tx = db.begin(Mode::Write).await?;
-    let old = select_one(&mut *tx, d, table, id, true)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    Ok(())
+}
+
+/// Writes changes into one row inside `tx`: the row read locked, references
+/// and unique names checked, only changed columns written. Answers the row
+/// before and after.
+pub(crate) async fn update_in(
+    tx: &mut dyn Tx,
+    d: &Dialect,
+    table: Table,
+    id: i32,
+    changes: &Row,
+) -> Result<(Row, Row), StoreError> {
+    table.check_changes(id, changes)?;
+    let id_column = table.id_column().ok_or(StoreError::NotFound)?;
+    let old = select_one(tx, d, table, id, true).await?.ok_or(StoreError::NotFound)?;
     let changed: Vec<&'static Column> = table
         .columns()
         .iter()
         .filter(|c| changes.get(c.name).is_some_and(|v| old.get(c.name) != Some(v)))
         .collect();
     if changed.is_empty() {
-        return Ok(old);
+        return Ok((old.clone(), old));
     }
     let mut new = old.clone();
-    new.extend(changes);
-    check_references(&mut *tx, d, &new, &changed).await?;
+    new.extend(changes.clone());
+    check_references(tx, d, &new, &changed).await?;
     if changed.iter().any(|c| Some(c.name) == table.name_column()) {
-        check_unique(&mut *tx, d, table, &new, Some(id)).await?;
+        check_unique(tx, d, table, &new, Some(id)).await?;
     }
     let mut sql = Sql::new(d, &format!("UPDATE {table} SET "));
     for (i, c) in changed.iter().enumerate() {
@@ -325,14 +384,8 @@ pub(crate) async fn update(db: &dyn Db, table: Table, id: i32, changes: Row, act
     }
     sql.push(&format!(" WHERE {id_column} = ")).param(Param::Int(Some(id)));
     tx.execute(&sql).await?;
-    let new = select_one(&mut *tx, d, table, id, false)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    if let Some(entry) = NewAuditEntry::for_write(table, id.into(), Some(&old), Some(&new), &actor) {
-        write_audit(&mut *tx, d, &[entry]).await?;
-    }
-    tx.commit().await?;
-    Ok(new)
+    let new = select_one(tx, d, table, id, false).await?.ok_or(StoreError::NotFound)?;
+    Ok((old, new))
 }
 
 /// Deletes one row that nothing refers to.
@@ -404,7 +457,16 @@ pub(crate) async fn audit(db: &dyn Db, query: AuditQuery) -> Result<Vec<AuditEnt
         }
         Some(AuditKind::Edit) => {
             sql.push(" AND actor <> ")
-                .param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())));
+                .param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())))
+                .push(" AND (new_values IS NULL OR new_values NOT LIKE ")
+                .param(Param::Text(Some(lifecycle_marker())))
+                .push(")");
+        }
+        Some(AuditKind::Lifecycle) => {
+            sql.push(" AND actor <> ")
+                .param(Param::Text(Some(ALLOCATION_ACTOR.to_owned())))
+                .push(" AND new_values LIKE ")
+                .param(Param::Text(Some(lifecycle_marker())));
         }
         None => {}
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use slavealloc_domain::audit::{AuditEntry, AuditQuery};
+use slavealloc_domain::lifecycle::{Hold, HoldQuery, HoldTarget, LifecycleStore, NewHold};
 use slavealloc_domain::live::{Lease, LiveState, PollRecord};
 use slavealloc_domain::ports::AllocationUnit;
 use slavealloc_domain::schema::{Row, Table, Value};
@@ -42,6 +43,7 @@ mod allocation;
 mod driver;
 mod dump;
 mod inventory;
+mod lifecycle;
 mod live;
 mod migrations;
 mod mysql;
@@ -348,6 +350,18 @@ impl InventoryStore for SqlStore {
         inventory::update(&*self.db, table, id, changes, actor).await
     }
 
+    async fn update_many(
+        &self,
+        table: Table,
+        ids: &[i32],
+        changes: Row,
+        note: Option<String>,
+        dry_run: bool,
+        actor: Actor,
+    ) -> Result<Vec<(Row, Row)>, StoreError> {
+        inventory::update_many(&*self.db, table, ids, changes, note, dry_run, actor).await
+    }
+
     async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
         inventory::delete(&*self.db, table, id, actor).await
     }
@@ -381,6 +395,31 @@ impl LiveStore for SqlStore {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         live::release_lease(&*self.db, name, holder).await
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for SqlStore {
+    async fn hold(
+        &self,
+        target: HoldTarget,
+        ids: &[i32],
+        hold: &NewHold,
+        actor: Actor,
+    ) -> Result<Vec<Hold>, StoreError> {
+        lifecycle::hold(&*self.db, target, ids, hold, actor).await
+    }
+
+    async fn release(&self, target: HoldTarget, ids: &[i32], actor: Actor) -> Result<Vec<Hold>, StoreError> {
+        lifecycle::release(&*self.db, target, ids, actor).await
+    }
+
+    async fn holds(&self, query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {
+        lifecycle::holds(&*self.db, query).await
+    }
+
+    async fn resume_due(&self, now: SystemTime) -> Result<Vec<Hold>, StoreError> {
+        lifecycle::resume_due(&*self.db, now).await
     }
 }
 

@@ -384,6 +384,17 @@ impl slavealloc_domain::InventoryStore for Hanging {
     ) -> Result<slavealloc_domain::Row, StoreError> {
         std::future::pending().await
     }
+    async fn update_many(
+        &self,
+        _: slavealloc_domain::Table,
+        _: &[i32],
+        _: slavealloc_domain::Row,
+        _: Option<String>,
+        _: bool,
+        _: slavealloc_domain::Actor,
+    ) -> Result<Vec<(slavealloc_domain::Row, slavealloc_domain::Row)>, StoreError> {
+        std::future::pending().await
+    }
     async fn delete(&self, _: slavealloc_domain::Table, _: i32, _: slavealloc_domain::Actor) -> Result<(), StoreError> {
         std::future::pending().await
     }
