@@ -225,6 +225,27 @@ impl Inventory {
     /// `body` with each updatable reference that is given by its name only
     /// (the listing's key, `environment` for `envid`) given by its id, and
     /// the name keys so taken.
+    /// A PUT body checked into the changes it makes to any row of `table`
+    /// (name keys resolved, types checked, `writer` allowed every column),
+    /// for a write of many rows.
+    ///
+    /// # Errors
+    /// [`StoreError::Input`] naming the key; [`StoreError::Forbidden`].
+    pub async fn checked_changes(&self, table: Table, body: &Changes, writer: &Writer) -> Result<Row, StoreError> {
+        let (body, taken) = self.resolve_names(table, body).await?;
+        if let Some(k) = body
+            .keys()
+            .find(|k| !taken.contains(k) && !table.column(k).is_some_and(|c| c.updatable))
+        {
+            return Err(InputError::new(k, "is not a column that can be set").into());
+        }
+        let changes = table.parse_update(&body)?;
+        let columns: Vec<&str> = changes.keys().map(String::as_str).collect();
+        access::check(table, Operation::Update(&columns), writer.permission)?;
+        self.check_template(table, &changes)?;
+        Ok(changes)
+    }
+
     async fn resolve_names(&self, table: Table, body: &Changes) -> Result<(Changes, Vec<String>), StoreError> {
         let mut resolved = body.clone();
         let mut taken = Vec::new();

@@ -43,6 +43,7 @@ pub mod error;
 pub mod inventory;
 pub mod lifecycle;
 pub mod live;
+pub mod maintenance;
 pub mod name;
 pub mod ports;
 pub mod reports;
@@ -62,6 +63,7 @@ pub use error::{AllocationError, RenderError, StoreError};
 pub use inventory::{Inventory, SlaveFilter, WriteReport};
 pub use lifecycle::{Hold, HoldTarget, LifecycleStore, NewHold};
 pub use live::BalanceCount;
+pub use maintenance::{BulkReport, BulkRequest, HoldRequest, Maintenance};
 pub use name::SlaveName;
 pub use ports::{
     Actor, AllocationStore, AllocationUnit, DumpStore, FixedHost, Host, InlineRender, Intent, InventoryStore,

@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::handlers::{self, Caller};
 use crate::metrics::route_of;
 use crate::models::Body;
-use crate::{client, rejections, workers, AppState, UiFilter};
+use crate::{client, holds, rejections, workers, AppState, UiFilter};
 
 type Routes = BoxedFilter<(Response,)>;
 
@@ -141,6 +141,42 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .and(caller(&state))
         .then(|master, state, q, c| workers::master_workers(state, master, q, c));
     routes = workers.or(routes).unify().boxed();
+    let bulk = warp::path!("slaves" / "bulk")
+        .and(warp::post())
+        .and(s())
+        .and(caller(&state))
+        .and(body())
+        .then(holds::bulk);
+    let holds_list = warp::path!("holds")
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(holds::list);
+    let drain_status = warp::path!("masters" / String / "drain")
+        .and(warp::get())
+        .and(s())
+        .and(raw_query())
+        .then(|key, state, q| holds::drain_status(state, key, q));
+    let act = table()
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(s())
+        .and(raw_query())
+        .and(caller(&state))
+        .and(body())
+        .then(|t, key, action, state, q, c, b| holds::act(state, t, key, action, q, c, b));
+    routes = bulk
+        .or(holds_list)
+        .unify()
+        .or(drain_status)
+        .unify()
+        .or(act)
+        .unify()
+        .or(routes)
+        .unify()
+        .boxed();
     if allocator {
         let peek = warp::path!("gettac" / String)
             .and(warp::get())

@@ -64,7 +64,7 @@ impl AppState {
 
     /// The writer a request is: 401 without a valid token when tokens are
     /// on, 403 for a token that may not write at all.
-    fn authorize(&self, caller: &Caller) -> Result<Writer, ApiError> {
+    pub(crate) fn authorize(&self, caller: &Caller) -> Result<Writer, ApiError> {
         match self.identify(caller) {
             Identity::Anonymous => Err(ApiError::unauthorized()),
             identity => identity.writer().ok_or_else(|| {
@@ -415,7 +415,7 @@ pub async fn get_row(state: Arc<AppState>, table: Table, key: String, query: Str
 
 /// The id a row path names: `<id>`, or `<name>` with `?byname=1` (404
 /// when no row has that name).
-async fn row_key(state: &AppState, table: Table, key: &str, query: &str) -> Result<i32, ApiError> {
+pub(crate) async fn row_key(state: &AppState, table: Table, key: &str, query: &str) -> Result<i32, ApiError> {
     if !models::by_name(&models::query_pairs(query)?)? {
         return models::row_id(key);
     }

@@ -37,6 +37,7 @@ pub mod batcher;
 pub mod filters;
 pub mod guard;
 pub mod handlers;
+pub mod holds;
 pub mod live;
 pub mod metrics;
 pub mod models;
@@ -51,7 +52,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::service::{service_fn, Service};
-use slavealloc_domain::{AllocationStore, Allocator, Host, Inventory, InventoryStore, LiveStore, TacRenderer};
+use slavealloc_domain::{
+    AllocationStore, Allocator, Host, Inventory, InventoryStore, LifecycleStore, LiveStore, Maintenance, TacRenderer,
+};
 use warp::filters::BoxedFilter;
 use warp::Filter;
 
@@ -201,6 +204,9 @@ pub struct Services {
     /// The live fleet, for the `live` objects, the live filters and
     /// `/api/drift`; `None` leaves them out.
     pub live: Option<live::LiveServices>,
+    /// Drains, disables with a note, bulk writes; `None` answers their
+    /// routes with 404.
+    pub maintenance: Option<Maintenance>,
 }
 
 impl Services {
@@ -219,6 +225,7 @@ impl Services {
             allocator: Allocator::new(allocation, renderer.clone(), host.clone()),
             inventory: Inventory::new(inventory, host).with_template_check(renderer),
             live: None,
+            maintenance: None,
         }
     }
 
@@ -226,6 +233,13 @@ impl Services {
     /// not answered for `fresh_for` are marked not fresh.
     pub fn with_live(mut self, store: Arc<dyn LiveStore>, fresh_for: Duration, host: Arc<dyn Host>) -> Self {
         self.live = Some(live::LiveServices { store, fresh_for, host });
+        self
+    }
+
+    /// Keeps drains and disables with a note and an end in `store`, and
+    /// takes bulk writes.
+    pub fn with_lifecycle(mut self, store: Arc<dyn LifecycleStore>, host: Arc<dyn Host>) -> Self {
+        self.maintenance = Some(Maintenance::new(self.inventory.clone(), store, host));
         self
     }
 }

@@ -352,6 +352,9 @@ pub(crate) fn route_of(path: &str) -> &'static str {
         ["api", "masters", _, "workers"] => "/api/masters/{master}/workers",
         ["api", "drift"] => "/api/drift",
         ["api", "whatif"] => "/api/whatif",
+        ["api", "holds"] => "/api/holds",
+        ["api", "slaves", "bulk"] => "/api/slaves/bulk",
+        ["api", _, _, "drain" | "undrain" | "disable" | "enable"] => "/api/{table}/{id}/{action}",
         ["api", _] => "/api/{table}",
         ["api", _, _] => "/api/{table}/{id}",
         _ => "other",
@@ -372,6 +375,8 @@ mod tests {
             ("/api/slaves/3", "/api/{table}/{id}"),
             ("/api/gettac/x", "/api/gettac/{slave}"),
             ("/api/masters/bm01/workers", "/api/masters/{master}/workers"),
+            ("/api/masters/bm01/drain", "/api/{table}/{id}/{action}"),
+            ("/api/slaves/bulk", "/api/slaves/bulk"),
             ("/ui/static/app.js", "/ui"),
             ("/etc/passwd/x", "other"),
         ];

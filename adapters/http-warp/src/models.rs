@@ -173,7 +173,7 @@ pub fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// A query flag: `1`/`true` or `0`/`false`/empty.
-fn flag(key: &str, value: &str) -> Result<bool, ApiError> {
+pub(crate) fn flag(key: &str, value: &str) -> Result<bool, ApiError> {
     match value {
         "1" | "true" | "True" => Ok(true),
         "" | "0" | "false" | "False" => Ok(false),

@@ -481,7 +481,10 @@ async fn the_audit_log_records_writes_and_allocations_newest_first(kind: Kind) {
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(entries[0]["actor"], "gettac");
     assert_eq!(entries[0]["old_values"], json!({"current_masterid": null}));
-    assert_eq!(entries[0]["new_values"], json!({"current_masterid": master}));
+    assert_eq!(
+        entries[0]["new_values"],
+        json!({"current_masterid": master, "reason": "balanced"})
+    );
     assert_eq!(
         entries[1]["actor"],
         PEER.split(':').next().unwrap(),

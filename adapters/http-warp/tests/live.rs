@@ -325,6 +325,36 @@ impl slavealloc_domain::LiveStore for Gated {
 }
 
 #[async_trait]
+impl slavealloc_domain::LifecycleStore for Gated {
+    async fn hold(
+        &self,
+        target: slavealloc_domain::HoldTarget,
+        ids: &[i32],
+        hold: &slavealloc_domain::NewHold,
+        actor: slavealloc_domain::Actor,
+    ) -> Result<Vec<slavealloc_domain::Hold>, StoreError> {
+        self.inner.hold(target, ids, hold, actor).await
+    }
+    async fn release(
+        &self,
+        target: slavealloc_domain::HoldTarget,
+        ids: &[i32],
+        actor: slavealloc_domain::Actor,
+    ) -> Result<Vec<slavealloc_domain::Hold>, StoreError> {
+        self.inner.release(target, ids, actor).await
+    }
+    async fn holds(
+        &self,
+        query: &slavealloc_domain::lifecycle::HoldQuery,
+    ) -> Result<Vec<slavealloc_domain::Hold>, StoreError> {
+        self.inner.holds(query).await
+    }
+    async fn resume_due(&self, now: std::time::SystemTime) -> Result<Vec<slavealloc_domain::Hold>, StoreError> {
+        self.inner.resume_due(now).await
+    }
+}
+
+#[async_trait]
 impl slavealloc_domain::DumpStore for Gated {
     async fn export(&self) -> Result<slavealloc_domain::Dump, StoreError> {
         self.inner.export().await

@@ -161,7 +161,28 @@ pub struct FileConfig {
     /// How long the audit log keeps what.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Drains and disables with an end.
+    #[serde(default)]
+    pub holds: HoldsConfig,
 }
+
+/// `[holds]`: drains and disables with a note and an end.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsConfig {
+    /// How often every daemon looks for holds whose end has passed (an
+    /// age, default `10s`): how late after its end a master comes back.
+    pub check_every: Option<String>,
+    /// How many workers of a graceful drain are asked to shut down at a
+    /// time, per master (default 2): the rest keep building meanwhile.
+    pub graceful_pace: Option<usize>,
+}
+
+/// Default of `[holds] check_every`.
+pub const DEFAULT_HOLD_CHECK: Duration = Duration::from_secs(10);
+
+/// Default of `[holds] graceful_pace`.
+pub const DEFAULT_GRACEFUL_PACE: usize = 2;
 
 /// `[audit]`: retention.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -287,6 +308,10 @@ pub struct Settings {
     pub balance: BalanceCount,
     /// Allocation entries are kept this long (`None`: forever).
     pub keep_allocations: Option<Duration>,
+    /// How often holds whose end passed are resumed.
+    pub hold_check: Duration,
+    /// Workers of a graceful drain asked to shut down at a time.
+    pub graceful_pace: usize,
 }
 
 /// Reads the file named by `--config` (if any) and merges it with the
@@ -446,6 +471,17 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             0 => None,
             days => Some(Duration::from_secs(days.saturating_mul(86_400))),
         },
+        hold_check: match file.holds.check_every.as_deref() {
+            None => DEFAULT_HOLD_CHECK,
+            Some(text) => {
+                slavealloc_domain::live::parse_age(text).map_err(|e| anyhow::anyhow!("[holds] check_every: {e}"))?
+            }
+        },
+        graceful_pace: match file.holds.graceful_pace {
+            None => DEFAULT_GRACEFUL_PACE,
+            Some(0) => anyhow::bail!("[holds] graceful_pace: at least 1"),
+            Some(n) => n,
+        },
     })
 }
 
@@ -552,6 +588,8 @@ pub struct Daemon {
     poller: Option<Poller>,
     /// Prunes old allocation entries while serving.
     pruner: Option<Pruner>,
+    /// Resumes holds whose end passed.
+    resumer: Resumer,
     /// The demo's database lives in a directory removed when the daemon is.
     _demo_dir: Option<tempfile::TempDir>,
 }
@@ -580,13 +618,19 @@ impl Daemon {
         // master no longer answers.
         let fresh_for = settings.poll.interval * 2;
         let mut services = Services::new(Arc::new(store.clone()), Arc::new(store.clone()), renderer, host.clone())
-            .with_live(Arc::clone(&live), fresh_for, host.clone());
+            .with_live(Arc::clone(&live), fresh_for, host.clone())
+            .with_lifecycle(Arc::new(store.clone()), host.clone());
         services.allocator = services.allocator.with_balance(settings.balance);
         let pruner = settings.keep_allocations.map(|keep| Pruner {
             store: store.clone(),
             keep,
             readiness: readiness.clone(),
         });
+        let resumer = Resumer {
+            store: store.clone(),
+            every: settings.hold_check,
+            readiness: readiness.clone(),
+        };
         let poller_metrics = settings.poll.enabled.then(PollerMetrics::default);
         let poller = poller_metrics.clone().map(|metrics| Poller {
             metrics,
@@ -642,6 +686,7 @@ impl Daemon {
             limits: settings.limits.clone(),
             poller,
             pruner,
+            resumer,
             _demo_dir: demo_dir,
         })
     }
@@ -663,7 +708,8 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let polling = self.poller.map(|p| tokio::spawn(p.run(stopped.clone())));
-        let pruning = self.pruner.map(|p| tokio::spawn(p.run(stopped)));
+        let pruning = self.pruner.map(|p| tokio::spawn(p.run(stopped.clone())));
+        let resuming = tokio::spawn(self.resumer.run(stopped));
         let shutdown = async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -679,6 +725,7 @@ impl Daemon {
         if let Some(pruning) = pruning {
             pruning.abort();
         }
+        resuming.abort();
         served.context("while serving")?;
         self.store.close().await;
         Ok(())
@@ -731,6 +778,38 @@ impl Pruner {
             }
             if pruned > 0 {
                 tracing::info!(pruned, "old allocation entries pruned");
+            }
+        }
+    }
+}
+
+/// Brings back the masters and slaves whose hold has reached its end.
+/// Every daemon runs it; the store resumes each hold once however many
+/// race for it.
+#[derive(Debug)]
+struct Resumer {
+    store: SqlStore,
+    every: Duration,
+    readiness: Readiness,
+}
+
+impl Resumer {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.every) => {}
+                _ = stop.changed() => return,
+            }
+            if self.readiness.check().is_err() {
+                continue;
+            }
+            match slavealloc_domain::LifecycleStore::resume_due(&self.store, SystemTime::now()).await {
+                Ok(resumed) => {
+                    for h in resumed {
+                        tracing::info!(target = h.target.as_str(), id = h.target_id, note = %h.note, "hold ended: until reached");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot resume holds whose end passed"),
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use serde_json::Value as Json;
 pub use slavealloc_domain::testing::PlainRenderer;
-use slavealloc_domain::{AllocationStore, Dump, DumpStore, FixedHost, InventoryStore, LiveStore};
+use slavealloc_domain::{AllocationStore, Dump, DumpStore, FixedHost, InventoryStore, LifecycleStore, LiveStore};
 use slavealloc_http_warp::{routes, ServerConfig, Services};
 use slavealloc_store_memory::MemoryStore;
 use slavealloc_store_sql::{Backend, SqlStore};
@@ -18,8 +18,8 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 /// Every storage port in one object.
-pub trait Store: AllocationStore + InventoryStore + DumpStore + LiveStore {}
-impl<T: AllocationStore + InventoryStore + DumpStore + LiveStore> Store for T {}
+pub trait Store: AllocationStore + InventoryStore + DumpStore + LiveStore + LifecycleStore {}
+impl<T: AllocationStore + InventoryStore + DumpStore + LiveStore + LifecycleStore> Store for T {}
 
 /// The domain services over a store.
 pub fn services(store: Arc<dyn Store>) -> Services {
@@ -27,11 +27,9 @@ pub fn services(store: Arc<dyn Store>) -> Services {
         now: SystemTime::now(),
         fqdn: "slavealloc.test".into(),
     });
-    Services::new(store.clone(), store.clone(), Arc::new(PlainRenderer), host.clone()).with_live(
-        store,
-        std::time::Duration::from_secs(60),
-        host,
-    )
+    Services::new(store.clone(), store.clone(), Arc::new(PlainRenderer), host.clone())
+        .with_live(store.clone(), std::time::Duration::from_secs(60), host.clone())
+        .with_lifecycle(store, host)
 }
 
 /// An answer, read whole.
