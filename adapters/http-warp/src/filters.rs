@@ -157,9 +157,18 @@ fn api(state: Arc<AppState>, allocator: bool) -> Routes {
         .and(s())
         .and(raw_query())
         .then(|key, state, q| holds::drain_status(state, key, q));
+    // Only the action names match, so that a POST to another route under
+    // a row (its worker list) is still "method not allowed".
+    let action = warp::path::param::<String>().and_then(|a: String| async move {
+        if holds::ACTIONS.contains(&a.as_str()) {
+            Ok(a)
+        } else {
+            Err(warp::reject::not_found())
+        }
+    });
     let act = table()
         .and(warp::path::param::<String>())
-        .and(warp::path::param::<String>())
+        .and(action)
         .and(warp::path::end())
         .and(warp::post())
         .and(s())

@@ -26,6 +26,9 @@ use crate::handlers::Caller;
 use crate::models::{self, ApiError, Body, MAX_BODY_BYTES};
 use crate::AppState;
 
+/// The path segments of [`Action`]s.
+pub const ACTIONS: [&str; 4] = ["drain", "undrain", "disable", "enable"];
+
 /// What a POST under a master or slave asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
