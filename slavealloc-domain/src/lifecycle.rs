@@ -89,6 +89,10 @@ pub struct NewHold {
     /// gracefully, a few at a time, so that they move with nobody touching
     /// them.
     pub graceful: bool,
+    /// Other checked columns written with `enabled`, in the same
+    /// transaction (the original CLI's `disable -m` replaces the notes).
+    #[serde(default)]
+    pub also: Row,
 }
 
 impl NewHold {
@@ -266,9 +270,12 @@ pub fn bare_entry(target: HoldTarget, id: i32, what: &str, actor: &Actor) -> New
     )
 }
 
-/// The `enabled` change a hold makes (`false`) or its end makes (`true`).
-pub fn enabled_change(enabled: bool) -> Row {
-    [("enabled".to_owned(), Value::Bool(enabled))].into()
+/// The `enabled` change a hold makes (`false`) or its end makes (`true`),
+/// with the other columns written alongside.
+pub fn enabled_change(enabled: bool, also: &Row) -> Row {
+    let mut changes = also.clone();
+    changes.insert("enabled".to_owned(), Value::Bool(enabled));
+    changes
 }
 
 /// Reads an end as a person gives it: an age from `now` (`2h`, `+5min`,
@@ -323,7 +330,8 @@ pub trait LifecycleStore: Send + Sync {
     ///
     /// # Errors
     /// As for [`LifecycleStore::hold`].
-    async fn release(&self, target: HoldTarget, ids: &[i32], actor: Actor) -> Result<Vec<Hold>, StoreError>;
+    async fn release(&self, target: HoldTarget, ids: &[i32], also: &Row, actor: Actor)
+        -> Result<Vec<Hold>, StoreError>;
 
     /// Holds, newest first.
     ///
@@ -370,6 +378,7 @@ mod tests {
             note: note.to_owned(),
             until,
             graceful,
+            also: Row::new(),
         };
         let m = HoldTarget::Master;
         assert!(hold("upgrade", Some(now() + Duration::from_secs(1)), true)

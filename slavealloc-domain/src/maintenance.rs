@@ -211,6 +211,7 @@ impl Maintenance {
             note: request.note.trim().to_owned(),
             until,
             graceful: request.graceful,
+            also: Row::new(),
         };
         hold.check(target, now).map_err(|e| {
             let (column, problem) = e.split_once(": ").unwrap_or(("note", e.as_str()));
@@ -242,7 +243,9 @@ impl Maintenance {
     /// As for [`Maintenance::hold`].
     pub async fn release(&self, target: HoldTarget, ids: &[i32], writer: &Writer) -> Result<Vec<Hold>, StoreError> {
         Self::check_enabled_write(target, writer)?;
-        self.lifecycle.release(target, ids, self.actor(writer)).await
+        self.lifecycle
+            .release(target, ids, &Row::new(), self.actor(writer))
+            .await
     }
 
     /// The slaves a selection names, in name order.
@@ -343,11 +346,15 @@ impl Maintenance {
             ));
         }
         if lifecycle {
-            if request.set.len() > 1 {
-                return Err(input("enabled", "a disable with a note or an enable is set alone"));
-            }
+            let mut rest = request.set.clone();
+            rest.remove("enabled");
+            let also = if rest.is_empty() {
+                Row::new()
+            } else {
+                self.inventory.checked_changes(table, &rest, writer).await?
+            };
             return self
-                .bulk_lifecycle(&rows, ids, matched, enabled == Some(true), request, writer)
+                .bulk_lifecycle(&rows, ids, matched, enabled == Some(true), also, request, writer)
                 .await;
         }
         let changes = self.inventory.checked_changes(table, &request.set, writer).await?;
@@ -390,18 +397,24 @@ impl Maintenance {
         ids: Vec<i32>,
         matched: Vec<String>,
         enable: bool,
+        also: Row,
         request: &BulkRequest,
         writer: &Writer,
     ) -> Result<BulkReport, StoreError> {
         let target = HoldTarget::Slave;
         Self::check_enabled_write(target, writer)?;
+        let changes = crate::lifecycle::enabled_change(enable, &also);
         let changed = rows
             .iter()
-            .filter(|r| r.get("enabled") != Some(&Value::Bool(enable)))
-            .map(|r| BulkChange {
-                name: name_of(Table::Slaves, r),
-                old: [("enabled".to_owned(), Value::Bool(!enable))].into(),
-                new: [("enabled".to_owned(), Value::Bool(enable))].into(),
+            .filter_map(|r| {
+                let mut new = r.clone();
+                new.extend(changes.clone());
+                let (old_c, new_c) = diff(r, &new);
+                (!new_c.is_empty()).then(|| BulkChange {
+                    name: name_of(Table::Slaves, r),
+                    old: old_c,
+                    new: new_c,
+                })
             })
             .collect();
         let hold_request = HoldRequest {
@@ -412,7 +425,9 @@ impl Maintenance {
         let hold = if enable {
             None
         } else {
-            Some(self.new_hold(target, &hold_request)?)
+            let mut hold = self.new_hold(target, &hold_request)?;
+            hold.also = also.clone();
+            Some(hold)
         };
         let holds = match (request.dry_run, hold) {
             (true, Some(_)) => ids.len(),
@@ -432,7 +447,11 @@ impl Maintenance {
                 .hold(target, &ids, &hold, self.actor(writer))
                 .await?
                 .len(),
-            (false, None) => self.lifecycle.release(target, &ids, self.actor(writer)).await?.len(),
+            (false, None) => self
+                .lifecycle
+                .release(target, &ids, &also, self.actor(writer))
+                .await?
+                .len(),
         };
         Ok(BulkReport {
             success: true,

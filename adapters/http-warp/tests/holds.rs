@@ -206,7 +206,7 @@ async fn bulk_disable_by_filter_is_one_write_and_a_bad_one_changes_nothing(kind:
         json!({"select": {"filter": {}}, "set": {"notes": "x"}}),
         json!({"select": {"names": ["bld-linux64-spot-001", "no-such-slave"]}, "set": {"notes": "x"}}),
         json!({"select": select, "set": {"notes": "x"}, "until": "1d"}),
-        json!({"select": select, "set": {"enabled": false, "notes": "x"}, "note": "n"}),
+        json!({"select": select, "set": {"enabled": false, "poolid": 999}, "note": "n"}),
         json!({"select": {"names": "bld-linux64-spot-001"}, "set": {"notes": "x"}}),
     ];
     for body in bad {

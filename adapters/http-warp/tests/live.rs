@@ -339,9 +339,10 @@ impl slavealloc_domain::LifecycleStore for Gated {
         &self,
         target: slavealloc_domain::HoldTarget,
         ids: &[i32],
+        also: &slavealloc_domain::Row,
         actor: slavealloc_domain::Actor,
     ) -> Result<Vec<slavealloc_domain::Hold>, StoreError> {
-        self.inner.release(target, ids, actor).await
+        self.inner.release(target, ids, also, actor).await
     }
     async fn holds(
         &self,

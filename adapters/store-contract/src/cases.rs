@@ -1472,6 +1472,7 @@ pub async fn a_drain_ends_by_itself_exactly_once<F: StoreFactory>(h: Harness<F>)
         note: note.to_owned(),
         until: Some(end),
         graceful: true,
+        also: Row::new(),
     };
     let first = s
         .hold(HoldTarget::Master, &[2], &drain("upgrade"), actor("relops"))
@@ -1552,6 +1553,7 @@ pub async fn disables_with_a_note_are_all_or_nothing_and_released_by_enable<F: S
         note: "broken disk".into(),
         until: None,
         graceful: false,
+        also: row(&[("notes", text("broken disk"))]),
     };
     let before = audit_len(&h).await;
     assert!(matches!(
@@ -1560,11 +1562,32 @@ pub async fn disables_with_a_note_are_all_or_nothing_and_released_by_enable<F: S
     ));
     assert!(enabled(&h, Table::Slaves, 1).await, "nothing held");
     assert_eq!(audit_len(&h).await, before);
+    let bad_also = NewHold {
+        also: row(&[("poolid", int(77))]),
+        ..hold.clone()
+    };
+    assert!(s
+        .hold(HoldTarget::Slave, &[1, 2], &bad_also, actor("relops"))
+        .await
+        .is_err());
+    assert!(
+        enabled(&h, Table::Slaves, 1).await,
+        "a bad column beside enabled holds nothing"
+    );
+    assert_eq!(audit_len(&h).await, before);
     s.hold(HoldTarget::Slave, &[1, 2], &hold, actor("relops"))
         .await
         .unwrap();
+    assert_eq!(
+        slave(&h, 2).await["notes"],
+        text("broken disk"),
+        "written beside enabled"
+    );
     assert!(!enabled(&h, Table::Slaves, 1).await && !enabled(&h, Table::Slaves, 2).await);
-    let released = s.release(HoldTarget::Slave, &[1, 2, 3], actor("relops")).await.unwrap();
+    let released = s
+        .release(HoldTarget::Slave, &[1, 2, 3], &Row::new(), actor("relops"))
+        .await
+        .unwrap();
     assert_eq!(released.len(), 2);
     assert!(released
         .iter()

@@ -921,16 +921,16 @@ impl LiveStore for MemoryStore {
 impl State {
     /// Sets `enabled` on one row (checked to exist) and records its
     /// lifecycle audit entry.
-    fn switch(&mut self, target: HoldTarget, id: i32, enabled: bool, what: &str, actor: &Actor, always: bool) {
+    fn switch(&mut self, target: HoldTarget, id: i32, changes: Row, what: &str, actor: &Actor, always: bool) {
         let table = target.table();
         let Some(old) = self.get(table, id).cloned() else {
             return;
         };
         let mut new = old.clone();
-        new.extend(enabled_change(enabled));
+        new.extend(changes);
         let entry = match NewAuditEntry::for_write(table, id.into(), Some(&old), Some(&new), actor) {
             Some(e) => {
-                // Only `enabled` changes: no reference or name to break.
+                // Checked before (check_exist, check_also): nothing to break.
                 let _ = self.put(table, id, new);
                 Some(mark(e, what))
             }
@@ -959,6 +959,15 @@ impl State {
             false => Err(StoreError::NotFound),
         }
     }
+
+    /// Checks the columns written beside `enabled` on every row.
+    fn check_also(&self, target: HoldTarget, ids: &[i32], also: &Row) -> Result<(), StoreError> {
+        if also.is_empty() {
+            return Ok(());
+        }
+        self.planned_updates(target.table(), ids, &enabled_change(true, also))
+            .map(drop)
+    }
 }
 
 #[async_trait]
@@ -972,6 +981,7 @@ impl LifecycleStore for MemoryStore {
     ) -> Result<Vec<Hold>, StoreError> {
         let mut state = self.state.lock().await;
         state.check_exist(target, ids)?;
+        state.check_also(target, ids, &hold.also)?;
         let superseded = Ended {
             at: actor.at,
             by: actor.name.clone(),
@@ -991,16 +1001,30 @@ impl LifecycleStore for MemoryStore {
                 graceful: hold.graceful,
                 ended: None,
             };
-            state.switch(target, *id, false, &h.started_text(), &actor, true);
+            state.switch(
+                target,
+                *id,
+                enabled_change(false, &hold.also),
+                &h.started_text(),
+                &actor,
+                true,
+            );
             state.holds.push(h.clone());
             made.push(h);
         }
         Ok(made)
     }
 
-    async fn release(&self, target: HoldTarget, ids: &[i32], actor: Actor) -> Result<Vec<Hold>, StoreError> {
+    async fn release(
+        &self,
+        target: HoldTarget,
+        ids: &[i32],
+        also: &Row,
+        actor: Actor,
+    ) -> Result<Vec<Hold>, StoreError> {
         let mut state = self.state.lock().await;
         state.check_exist(target, ids)?;
+        state.check_also(target, ids, also)?;
         let ended = Ended {
             at: actor.at,
             by: actor.name.clone(),
@@ -1009,7 +1033,14 @@ impl LifecycleStore for MemoryStore {
         let released = state.end_holds(target, ids, &ended);
         for id in ids {
             let held = released.iter().any(|h| h.target_id == *id);
-            state.switch(target, *id, true, ended_text(EndReason::Released), &actor, held);
+            state.switch(
+                target,
+                *id,
+                enabled_change(true, also),
+                ended_text(EndReason::Released),
+                &actor,
+                held,
+            );
         }
         Ok(released)
     }
@@ -1050,7 +1081,7 @@ impl LifecycleStore for MemoryStore {
             state.switch(
                 h.target,
                 h.target_id,
-                true,
+                enabled_change(true, &Row::new()),
                 ended_text(EndReason::UntilReached),
                 &actor,
                 true,

@@ -410,8 +410,14 @@ impl LifecycleStore for SqlStore {
         lifecycle::hold(&*self.db, target, ids, hold, actor).await
     }
 
-    async fn release(&self, target: HoldTarget, ids: &[i32], actor: Actor) -> Result<Vec<Hold>, StoreError> {
-        lifecycle::release(&*self.db, target, ids, actor).await
+    async fn release(
+        &self,
+        target: HoldTarget,
+        ids: &[i32],
+        also: &Row,
+        actor: Actor,
+    ) -> Result<Vec<Hold>, StoreError> {
+        lifecycle::release(&*self.db, target, ids, also, actor).await
     }
 
     async fn holds(&self, query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {

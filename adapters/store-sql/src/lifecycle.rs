@@ -112,12 +112,12 @@ async fn switch(
     d: &Dialect,
     target: HoldTarget,
     id: i32,
-    enabled: bool,
+    changes: &slavealloc_domain::Row,
     what: &str,
     actor: &Actor,
 ) -> Result<NewAuditEntry, StoreError> {
     let table = target.table();
-    let (old, new) = update_in(tx, d, table, id, &enabled_change(enabled)).await?;
+    let (old, new) = update_in(tx, d, table, id, changes).await?;
     Ok(
         match NewAuditEntry::for_write(table, id.into(), Some(&old), Some(&new), actor) {
             Some(entry) => mark(entry, what),
@@ -157,7 +157,8 @@ pub(crate) async fn hold(
             graceful: hold.graceful,
             ended: None,
         };
-        audit.push(switch(&mut *tx, d, target, *id, false, &h.started_text(), &actor).await?);
+        let changes = enabled_change(false, &hold.also);
+        audit.push(switch(&mut *tx, d, target, *id, &changes, &h.started_text(), &actor).await?);
         let mut sql = Sql::new(
             d,
             "INSERT INTO holds (target, target_id, note, actor, started_ms, until_ms, graceful) VALUES (",
@@ -184,6 +185,7 @@ pub(crate) async fn release(
     db: &dyn Db,
     target: HoldTarget,
     ids: &[i32],
+    also: &slavealloc_domain::Row,
     actor: Actor,
 ) -> Result<Vec<Hold>, StoreError> {
     let d = db.dialect();
@@ -201,7 +203,17 @@ pub(crate) async fn release(
     let mut audit = Vec::new();
     for id in ids {
         let held = released.iter().any(|h| h.target_id == *id);
-        let entry = switch(&mut *tx, d, target, *id, true, ended_text(EndReason::Released), &actor).await?;
+        let changes = enabled_change(true, also);
+        let entry = switch(
+            &mut *tx,
+            d,
+            target,
+            *id,
+            &changes,
+            ended_text(EndReason::Released),
+            &actor,
+        )
+        .await?;
         // Enabling what was neither held nor disabled is no event.
         if held || entry.old_values.is_some() {
             audit.push(entry);
@@ -264,12 +276,13 @@ pub(crate) async fn resume_due(db: &dyn Db, now: SystemTime) -> Result<Vec<Hold>
         if !end_hold(&mut *tx, d, h.id, &ended).await? {
             continue;
         }
+        let changes = enabled_change(true, &slavealloc_domain::Row::new());
         match switch(
             &mut *tx,
             d,
             h.target,
             h.target_id,
-            true,
+            &changes,
             ended_text(EndReason::UntilReached),
             &actor,
         )
