@@ -17,6 +17,11 @@
 //! server's certificate is checked against the webpki roots and `--ca`;
 //! redirects are followed by hand, never to another host nor from https to
 //! http; and a refused answer never replaces the cached tac.
+//!
+//! With `--supervise` (see [`supervise`]) runslave stays: it runs the worker
+//! in the foreground and, each time it exits, asks for a new tac (the
+//! allocator may now name another master) and starts it again, until a
+//! SIGTERM or SIGINT, which it forwards to the worker.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -26,6 +31,8 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Duration;
+
+mod supervise;
 
 use clap::Parser;
 use rustls_pki_types::pem::PemObject as _;
@@ -77,6 +84,9 @@ const DEFAULT_BASEDIR: &str = "/builds/slave";
                   redirect went to another host or to http (the cached tac is not used);\n  \
                   4  --require-signature: the answer is not a tac signed by --pubkey for this slave (unsigned, \
                   altered, or another slave's; the cached tac is not used).\n\
+                  With --supervise the worker's status is not runslave's (it is started again): 0 once SIGTERM \
+                  or SIGINT, forwarded to the worker, has stopped it (it is not started again); 1, 3 or 4 as \
+                  above when no tac can be used before a (re)start, or the worker cannot be run (1).\n\
                   A refused answer never replaces the cached buildbot.tac."
 )]
 struct Args {
@@ -98,8 +108,12 @@ struct Args {
     basedir: PathBuf,
 
     /// The worker command; it is run as `<cmd> start <basedir>`. Split on
-    /// white space. [default: what the tac imports: `buildslave` for a tac
-    /// of `buildslave.bot`, else `buildbot-worker`]
+    /// white space. With --supervise: `<cmd> start --nodaemon <basedir>`, but
+    /// a command that is just `buildslave` (or a path to it) becomes the
+    /// `twistd` beside it, run in the base directory as `twistd --nodaemon
+    /// --no_save --pidfile= --logfile=twistd.log -y buildbot.tac`.
+    /// [default: what the tac imports: `buildslave` for a tac of
+    /// `buildslave.bot`, else `buildbot-worker`]
     #[arg(short = 'c', long = "buildslave-cmd")]
     buildslave_cmd: Option<String>,
 
@@ -110,6 +124,29 @@ struct Args {
     /// Fetch and write the tac, but do not start the worker.
     #[arg(long)]
     no_start: bool,
+
+    /// Run the worker in the foreground and, whenever it exits (a master
+    /// being drained shuts its workers down), fetch a new tac and start it
+    /// again, forever; DO_NOT_START and a disabled slave hold the restart.
+    /// SIGTERM or SIGINT is forwarded to the worker, and runslave exits 0
+    /// once it has stopped. For a service manager: see
+    /// apps/slavealloc/deploy/systemd/runslave.service.
+    #[arg(long, conflicts_with = "no_start")]
+    supervise: bool,
+
+    /// With --supervise: a worker that ran less than this many seconds is
+    /// started again only after a pause (1 s, doubling up to a minute, while
+    /// runs stay short); after a longer run it is started again at once.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds, value_name = "SECONDS")]
+    min_run: f64,
+
+    /// With --supervise: the first pause after a short run, in seconds (hidden: for tests).
+    #[arg(long, default_value_t = 1.0, value_parser = seconds, hide = true)]
+    restart_delay: f64,
+
+    /// With --supervise: the longest pause between two starts, in seconds (hidden: for tests).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds, hide = true)]
+    max_restart_delay: f64,
 
     /// Seconds allowed for each attempt to download the tac, connection
     /// included.
@@ -209,6 +246,31 @@ struct Client {
 }
 
 fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
+    let (client, url) = prepare(args)?;
+    if args.supervise {
+        return supervise::run(args, log, &client, &url);
+    }
+    // Plain sleeps: without --supervise a signal ends runslave as it always did.
+    let pause = Sleep;
+    wait_while_held(&args.basedir, duration(args.poll_interval), log, &pause);
+    let tac_path = args.basedir.join(TAC);
+    obtain_tac(&url, &client, args, log, &pause)?;
+    let disabled = describe_tac(&tac_path, &client.slavename, log, true);
+    if args.no_start {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if disabled {
+        // Starting it would only print the same line and, with buildbot-worker
+        // 4.x, then wait 10 s for a twistd.log that never comes and exit 1.
+        println!("{DISABLED_MESSAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    start(&command_for(args, &tac_path), &args.basedir, log)
+}
+
+/// Checks the slave name and the URL, reads `--pubkey` and `--ca`, and makes
+/// the HTTP client: everything that is the same for every fetch.
+fn prepare(args: &Args) -> Result<(Client, Url), Stop> {
     let usage = |msg: String| Stop { msg, code: 2 };
     let slavename = match &args.slavename {
         Some(n) => n.to_ascii_lowercase(),
@@ -230,8 +292,6 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
             code: EXIT_INSECURE,
         });
     }
-    wait_while_held(&args.basedir, duration(args.poll_interval), log);
-
     let client = Client {
         agent: ureq::AgentBuilder::new()
             .timeout_connect(duration(args.timeout))
@@ -243,9 +303,24 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
         verifier,
         slavename,
     };
+    Ok((client, parsed))
+}
+
+/// What [`obtain_tac`] ended with, when it did not stop runslave.
+#[derive(Debug, PartialEq, Eq)]
+enum Obtained {
+    /// `buildbot.tac` is in place: new, or the cached one.
+    Tac,
+    /// A signal asked runslave to stop while it waited to try again.
+    Stopped,
+}
+
+/// Puts a usable `buildbot.tac` in the base directory: a new one from the
+/// allocator (with retries), else the cached one. `Err` when there is
+/// neither, or a `--require-*` flag refuses the cached one.
+fn obtain_tac(url: &Url, client: &Client, args: &Args, log: &Log, pause: &dyn Pause) -> Result<Obtained, Stop> {
     let tac_path = args.basedir.join(TAC);
-    let fetched = fetch_with_retries(&parsed, &client, args, log);
-    let failure = match fetched {
+    let failure = match fetch_with_retries(url, client, args, log, pause) {
         Ok(tac) => match write_atomically(&tac_path, &tac) {
             Ok(()) => None,
             Err(reason) => Some(Failure {
@@ -258,6 +333,7 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
     };
     match failure {
         None => log.info(&format!("wrote {}", tac_path.display())),
+        Some(f) if f.kind == Kind::Stopped => return Ok(Obtained::Stopped),
         Some(f) if f.kind == Kind::Insecure && args.require_https => {
             return Err(Stop {
                 msg: format!("--require-https: {}; the cached buildbot.tac is not used", f.reason),
@@ -270,36 +346,40 @@ fn run(args: &Args, log: &Log) -> Result<ExitCode, Stop> {
                 code: EXIT_UNSIGNED,
             });
         }
-        Some(f) => use_cached(&tac_path, &client, &f.reason)?,
+        Some(f) => use_cached(&tac_path, client, &f.reason)?,
     }
-    // Plainly, whatever -v says: a machine that never takes builds because
-    // it is disabled is the question operators ask first.
-    if is_disabled_tac(&tac_path) {
-        eprintln!(
-            "runslave: {} is disabled in slavealloc; its tac starts no worker (slavealloc enable {} to bring it back)",
-            client.slavename, client.slavename
-        );
-    } else {
-        let tac = std::fs::read_to_string(&tac_path).unwrap_or_default();
-        match master_of(&tac) {
-            Some(master) => log.info(&format!("{} is to connect to master {master}", client.slavename)),
-            None => log.info("the tac does not say its master in the usual form (a custom template?)"),
+    Ok(Obtained::Tac)
+}
+
+/// Says what the tac in place is for: with `say_disabled`, plainly that the
+/// slave is disabled; with `-v`, which master it names. Returns whether it
+/// is the disabled tac.
+fn describe_tac(tac_path: &Path, slavename: &str, log: &Log, say_disabled: bool) -> bool {
+    if is_disabled_tac(tac_path) {
+        // Plainly, whatever -v says: a machine that never takes builds because
+        // it is disabled is the question operators ask first.
+        if say_disabled {
+            eprintln!(
+                "runslave: {slavename} is disabled in slavealloc; its tac starts no worker (slavealloc enable \
+                 {slavename} to bring it back)"
+            );
         }
+        return true;
     }
-    if args.no_start {
-        return Ok(ExitCode::SUCCESS);
+    let tac = std::fs::read_to_string(tac_path).unwrap_or_default();
+    match master_of(&tac) {
+        Some(master) => log.info(&format!("{slavename} is to connect to master {master}")),
+        None => log.info("the tac does not say its master in the usual form (a custom template?)"),
     }
-    if is_disabled_tac(&tac_path) {
-        // Starting it would only print the same line and, with buildbot-worker
-        // 4.x, then wait 10 s for a twistd.log that never comes and exit 1.
-        println!("{DISABLED_MESSAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let command = match &args.buildslave_cmd {
+    false
+}
+
+/// The worker command: `--buildslave-cmd`, else the one the tac is for.
+fn command_for(args: &Args, tac_path: &Path) -> String {
+    match &args.buildslave_cmd {
         Some(cmd) => cmd.clone(),
-        None => worker_command(&std::fs::read_to_string(&tac_path).unwrap_or_default()).to_owned(),
-    };
-    start(&command, &args.basedir, log)
+        None => worker_command(&std::fs::read_to_string(tac_path).unwrap_or_default()).to_owned(),
+    }
 }
 
 /// The command that runs the worker a tac is for: the original's tacs (and
@@ -415,20 +495,42 @@ fn short_hostname() -> Result<String, String> {
     Ok(short)
 }
 
+/// How runslave waits between two looks at DO_NOT_START and between two
+/// download attempts: a plain sleep, or (with `--supervise`) a sleep that
+/// SIGTERM or SIGINT cuts short.
+trait Pause {
+    /// Waits `how_long`; false when runslave is to stop instead of going on.
+    fn pause(&self, how_long: Duration) -> bool;
+}
+
+/// [`Pause`] by `std::thread::sleep`: nothing cuts it short.
+struct Sleep;
+
+impl Pause for Sleep {
+    fn pause(&self, how_long: Duration) -> bool {
+        sleep(how_long);
+        true
+    }
+}
+
 /// Blocks while `<basedir>/DO_NOT_START` exists, as the original did: an
-/// operator holds a machine back by creating it.
-fn wait_while_held(basedir: &Path, interval: Duration, log: &Log) {
+/// operator holds a machine back by creating it. False when `pause` says
+/// to stop.
+fn wait_while_held(basedir: &Path, interval: Duration, log: &Log, pause: &dyn Pause) -> bool {
     let flag = basedir.join(DO_NOT_START);
     if !flag.exists() {
-        return;
+        return true;
     }
     // Said even without -v: a machine that seems hung at boot should say why.
     eprintln!("runslave: waiting until {} is removed", flag.display());
     while flag.exists() {
-        sleep(interval);
+        if !pause.pause(interval) {
+            return false;
+        }
         log.info(&format!("{} still exists", flag.display()));
     }
     log.info(&format!("{} is gone; going on", flag.display()));
+    true
 }
 
 /// What kind of failure: decides whether a `--require-*` flag stops runslave.
@@ -441,6 +543,9 @@ enum Kind {
     Insecure,
     /// A tac not signed by `--pubkey` for this slave.
     Unsigned,
+    /// No failure of the allocator's: SIGTERM or SIGINT came while waiting
+    /// to try again (with `--supervise`).
+    Stopped,
 }
 
 /// Why one download did not bring a tac, and whether trying again may help.
@@ -456,7 +561,13 @@ impl Failure {
     }
 }
 
-fn fetch_with_retries(url: &Url, client: &Client, args: &Args, log: &Log) -> Result<String, Failure> {
+fn fetch_with_retries(
+    url: &Url,
+    client: &Client,
+    args: &Args,
+    log: &Log,
+    pause: &dyn Pause,
+) -> Result<String, Failure> {
     let mut delay = duration(args.retry_delay);
     let attempts = args.retries.saturating_add(1);
     for attempt in 1..=attempts {
@@ -465,7 +576,13 @@ fn fetch_with_retries(url: &Url, client: &Client, args: &Args, log: &Log) -> Res
             Ok(tac) => return Ok(tac),
             Err(f) if f.retry && attempt < attempts => {
                 eprintln!("runslave: {}; trying again in {:.1}s", f.reason, delay.as_secs_f64());
-                sleep(delay);
+                if !pause.pause(delay) {
+                    return Err(Failure::new(
+                        Kind::Stopped,
+                        false,
+                        format!("{url}: stopped by a signal"),
+                    ));
+                }
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
             Err(f) => return Err(f),

@@ -5,88 +5,18 @@
 // Test helpers outside #[test] functions: a panic is the failure report we want.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+
+use common::{Answer, Server};
 
 const TAC: &str =
     "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# generated: Thu Jan  1 00:00:00 1970 on alloc\n\nprint('worker')\n";
 const CACHED: &str = "# AUTOMATICALLY GENERATED - DO NOT MODIFY\n# cached\n";
-
-/// What the test server does with each request.
-#[derive(Clone, Copy)]
-enum Answer {
-    /// 200 with this body.
-    Ok(&'static str),
-    /// This status with this body.
-    Status(u16, &'static str),
-    /// 302 to this location.
-    Redirect(&'static str),
-    /// Accept the connection, read the request, never answer.
-    Silence,
-}
-
-/// A server that answers every request alike, and remembers the paths
-/// asked for.
-struct Server {
-    url: String,
-    paths: Arc<Mutex<Vec<String>>>,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Server {
-    fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/gettac/SLAVE", listener.local_addr().unwrap());
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let (p, r) = (Arc::clone(&paths), Arc::clone(&requests));
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let path = read_request(&mut stream);
-                p.lock().unwrap().push(path);
-                r.fetch_add(1, Ordering::SeqCst);
-                let (status, body, location) = match answer {
-                    Answer::Ok(body) => (200, body, String::new()),
-                    Answer::Status(status, body) => (status, body, String::new()),
-                    Answer::Redirect(to) => (302, "", format!("Location: {to}\r\n")),
-                    Answer::Silence => {
-                        held.push(stream);
-                        continue;
-                    }
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\n{location}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Self { url, paths, requests }
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    fn port(&self) -> u16 {
-        self.url
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
 
 /// The slave name every test runs as (runslave lower-cases `-n`).
 const SLAVE: &str = "tst-linux64-01";
@@ -121,22 +51,6 @@ impl Keys {
                 .into_boxed_str(),
         )
     }
-}
-
-/// Reads a request head and returns its path.
-fn read_request(stream: &mut TcpStream) -> String {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut first = String::new();
-    let _ = reader.read_line(&mut first);
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if line == "\r\n" => break,
-            Ok(_) => {}
-        }
-    }
-    first.split_whitespace().nth(1).unwrap_or_default().to_owned()
 }
 
 /// A URL where nothing listens.
@@ -465,9 +379,12 @@ fn help_documents_the_options() {
         "--ca",
         "--require-https",
         "--require-signature",
+        "--supervise",
+        "--min-run",
         "Exit status",
         "3  --require-https",
         "4  --require-signature",
+        "With --supervise",
     ] {
         assert!(help.contains(opt), "{opt} in {help}");
     }
