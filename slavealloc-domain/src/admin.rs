@@ -11,9 +11,12 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::access::Writer;
 use crate::allocator::Allocator;
 use crate::error::{AllocationError, StoreError};
 use crate::inventory::{Inventory, SlaveFilter};
+use crate::lifecycle::{hold_json, HoldQuery, HoldTarget};
+use crate::maintenance::{BulkRequest, HoldRequest, Maintenance};
 use crate::name::SlaveName;
 use crate::schema::{Row, Table};
 
@@ -164,6 +167,48 @@ pub trait AdminApi: Send + Sync {
             "the drift report needs the daemon's live state: ask its API (-A)".to_owned(),
         ))
     }
+
+    /// Drains (`drain`) or undrains (`undrain`) a master, disables
+    /// (`disable`) or enables (`enable`) a slave, by name, as
+    /// `POST /api/<table>/<name>/<action>` with `body` (`{"note", "until",
+    /// "graceful"}`): answers `{"success", "hold"}` or `{"success",
+    /// "ended"}` ([`crate::lifecycle::hold_json`]). The default refuses.
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`], [`AdminError::Rejected`]; faults.
+    async fn act(
+        &self,
+        table: Table,
+        name: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AdminError> {
+        let _ = (table, name, action, body);
+        Err(AdminError::Rejected("holds need the daemon's API (-A)".to_owned()))
+    }
+
+    /// A master's open drain and its progress (`GET
+    /// /api/masters/<name>/drain`). The default refuses.
+    ///
+    /// # Errors
+    /// As for [`AdminApi::act`].
+    async fn drain_status(&self, master: &str) -> Result<serde_json::Value, AdminError> {
+        let _ = master;
+        Err(AdminError::Rejected("holds need the daemon's API (-A)".to_owned()))
+    }
+
+    /// One write to many slaves (`POST /api/slaves/bulk`,
+    /// [`crate::BulkRequest`]); answers the [`crate::BulkReport`]. The
+    /// default refuses.
+    ///
+    /// # Errors
+    /// [`AdminError::Rejected`] naming what is wrong; faults.
+    async fn bulk(&self, request: serde_json::Value) -> Result<serde_json::Value, AdminError> {
+        let _ = request;
+        Err(AdminError::Rejected(
+            "bulk writes need the daemon's API (-A)".to_owned(),
+        ))
+    }
 }
 
 /// [`AdminApi`] in process, over the services the daemon itself uses.
@@ -172,6 +217,7 @@ pub struct LocalAdmin {
     allocator: Allocator,
     inventory: Inventory,
     actor: String,
+    maintenance: Option<Maintenance>,
 }
 
 impl LocalAdmin {
@@ -182,8 +228,40 @@ impl LocalAdmin {
             allocator,
             inventory,
             actor: actor.into(),
+            maintenance: None,
         }
     }
+
+    /// Takes drains, disables with a note and bulk writes too.
+    pub fn with_maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = Some(maintenance);
+        self
+    }
+
+    fn maintenance(&self) -> Result<&Maintenance, AdminError> {
+        self.maintenance
+            .as_ref()
+            .ok_or_else(|| AdminError::Rejected("this allocator keeps no holds".to_owned()))
+    }
+
+    async fn id_by_name(&self, table: Table, name: &str) -> Result<i32, AdminError> {
+        let row = self
+            .inventory
+            .find(table, name)
+            .await
+            .map_err(from_store)?
+            .ok_or_else(|| AdminError::NotFound(format!("no {table} is named {name:?}")))?;
+        table
+            .id_column()
+            .and_then(|c| row.get(c))
+            .and_then(crate::schema::Value::as_int)
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| AdminError::Server(format!("a {table} row without its id")))
+    }
+}
+
+fn json_of(v: impl serde::Serialize) -> Result<serde_json::Value, AdminError> {
+    serde_json::to_value(v).map_err(|e| AdminError::Server(e.to_string()))
 }
 
 fn from_allocation(slave: &SlaveName, e: AllocationError) -> AdminError {
@@ -251,5 +329,65 @@ impl AdminApi for LocalAdmin {
             .await
             .map(drop)
             .map_err(from_store)
+    }
+
+    async fn act(
+        &self,
+        table: Table,
+        name: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AdminError> {
+        let maintenance = self.maintenance()?;
+        let target = match table {
+            Table::Masters => HoldTarget::Master,
+            Table::Slaves => HoldTarget::Slave,
+            _ => return Err(AdminError::NotFound(format!("{table} are not held"))),
+        };
+        let id = self.id_by_name(table, name).await?;
+        let writer = Writer::admin(&self.actor);
+        match action {
+            "drain" | "disable" => {
+                let request: HoldRequest =
+                    serde_json::from_value(body).map_err(|e| AdminError::Rejected(format!("body: {e}")))?;
+                let holds = maintenance
+                    .hold(target, &[id], &request, &writer)
+                    .await
+                    .map_err(from_store)?;
+                let hold = holds.first().map(|h| hold_json(h, Some(name)));
+                Ok(serde_json::json!({"success": true, "hold": hold}))
+            }
+            "undrain" | "enable" => {
+                let ended = maintenance.release(target, &[id], &writer).await.map_err(from_store)?;
+                let ended: Vec<_> = ended.iter().map(|h| hold_json(h, Some(name))).collect();
+                Ok(serde_json::json!({"success": true, "ended": ended}))
+            }
+            other => Err(AdminError::NotFound(format!("no action {other:?}"))),
+        }
+    }
+
+    async fn drain_status(&self, master: &str) -> Result<serde_json::Value, AdminError> {
+        let maintenance = self.maintenance()?;
+        let id = self.id_by_name(Table::Masters, master).await?;
+        let open = HoldQuery {
+            target: Some(HoldTarget::Master),
+            target_id: Some(id),
+            open_only: true,
+            limit: 1,
+        };
+        let holds = maintenance.lifecycle().holds(&open).await.map_err(from_store)?;
+        let hold = holds.first().map(|h| hold_json(h, Some(master)));
+        Ok(serde_json::json!({"master": master, "hold": hold, "progress": null}))
+    }
+
+    async fn bulk(&self, request: serde_json::Value) -> Result<serde_json::Value, AdminError> {
+        let maintenance = self.maintenance()?;
+        let request: BulkRequest =
+            serde_json::from_value(request).map_err(|e| AdminError::Rejected(format!("body: {e}")))?;
+        let report = maintenance
+            .bulk(&request, &Writer::admin(&self.actor))
+            .await
+            .map_err(from_store)?;
+        json_of(report)
     }
 }

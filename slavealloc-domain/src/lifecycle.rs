@@ -210,6 +210,29 @@ impl Hold {
     }
 }
 
+/// A hold as the API shows it: times as `2026-12-02T10:00:00Z`, the
+/// row's name beside its id.
+pub fn hold_json(hold: &Hold, name: Option<&str>) -> serde_json::Value {
+    let time = |t: SystemTime| serde_json::Value::String(format_at(t));
+    serde_json::json!({
+        "id": hold.id,
+        "target": hold.target,
+        "target_id": hold.target_id,
+        "name": name,
+        "note": hold.note,
+        "actor": hold.actor,
+        "started": time(hold.started),
+        "until": hold.until.map(time),
+        "graceful": hold.graceful,
+        "open": hold.is_open(),
+        "ended": hold.ended.as_ref().map(|e| serde_json::json!({
+            "at": time(e.at),
+            "by": e.by,
+            "reason": e.reason,
+        })),
+    })
+}
+
 /// What the audit entry of an end says.
 pub fn ended_text(reason: EndReason) -> &'static str {
     match reason {

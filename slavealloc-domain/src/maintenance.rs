@@ -354,7 +354,7 @@ impl Maintenance {
                 self.inventory.checked_changes(table, &rest, writer).await?
             };
             return self
-                .bulk_lifecycle(&rows, ids, matched, enabled == Some(true), also, request, writer)
+                .bulk_lifecycle(&rows, (ids, matched), enabled == Some(true), also, request, writer)
                 .await;
         }
         let changes = self.inventory.checked_changes(table, &request.set, writer).await?;
@@ -394,8 +394,7 @@ impl Maintenance {
     async fn bulk_lifecycle(
         &self,
         rows: &[Row],
-        ids: Vec<i32>,
-        matched: Vec<String>,
+        (ids, matched): (Vec<i32>, Vec<String>),
         enable: bool,
         also: Row,
         request: &BulkRequest,

@@ -335,6 +335,38 @@ impl AdminApi for HttpAdmin {
         .await
     }
 
+    async fn act(
+        &self,
+        table: Table,
+        name: &str,
+        action: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, AdminError> {
+        let this = self.clone();
+        let url = format!("{}/{}/{action}?byname=1", self.table_url(table), encode(name));
+        blocking(move || {
+            this.json("POST", &url, Some(body.to_string()), false)
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn drain_status(&self, master: &str) -> Result<serde_json::Value, AdminError> {
+        let this = self.clone();
+        let url = format!("{}/{}/drain?byname=1", self.table_url(Table::Masters), encode(master));
+        blocking(move || this.json("GET", &url, None, false).map(Option::unwrap_or_default)).await
+    }
+
+    async fn bulk(&self, request: serde_json::Value) -> Result<serde_json::Value, AdminError> {
+        let this = self.clone();
+        blocking(move || {
+            let url = format!("{}/slaves/bulk", this.api);
+            this.json("POST", &url, Some(request.to_string()), false)
+                .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
     async fn drift(&self) -> Result<serde_json::Value, AdminError> {
         let this = self.clone();
         blocking(move || {

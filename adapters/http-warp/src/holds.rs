@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value as Json};
 use slavealloc_domain::audit::format_at;
-use slavealloc_domain::lifecycle::{Hold, HoldQuery, HoldTarget};
+use slavealloc_domain::lifecycle::{hold_json, HoldQuery, HoldTarget};
 use slavealloc_domain::{BulkRequest, HoldRequest, Maintenance, StoreError, Table, Value};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -69,28 +69,6 @@ fn maintenance(state: &AppState) -> Result<Maintenance, ApiError> {
 
 fn time(t: SystemTime) -> Json {
     Json::String(format_at(t))
-}
-
-/// A hold as the API shows it: times as `2026-12-02T10:00:00Z`, the row's
-/// name beside its id.
-pub fn hold_json(hold: &Hold, name: Option<&str>) -> Json {
-    json!({
-        "id": hold.id,
-        "target": hold.target,
-        "target_id": hold.target_id,
-        "name": name,
-        "note": hold.note,
-        "actor": hold.actor,
-        "started": time(hold.started),
-        "until": hold.until.map(time),
-        "graceful": hold.graceful,
-        "open": hold.is_open(),
-        "ended": hold.ended.as_ref().map(|e| json!({
-            "at": time(e.at),
-            "by": e.by,
-            "reason": e.reason,
-        })),
-    })
 }
 
 /// Reads an optional JSON body as `T` (an empty body is `T::default()`).

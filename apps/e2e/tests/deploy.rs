@@ -63,6 +63,7 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
         "slavealloc-backup@.service",
         "slavealloc-backup@.timer",
         "slavealloc-restore@.service",
+        "runslave.service",
     ] {
         assert!(names.contains(wanted), "{wanted} missing from {}", dir.display());
     }
@@ -95,6 +96,7 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
         "slavealloc@.service",
         "slavealloc-backup@.service",
         "slavealloc-restore@.service",
+        "runslave.service",
     ] {
         let unit = parse_unit(&read(&dir.join(service)));
         for (key, value) in [
@@ -133,7 +135,8 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
                 "/usr/local/bin/slavealloc-backup",
                 deploy_dir().join("slavealloc-backup").to_str().unwrap(),
             )
-            .replace("/usr/local/bin/slavealloc ", &format!("{} ", bins.slavealloc.display()));
+            .replace("/usr/local/bin/slavealloc ", &format!("{} ", bins.slavealloc.display()))
+            .replace("/usr/local/bin/runslave ", &format!("{} ", bins.runslave.display()));
         fs::write(tmp.path().join(name(unit)), text).unwrap();
     }
     let copies: Vec<PathBuf> = units.iter().map(|u| tmp.path().join(name(u))).collect();
@@ -148,7 +151,10 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
         "systemd-analyze verify: {}",
         done.output
     );
-    for unit in copies.iter().filter(|u| u.extension().is_some_and(|e| e == "service")) {
+    // runslave.service runs the build worker itself, which needs the
+    // machine: it is not sandboxed, on purpose.
+    let sandboxed = |u: &&PathBuf| u.extension().is_some_and(|e| e == "service") && !u.ends_with("runslave.service");
+    for unit in copies.iter().filter(sandboxed) {
         // Exposure 2.0 or less ("OK" in systemd's words; a plain unit is 9.6).
         let done = run(
             "systemd-analyze security",

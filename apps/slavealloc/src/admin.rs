@@ -16,6 +16,7 @@ pub mod api;
 pub mod db;
 mod dumpfile;
 pub mod import;
+pub mod maintenance;
 mod output;
 mod pickle;
 
@@ -106,24 +107,33 @@ pub enum DatabaseCommand {
 pub enum ApiCommand {
     /// Print the buildbot.tac of each slave, allocating it a master.
     Gettac(GettacArgs),
-    /// Lock a slave to a master (or, with -u, unlock it).
+    /// Lock a slave to a master (`lock SLAVE MASTER`), several with `--to
+    /// MASTER`, or unlock them with -u.
     Lock(LockArgs),
     /// Unlock a locked slave.
     Unlock(SlaveArgs),
-    /// Enable a slave, optionally replacing its notes.
+    /// Enable slaves, ending their disables; -m replaces their notes.
     Enable(EnableArgs),
-    /// Disable a slave (its tac then refuses to start), optionally replacing
-    /// its notes.
+    /// Disable slaves (their tac then starts no worker); with -m NOTE the
+    /// disable keeps the note (and replaces the slave notes, as the
+    /// original did) and may end by itself (--until).
     Disable(EnableArgs),
-    /// Print a slave's notes, or set them with -m.
+    /// Print a slave's notes, or set them on several with -m.
     Notes(EnableArgs),
+    /// Set columns of several slaves by name: `set SLAVE... environment=staging
+    /// pool=tests-linux` (names, not ids; `locked_master=` unlocks).
+    Set(SetArgs),
     /// List slaves or masters.
     List(ListArgs),
     /// Show one slave or master, every column, with the names of what it
     /// refers to.
     Show(ShowArgs),
-    /// Disable a master and list the slaves still on it.
+    /// Drain a master with a note (and an end): no slave is newly given it;
+    /// with --graceful its workers are shut down through Buildbot, a few at
+    /// a time, and move by themselves (runslave --supervise).
     Drain(DrainArgs),
+    /// End a master's drain: enable it again.
+    Undrain(MasterArgs),
     /// The silo × pool report: how many slaves each silo has in each pool.
     Silos(SilosArgs),
     /// Where the slaves of these masters would go if they were drained, and
@@ -151,6 +161,8 @@ impl ApiCommand {
             ApiCommand::Whatif(a) => &a.api,
             ApiCommand::History(a) => &a.api,
             ApiCommand::Enable(a) | ApiCommand::Disable(a) | ApiCommand::Notes(a) => &a.api,
+            ApiCommand::Set(a) => &a.api,
+            ApiCommand::Undrain(a) => &a.api,
             ApiCommand::List(a) => &a.api,
             ApiCommand::Show(a) => &a.api,
             ApiCommand::Drain(a) => &a.api,
@@ -224,19 +236,97 @@ pub struct GettacArgs {
     noop: bool,
 }
 
+/// Which slaves: names, a file of names, or the list filters.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectArgs {
+    /// Slave names.
+    slaves: Vec<String>,
+    /// Also the names in FILE, one per line (`#` comments; `-`: standard
+    /// input).
+    #[arg(long, value_name = "FILE")]
+    from_file: Option<std::path::PathBuf>,
+    /// Instead of names: the slaves of this pool (repeatable).
+    #[arg(long)]
+    pool: Vec<String>,
+    /// Instead of names: the slaves of this environment (repeatable).
+    #[arg(long)]
+    environment: Vec<String>,
+    /// Instead of names: the slaves whose current master is this one
+    /// (repeatable).
+    #[arg(long)]
+    master: Vec<String>,
+    /// Instead of names: the slaves not seen connected for this long (7d),
+    /// or never.
+    #[arg(long, value_parser = slavealloc_domain::live::parse_age)]
+    stale: Option<std::time::Duration>,
+    /// Show what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl SelectArgs {
+    fn selection(&self, names: Vec<String>) -> maintenance::Selection {
+        maintenance::Selection {
+            names,
+            from_file: self.from_file.clone(),
+            pool: self.pool.clone(),
+            environment: self.environment.clone(),
+            master: self.master.clone(),
+            stale: self.stale,
+        }
+    }
+
+    /// One slave named, nothing else: the original's form.
+    fn single(&self) -> Option<&str> {
+        let plain = self.from_file.is_none()
+            && self.pool.is_empty()
+            && self.environment.is_empty()
+            && self.master.is_empty()
+            && self.stale.is_none()
+            && !self.dry_run;
+        match self.slaves.as_slice() {
+            [one] if plain => Some(one),
+            _ => None,
+        }
+    }
+}
+
 /// Options of `lock`.
 #[derive(Debug, Args)]
 pub struct LockArgs {
     #[command(flatten)]
     api: ApiArgs,
-    /// The slave.
-    slave: String,
-    /// The master (nickname) to lock it to.
-    #[arg(required_unless_present = "unlock")]
-    master: Option<String>,
+    /// `SLAVE MASTER`; with --to or -u, the slaves.
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Lock the slaves named (or filtered) to this master.
+    #[arg(long, value_name = "MASTER", conflicts_with = "unlock")]
+    to: Option<String>,
     /// Unlock instead.
-    #[arg(short = 'u', long, conflicts_with = "master")]
+    #[arg(short = 'u', long)]
     unlock: bool,
+}
+
+/// Options of `set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Slave names and KEY=VALUE assignments.
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Why: kept in each audit entry.
+    #[arg(short = 'm', long = "message")]
+    message: Option<String>,
+}
+
+/// A master's nickname alone.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The master's nickname.
+    master: String,
 }
 
 /// A slave name alone.
@@ -295,11 +385,15 @@ pub struct WhatifArgs {
 pub struct EnableArgs {
     #[command(flatten)]
     api: ApiArgs,
-    /// The slave.
-    slave: String,
-    /// New slave notes.
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Why (disable: the disable's note); also the new slave notes.
     #[arg(short = 'm', long = "message")]
     message: Option<String>,
+    /// disable -m only: when the slaves come back by themselves (2h,
+    /// +30min, 1d, or a time like 2026-12-02T10:00:00Z).
+    #[arg(long, requires = "message")]
+    until: Option<String>,
 }
 
 /// What `list` lists.
@@ -371,6 +465,23 @@ pub struct DrainArgs {
     api: ApiArgs,
     /// The master's nickname.
     master: String,
+    /// Why (required: whoever finds the master drained reads it).
+    #[arg(short = 'm', long = "message", required = true)]
+    message: String,
+    /// When it comes back by itself: 2h, +30min, 1d, or a time like
+    /// 2026-12-02T10:00:00Z.
+    #[arg(long)]
+    until: Option<String>,
+    /// Ask the master's Buildbot to shut its workers down gracefully
+    /// (after their build), a few at a time.
+    #[arg(long)]
+    graceful: bool,
+    /// Follow the drain until no worker is connected to the master.
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch asks (hidden: for tests).
+    #[arg(long, hide = true, default_value = "2s", value_parser = slavealloc_domain::live::parse_age)]
+    watch_every: std::time::Duration,
 }
 
 /// Options of `silos`.
@@ -443,14 +554,62 @@ pub async fn run(cmd: AdminCommand, outer: ApiArgs) -> anyhow::Result<ExitCode> 
 async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_>) -> anyhow::Result<()> {
     match cmd {
         ApiCommand::Gettac(a) => api::gettac(client, term, &a.slaves, !a.noop).await,
-        ApiCommand::Lock(a) => match (a.unlock, a.master) {
-            (false, Some(master)) => api::lock(client, term, &a.slave, &master).await,
-            _ => api::unlock(client, term, &a.slave).await,
-        },
+        ApiCommand::Lock(a) => lock(client, term, a).await,
         ApiCommand::Unlock(a) => api::unlock(client, term, &a.slave).await,
-        ApiCommand::Enable(a) => api::set_enabled(client, term, &a.slave, true, a.message).await,
-        ApiCommand::Disable(a) => api::set_enabled(client, term, &a.slave, false, a.message).await,
-        ApiCommand::Notes(a) => api::notes(client, term, &a.slave, a.message).await,
+        ApiCommand::Enable(a) => {
+            if a.until.is_some() {
+                anyhow::bail!("--until: only a disable ends by itself");
+            }
+            let write = maintenance::enabled_write(true, a.message, None, a.select.dry_run);
+            if let Some(slave) = a.select.single() {
+                return maintenance::set_enabled_one(client, term, slave, &write).await;
+            }
+            let sel = a.select.selection(a.select.slaves.clone());
+            maintenance::bulk(client, term, &sel, &write, "enable").await
+        }
+        ApiCommand::Disable(a) => {
+            let write = maintenance::enabled_write(false, a.message, a.until, a.select.dry_run);
+            if let Some(slave) = a.select.single() {
+                return maintenance::set_enabled_one(client, term, slave, &write).await;
+            }
+            let sel = a.select.selection(a.select.slaves.clone());
+            maintenance::bulk(client, term, &sel, &write, "disable").await
+        }
+        ApiCommand::Notes(a) => match (a.select.single(), a.message) {
+            (Some(slave), message) => api::notes(client, term, slave, message).await,
+            (None, None) => anyhow::bail!("notes: -m NOTES to set them on several slaves"),
+            (None, Some(m)) => {
+                let write = maintenance::BulkWrite {
+                    set: [("notes".to_owned(), serde_json::Value::String(m))]
+                        .into_iter()
+                        .collect(),
+                    note: None,
+                    until: None,
+                    dry_run: a.select.dry_run,
+                };
+                let sel = a.select.selection(a.select.slaves.clone());
+                maintenance::bulk(client, term, &sel, &write, "notes").await
+            }
+        },
+        ApiCommand::Set(a) => {
+            let (assignments, names): (Vec<String>, Vec<String>) =
+                a.select.slaves.iter().cloned().partition(|s| s.contains('='));
+            if assignments.is_empty() {
+                anyhow::bail!("set: say what to set, as KEY=VALUE (environment=staging)");
+            }
+            let set = assignments
+                .iter()
+                .map(|s| maintenance::assignment(s))
+                .collect::<anyhow::Result<_>>()?;
+            let write = maintenance::BulkWrite {
+                set,
+                note: a.message,
+                until: None,
+                dry_run: a.select.dry_run,
+            };
+            maintenance::bulk(client, term, &a.select.selection(names), &write, "set").await
+        }
+        ApiCommand::Undrain(a) => maintenance::undrain(client, term, &a.master).await,
         ApiCommand::List(a) => {
             let enabled = match (a.enabled, a.disabled) {
                 (true, _) => Some(true),
@@ -469,7 +628,15 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
             api::list(client, term, a.what, &a.pool, enabled, &live, a.format.format).await
         }
         ApiCommand::Show(a) => api::show(client, term, &a.name, a.format).await,
-        ApiCommand::Drain(a) => api::drain(client, term, &a.master).await,
+        ApiCommand::Drain(a) => {
+            let d = maintenance::Drain {
+                note: a.message,
+                until: a.until,
+                graceful: a.graceful,
+                watch: a.watch.then_some(a.watch_every),
+            };
+            maintenance::drain(client, term, &a.master, &d).await
+        }
         ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
         ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
         ApiCommand::Why(a) => api::why(client, term, &a.slave).await,
@@ -489,6 +656,36 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
                 limit: a.limit,
             };
             api::history(client, term, &query, a.format.format).await
+        }
+    }
+}
+
+/// `lock SLAVE MASTER` (the original's), `lock --to MASTER SLAVES...`,
+/// `lock -u SLAVE...`.
+async fn lock(client: &dyn AdminApi, term: &mut api::Term<'_>, a: LockArgs) -> anyhow::Result<()> {
+    let s = &a.select;
+    match (&a.to, a.unlock, s.slaves.as_slice()) {
+        (None, false, [slave, master])
+            if !s.selection(Vec::new()).has_filter() && s.from_file.is_none() && !s.dry_run =>
+        {
+            api::lock(client, term, slave, master).await
+        }
+        (None, false, _) => anyhow::bail!("lock SLAVE MASTER, or lock --to MASTER SLAVE... (or filters)"),
+        (None, true, [slave]) if s.single().is_some() => api::unlock(client, term, slave).await,
+        (to, unlock, _) => {
+            let master = if unlock {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::String(to.clone().unwrap_or_default())
+            };
+            let write = maintenance::BulkWrite {
+                set: [("locked_master".to_owned(), master)].into_iter().collect(),
+                note: None,
+                until: None,
+                dry_run: s.dry_run,
+            };
+            let verb = if unlock { "unlock" } else { "lock" };
+            maintenance::bulk(client, term, &s.selection(s.slaves.clone()), &write, verb).await
         }
     }
 }

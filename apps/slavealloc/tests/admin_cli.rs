@@ -492,14 +492,72 @@ fn api_subcommands_against_a_running_daemon() {
         stdout(&out)
     );
 
-    // drain
-    let out = ok(daemon.cli(&["drain", "bm01-tests"]));
+    // drain, with a note and an end; undrain
+    let out = daemon.cli(&["drain", "bm01-tests"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(stderr(&out).contains("--message"), "a drain says why: {}", stderr(&out));
+    let out = ok(daemon.cli(&["drain", "bm01-tests", "-m", "OS upgrade", "--until", "+2h"]));
     assert_eq!(stdout(&out), "tst-linux64-01\n");
     assert!(
-        stderr(&out).starts_with("Master 'bm01-tests' disabled\n"),
+        stderr(&out).starts_with("Master 'bm01-tests' drained until 20"),
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains(": OS upgrade\n"), "{}", stderr(&out));
+    let history = stdout(&ok(daemon.cli(&["history", "bm01-tests"])));
+    assert!(history.contains("drained: OS upgrade (until 20"), "{history}");
+    let out = ok(daemon.cli(&["undrain", "bm01-tests"]));
+    assert!(
+        stderr(&out).starts_with("Master 'bm01-tests' undrained"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ok(daemon.cli(&["undrain", "bm01-tests"]));
+    assert_eq!(stderr(&out), "Master 'bm01-tests' is enabled; it was not drained\n");
+
+    // Several slaves at once: names, a file, filters; a dry run first.
+    let names = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        names.path(),
+        "# the rack\ntst-linux64-01\n\nbld-centos6-01  # and this one\n",
+    )
+    .unwrap();
+    let file = names.path().to_str().unwrap();
+    let out = ok(daemon.cli(&[
+        "disable",
+        "--from-file",
+        file,
+        "-m",
+        "rack 7",
+        "--until",
+        "1d",
+        "--dry-run",
+    ]));
+    assert!(
+        stderr(&out).ends_with("(dry run: nothing written)\n"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ok(daemon.cli(&["disable", "--from-file", file, "-m", "rack 7", "--until", "1d"]));
+    assert_eq!(stderr(&out), "disable: 2 slave(s) matched, 2 changed, 2 hold(s)\n");
+    let out = ok(daemon.cli(&[
+        "set",
+        "tst-linux64-01",
+        "bld-centos6-01",
+        "environment=staging",
+        "-m",
+        "to staging",
+    ]));
+    assert_eq!(stderr(&out), "set: 2 slave(s) matched, 2 changed\n");
+    let err = fails(daemon.cli(&["set", "tst-linux64-01", "pool=no-such-pool"]));
+    assert!(err.contains("no-such-pool"), "{err}");
+    let out = ok(daemon.cli(&["enable", "--environment", "staging"]));
+    assert!(
+        stderr(&out).starts_with("enable: 2 slave(s) matched, 2 changed, 2 hold(s)"),
+        "{}",
+        stderr(&out)
+    );
+    ok(daemon.cli(&["set", "tst-linux64-01", "bld-centos6-01", "environment=prod"]));
 
     // Errors: one line, exit status 1.
     assert_eq!(
@@ -539,6 +597,7 @@ fn writes_need_the_token_when_the_daemon_has_tokens() {
     assert!(err.contains("refused the write token"), "{err}");
     assert_eq!(db.dump(), before);
     ok(daemon.cli(&["disable", "tst-linux64-01", "--token", TOKEN]));
+    // Already so: nothing to write, so no token needed.
     assert_eq!(
         stderr(&ok(daemon.cli(&["disable", "tst-linux64-01"]))),
         "tst-linux64-01 is already disabled\n"

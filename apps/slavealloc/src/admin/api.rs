@@ -219,7 +219,7 @@ impl LiveSelection {
         self.connected.is_some() || self.stale.is_some()
     }
 
-    fn keeps(&self, row: &Row, now: std::time::SystemTime) -> bool {
+    pub(crate) fn keeps(&self, row: &Row, now: std::time::SystemTime) -> bool {
         let connected = text(row, "live.state") == Some("connected");
         let last_seen = text(row, "live.last_seen").and_then(|t| slavealloc_domain::audit::parse_at(t).ok());
         (self.master.is_empty() || text(row, "current_master").is_some_and(|m| self.master.iter().any(|w| w == m)))
@@ -643,18 +643,11 @@ pub async fn show(api: &dyn AdminApi, term: &mut Term<'_>, name: &str, format: F
     Ok(())
 }
 
-/// `drain MASTER`: disables the master, so that no slave is newly given it,
-/// and lists the slaves still on it (they move when they next boot), and
-/// warns about slaves locked to it, which keep getting it.
-pub async fn drain(api: &dyn AdminApi, term: &mut Term<'_>, nickname: &str) -> anyhow::Result<()> {
-    let (masterid, master) = find_master(api, nickname).await?;
-    if flag(&master, "enabled") {
-        let changes = Row::from([("enabled".to_owned(), Value::Bool(false))]);
-        api.update(Table::Masters, masterid, changes).await?;
-        writeln!(term.err, "Master '{nickname}' disabled")?;
-    } else {
-        writeln!(term.err, "Master '{nickname}' is already disabled")?;
-    }
+/// After a drain: lists the slaves still on the master (they move when
+/// they next boot, or at once under `runslave --supervise` with a graceful
+/// drain), and warns about slaves locked to it, which keep getting it.
+pub(crate) async fn list_slaves_on(api: &dyn AdminApi, term: &mut Term<'_>, nickname: &str) -> anyhow::Result<()> {
+    let (masterid, _) = find_master(api, nickname).await?;
     let filter = SlaveFilter {
         include_decomm: true,
         ..SlaveFilter::default()
@@ -774,7 +767,9 @@ mod tests {
             fqdn: "alloc.example".into(),
         });
         let allocator = Allocator::new(store.clone(), Arc::new(PlainRenderer), host.clone());
-        LocalAdmin::new(allocator, Inventory::new(store, host), "test")
+        let inventory = Inventory::new(store.clone(), host.clone());
+        let maintenance = slavealloc_domain::Maintenance::new(inventory.clone(), store, host);
+        LocalAdmin::new(allocator, inventory, "test").with_maintenance(maintenance)
     }
 
     /// What a subcommand wrote: (stdout, stderr, error).
@@ -962,13 +957,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn drain_disables_the_master_and_lists_its_slaves() {
+    async fn drain_disables_the_master_with_a_note_and_lists_its_slaves() {
+        use crate::admin::maintenance::{drain, undrain, Drain};
         let api = admin();
         run!(gettac(&api, &["tst-01".into(), "tst-02".into()], true));
-        let r = run!(drain(&api, "bm02"));
+        let d = Drain {
+            note: "kernel upgrade".into(),
+            until: Some("2h".into()),
+            ..Drain::default()
+        };
+        let r = run!(drain(&api, "bm02", &d));
         assert_eq!(r.out, "tst-02\n");
         assert!(
-            r.err.starts_with("Master 'bm02' disabled\n1 slave(s) still on 'bm02'"),
+            r.err.starts_with(
+                "Master 'bm02' drained until 1970-01-01T02:00:00Z: kernel upgrade\n1 slave(s) still on 'bm02'"
+            ),
             "{}",
             r.err
         );
@@ -980,9 +983,94 @@ mod tests {
         );
         let master = api.find(Table::Masters, "bm02").await.unwrap().unwrap();
         assert_eq!(master["enabled"], Value::Bool(false));
-        assert!(run!(drain(&api, "bm02"))
-            .err
-            .starts_with("Master 'bm02' is already disabled\n"));
+        let r = run!(drain(&api, "bm02", &Drain::default()));
+        assert!(r.error.unwrap().contains("note"), "a drain says why");
+        let r = run!(undrain(&api, "bm02"));
+        assert!(
+            r.err
+                .starts_with("Master 'bm02' undrained (drained by test since 1970-01-01T00:00:00Z: kernel upgrade)"),
+            "{}",
+            r.err
+        );
+        let master = api.find(Table::Masters, "bm02").await.unwrap().unwrap();
+        assert_eq!(master["enabled"], Value::Bool(true));
+        let r = run!(undrain(&api, "bm02"));
+        assert_eq!(r.error, None, "already so is success");
+        assert_eq!(r.err, "Master 'bm02' is enabled; it was not drained\n");
+    }
+
+    #[tokio::test]
+    async fn several_slaves_are_disabled_with_a_note_and_set_by_name() {
+        use crate::admin::maintenance::{assignment, bulk, enabled_write, BulkWrite, Selection};
+        let api = admin();
+        let both = Selection {
+            names: vec!["tst-01".into(), "tst-02".into()],
+            ..Selection::default()
+        };
+        let write = enabled_write(false, Some("rack 4".into()), Some("1d".into()), true);
+        let r = run!(bulk(&api, &both, &write, "disable"));
+        assert_eq!(
+            r.err,
+            "disable: 2 slave(s) matched, 2 changed, 2 hold(s) (dry run: nothing written)\n"
+        );
+        assert!(
+            r.out
+                .contains("tst-01: enabled true -> false, notes \"bug 123\" -> \"rack 4\""),
+            "{}",
+            r.out
+        );
+        assert!(
+            flag(&slave(&api, "tst-01").await, "enabled"),
+            "a dry run writes nothing"
+        );
+        let write = enabled_write(false, Some("rack 4".into()), Some("1d".into()), false);
+        let r = run!(bulk(&api, &both, &write, "disable"));
+        assert_eq!(r.error, None);
+        assert!(!flag(&slave(&api, "tst-02").await, "enabled"));
+        assert_eq!(slave(&api, "tst-02").await["notes"], Value::Text("rack 4".into()));
+        let r = run!(bulk(&api, &both, &write, "disable"));
+        assert!(
+            r.err.starts_with("disable: 2 slave(s) matched, 0 changed"),
+            "already so: {}",
+            r.err
+        );
+
+        let (k, v) = assignment("locked_master=").unwrap();
+        let set = BulkWrite {
+            set: [(k, v)].into_iter().collect(),
+            ..BulkWrite::default()
+        };
+        let r = run!(bulk(&api, &both, &set, "set"));
+        assert_eq!(r.out, "tst-02: locked_masterid 2 -> -\n");
+        assert!(assignment("pool").is_err());
+        let pool = Selection {
+            pool: vec!["tests-pool".into()],
+            ..Selection::default()
+        };
+        let r = run!(bulk(&api, &pool, &enabled_write(true, None, None, false), "enable"));
+        assert_eq!(r.err, "enable: 2 slave(s) matched, 2 changed, 2 hold(s)\n");
+        let r = run!(bulk(
+            &api,
+            &Selection::default(),
+            &enabled_write(true, None, None, false),
+            "enable"
+        ));
+        assert!(r.error.unwrap().starts_with("name the slaves"));
+        let mixed = Selection {
+            names: vec!["tst-01".into()],
+            pool: vec!["tests-pool".into()],
+            ..Selection::default()
+        };
+        assert!(run!(bulk(&api, &mixed, &set, "set"))
+            .error
+            .unwrap()
+            .contains("not both"));
+        let missing = Selection {
+            names: vec!["tst-01".into(), "nope".into()],
+            ..Selection::default()
+        };
+        let r = run!(bulk(&api, &missing, &set, "set"));
+        assert!(r.error.unwrap().contains("no slave is named nope"));
     }
 
     #[tokio::test]
