@@ -327,6 +327,29 @@ pub fn remaining(until: SystemTime, now: SystemTime) -> Duration {
     until.duration_since(now).unwrap_or_default()
 }
 
+/// The workers of a gracefully drained master to ask to shut down now.
+/// `connected` are the names its Buildbot lists as connected, `asked` those
+/// already asked: an asked worker still connected is still finishing its
+/// build, and at most `pace` are at once, so that the rest of the master
+/// keeps building meanwhile. In name order, so that a drain goes the same
+/// way every time.
+pub fn graceful_asks<'a>(
+    connected: &'a [String],
+    asked: &std::collections::HashSet<String>,
+    pace: usize,
+) -> Vec<&'a str> {
+    let mut waiting: Vec<&str> = connected
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !asked.contains(*w))
+        .collect();
+    waiting.sort_unstable();
+    waiting.dedup();
+    let in_flight = connected.iter().filter(|w| asked.contains(*w)).count();
+    waiting.truncate(pace.saturating_sub(in_flight));
+    waiting
+}
+
 /// Holds and their ends, for every store. Each call is one transaction
 /// together with the `enabled` writes and audit entries it makes.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -439,6 +462,19 @@ mod tests {
         );
         assert!(!h.is_due(now()));
         assert!(h.is_due(now() + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_graceful_drain_asks_a_few_workers_at_a_time() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        let connected = names(&["w4", "w2", "w1", "w3"]);
+        let none = std::collections::HashSet::new();
+        assert_eq!(graceful_asks(&connected, &none, 2), ["w1", "w2"]);
+        let asked: std::collections::HashSet<String> = names(&["w1", "w2"]).into_iter().collect();
+        assert!(graceful_asks(&connected, &asked, 2).is_empty(), "two still finishing");
+        let connected = names(&["w4", "w2", "w3"]);
+        assert_eq!(graceful_asks(&connected, &asked, 2), ["w3"], "w1 left: one more");
+        assert_eq!(graceful_asks(&[], &asked, 2), Vec::<&str>::new());
     }
 
     #[test]

@@ -29,9 +29,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod control;
 mod poll;
 mod template;
 
+pub use control::{stop_worker, worker_control_url};
 pub use poll::{
     parse_version, parse_workers, poll_master, poll_round, MasterPoll, MasterReport, PollError, PollOptions,
     PollTarget, WorkerReport, DEFAULT_CONCURRENCY, DEFAULT_JITTER, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT,

@@ -39,7 +39,7 @@ const ERROR_BODY_PREFIX_BYTES: u64 = 512;
 const SHORT_TEXT_CHARS: usize = 120;
 /// A version longer than this is not a version.
 const VERSION_MAX_CHARS: usize = 64;
-const USER_AGENT: &str = concat!("slavealloc-buildbot-poll/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("slavealloc-buildbot-poll/", env!("CARGO_PKG_VERSION"));
 
 /// One master to poll: where its workers list is, and how to authenticate.
 #[derive(Clone, PartialEq, Eq)]
@@ -335,7 +335,7 @@ async fn poll_within(
 /// Runs blocking `work` on tokio's blocking pool until `deadline`. Past
 /// it, the caller goes on with a timeout and the thread is left to end by
 /// ureq's own deadline (or, for a hung DNS lookup, whenever it does).
-async fn on_blocking_pool<T: Send + 'static>(
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
     deadline: tokio::time::Instant,
     limit: Duration,
     work: impl FnOnce() -> Result<T, PollError> + Send + 'static,
@@ -466,7 +466,7 @@ impl Get {
 /// Refuses a header ureq would refuse later with a message that reads like
 /// the server's fault, or that could split the request. Never quotes the
 /// value.
-fn check_header(name: &str, value: &str) -> Result<(), PollError> {
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), PollError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Err(PollError::BadTarget {
@@ -481,7 +481,7 @@ fn check_header(name: &str, value: &str) -> Result<(), PollError> {
     Ok(())
 }
 
-fn status_error(response: ureq::Response) -> PollError {
+pub(crate) fn status_error(response: ureq::Response) -> PollError {
     let status = response.status();
     let location = (300..400)
         .contains(&status)
@@ -503,7 +503,7 @@ fn status_error(response: ureq::Response) -> PollError {
     PollError::Status { status, body }
 }
 
-fn transport_error(transport: &ureq::Transport, limit: Duration) -> PollError {
+pub(crate) fn transport_error(transport: &ureq::Transport, limit: Duration) -> PollError {
     if timed_out(transport) {
         return PollError::Timeout { limit };
     }

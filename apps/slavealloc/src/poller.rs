@@ -7,14 +7,15 @@
 //! holder dies another takes over within two intervals. A daemon that
 //! stops gives the lease up at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use slavealloc_buildbot_poll::{poll_round, MasterAddress, PollOptions, PollTarget, UrlTemplate};
+use slavealloc_buildbot_poll::{poll_round, stop_worker, MasterAddress, PollOptions, PollTarget, UrlTemplate};
+use slavealloc_domain::lifecycle::{graceful_asks, Hold, HoldQuery, HoldTarget, LifecycleStore};
 use slavealloc_domain::live::{parse_age, BalanceCount, PollAnswer, PollRecord, PolledWorker, DEFAULT_LEASE};
 use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::{Host, InventoryStore, LiveStore};
@@ -227,7 +228,15 @@ pub struct Poller {
     pub readiness: Readiness,
     /// What `/metrics` shows of it.
     pub metrics: PollerMetrics,
+    /// The holds, for graceful drains; `None` drains nothing.
+    pub lifecycle: Option<Arc<dyn LifecycleStore>>,
+    /// Workers of a graceful drain shutting down at once, per master.
+    pub graceful_pace: usize,
 }
+
+/// Per master, the workers a graceful drain has asked to shut down and
+/// that were still connected at the last poll.
+type Asked = HashMap<i32, HashSet<String>>;
 
 impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,6 +260,7 @@ impl Poller {
         let interval = self.settings.interval;
         let ttl = interval + interval / 2;
         let mut reachable: HashMap<i32, bool> = HashMap::new();
+        let mut asked = Asked::new();
         let mut holding = false;
         loop {
             let started = Instant::now();
@@ -273,7 +283,7 @@ impl Poller {
                     // A stop does not wait for slow masters: dropping the
                     // round ends its polls.
                     tokio::select! {
-                        () = self.round(&mut reachable) => {}
+                        () = self.round(&mut reachable, &mut asked) => {}
                         _ = stop.changed() => {}
                     }
                     if *stop.borrow() {
@@ -341,8 +351,9 @@ impl Poller {
         Ok(targets)
     }
 
-    /// One round: every master polled, every answer recorded.
-    async fn round(&self, reachable: &mut HashMap<i32, bool>) {
+    /// One round: every master polled, every answer recorded, then the
+    /// next workers of graceful drains asked to shut down.
+    async fn round(&self, reachable: &mut HashMap<i32, bool>, asked: &mut Asked) {
         let targets = match self.targets().await {
             Ok(t) => t,
             Err(e) => {
@@ -352,7 +363,15 @@ impl Poller {
         };
         let names: HashMap<i32, String> = targets.iter().map(|t| (t.masterid, t.nickname.clone())).collect();
         let started = Instant::now();
-        let polls = poll_round(targets, &self.settings.options).await;
+        let polls = poll_round(targets.clone(), &self.settings.options).await;
+        let connected: HashMap<i32, Vec<String>> = polls
+            .iter()
+            .filter_map(|p| {
+                let report = p.outcome.as_ref().ok()?;
+                let names = report.workers.iter().filter(|w| w.connected).map(|w| w.name.clone());
+                Some((p.masterid, names.collect()))
+            })
+            .collect();
         let (mut ok, mut failed) = (0, 0);
         for poll in polls {
             let nickname = names.get(&poll.masterid).map_or("?", String::as_str);
@@ -395,5 +414,55 @@ impl Poller {
         }
         self.metrics.round(ok, failed, started.elapsed().as_secs_f64());
         tracing::debug!(ok, failed, ms = started.elapsed().as_millis() as u64, "poll round");
+        self.graceful_round(&targets, &connected, asked).await;
+    }
+
+    /// Asks the masters under a graceful drain to shut their next workers
+    /// down (Buildbot's graceful `stop`: after the current build), at most
+    /// [`Poller::graceful_pace`] at once per master. Only what this round
+    /// saw counts: a master that did not answer is asked nothing.
+    async fn graceful_round(&self, targets: &[PollTarget], connected: &HashMap<i32, Vec<String>>, asked: &mut Asked) {
+        let Some(lifecycle) = &self.lifecycle else { return };
+        let open = HoldQuery {
+            target: Some(HoldTarget::Master),
+            open_only: true,
+            ..HoldQuery::default()
+        };
+        let holds = match lifecycle.holds(&open).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the drains");
+                return;
+            }
+        };
+        let draining: HashMap<i32, &Hold> = holds.iter().filter(|h| h.graceful).map(|h| (h.target_id, h)).collect();
+        asked.retain(|m, _| draining.contains_key(m));
+        for (masterid, hold) in draining {
+            let (Some(target), Some(now)) = (
+                targets.iter().find(|t| t.masterid == masterid),
+                connected.get(&masterid),
+            ) else {
+                continue;
+            };
+            let mine = asked.entry(masterid).or_default();
+            // Gone from the master: it shut down; asked again if it comes back.
+            mine.retain(|w| now.contains(w));
+            let next: Vec<String> = graceful_asks(now, mine, self.graceful_pace)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let reason = format!("slavealloc: drained by {}: {}", hold.actor, hold.note);
+            for worker in next {
+                match stop_worker(target, &worker, &reason, self.settings.options.timeout).await {
+                    Ok(()) => {
+                        tracing::info!(master = %target.nickname, %worker, "asked to shut down gracefully");
+                        mine.insert(worker);
+                    }
+                    Err(e) => {
+                        tracing::warn!(master = %target.nickname, %worker, error = %e, "cannot ask a worker to shut down")
+                    }
+                }
+            }
+        }
     }
 }

@@ -640,6 +640,8 @@ impl Daemon {
             host: host.clone(),
             holder: holder_name(&settings.fqdn),
             readiness: readiness.clone(),
+            lifecycle: Some(Arc::new(store.clone())),
+            graceful_pace: settings.graceful_pace,
         });
         // Stored templates render after the commit on a few blocking
         // threads, each batch within a budget well inside the request

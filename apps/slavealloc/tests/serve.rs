@@ -831,3 +831,164 @@ async fn with_count_live_allocations_that_never_connect_stop_counting_after_the_
     );
     d.stop().await;
 }
+
+/// A stand-in for one Buildbot master whose workers list the test sets,
+/// and that keeps every worker control request (path and body) it gets.
+async fn scripted_buildbot(connected: Arc<Mutex<Vec<String>>>) -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let controls = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&controls);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (log, connected) = (Arc::clone(&log), Arc::clone(&connected));
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                let (head_end, length) = loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (end + 4, length);
+                    }
+                };
+                while req.len() < head_end + length {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let body = if head.starts_with("POST ") {
+                    log.lock()
+                        .unwrap()
+                        .push((path, String::from_utf8_lossy(&req[head_end..]).into_owned()));
+                    r#"{"jsonrpc": "2.0", "result": null, "id": 1}"#.to_owned()
+                } else {
+                    let workers: Vec<Json> = connected
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            json!({"workerid": i + 1, "name": n, "paused": false, "graceful": false,
+                                   "connected_to": [{"masterid": 1}], "configured_on": []})
+                        })
+                        .collect();
+                    json!({"workers": workers, "meta": {"total": workers.len()}}).to_string()
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, controls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_drain_asks_two_workers_at_a_time_and_the_master_comes_back_at_its_end() {
+    let workers = ["t-w1064-ix-001", "t-w1064-ix-002", "t-w1064-ix-003"].map(str::to_owned);
+    let connected = Arc::new(Mutex::new(workers.to_vec()));
+    let (port, controls) = scripted_buildbot(Arc::clone(&connected)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("drain.db").display());
+    let mut fleet = slavealloc_fixtures::sample_fleet();
+    for m in fleet.tables.get_mut(&slavealloc_domain::Table::Masters).unwrap() {
+        let bm09 = m.get("masterid") == Some(&slavealloc_domain::Value::Int(9));
+        m.insert("fqdn".into(), slavealloc_domain::Value::Text("127.0.0.1".into()));
+        m.insert(
+            "http_port".into(),
+            slavealloc_domain::Value::Int(if bm09 { i64::from(port) } else { 0 }),
+        );
+    }
+    let store = slavealloc_store_sql::SqlStore::connect(&db).await.unwrap();
+    store.replace_all(&fleet).await.unwrap();
+    store.close().await;
+    let config = dir.path().join("drain.toml");
+    std::fs::write(
+        &config,
+        "[poll]\ninterval = \"1s\"\njitter = \"0\"\ntimeout = \"2s\"\n\n[holds]\ncheck_every = \"1s\"\ngraceful_pace = 2\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--db", &db, "--config", config.to_str().unwrap()], &[], dir.path()).await;
+    until_ok(&d.url("/healthz"), Duration::from_secs(20)).await;
+
+    let r = request(
+        "POST",
+        &d.url("/api/masters/bm09/drain?byname=1"),
+        Some(json!({"note": "upgrade", "until": "8s", "graceful": true})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let asked = |n: usize| {
+        let controls = Arc::clone(&controls);
+        async move {
+            let wait = Instant::now();
+            loop {
+                let seen = controls.lock().unwrap().clone();
+                if seen.len() >= n || wait.elapsed() > Duration::from_secs(15) {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = asked(2).await;
+    let paths: Vec<&str> = first.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/api/v2/workers/t-w1064-ix-001", "/api/v2/workers/t-w1064-ix-002"],
+        "{}",
+        d.log()
+    );
+    let body: Json = serde_json::from_str(&first[0].1).unwrap();
+    assert_eq!(body["method"], "stop", "graceful, not kill");
+    assert_eq!(body["params"]["reason"], "slavealloc: drained by 127.0.0.1: upgrade");
+    // Two are finishing their builds: the third waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(controls.lock().unwrap().len(), 2, "at most two at a time");
+    let status = get(&d.url("/api/masters/bm09/drain?byname=1")).await.json();
+    assert_eq!(status["progress"]["connected"], 3, "{status}");
+    // The first one has shut down: the next is asked.
+    connected.lock().unwrap().retain(|w| w != "t-w1064-ix-001");
+    let all = asked(3).await;
+    assert_eq!(all.len(), 3, "{}", d.log());
+    assert_eq!(all[2].0, "/api/v2/workers/t-w1064-ix-003");
+
+    // At its end the master comes back by itself, once.
+    let wait = Instant::now();
+    loop {
+        if get(&d.url("/api/masters/9")).await.json()["enabled"] == true {
+            break;
+        }
+        assert!(
+            wait.elapsed() < Duration::from_secs(20),
+            "bm09 never came back: {}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let entries = get(&d.url("/api/audit?kind=lifecycle")).await.json();
+    let resumed = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["new_values"]["lifecycle"] == "resumed: until reached")
+        .count();
+    assert_eq!(resumed, 1);
+    assert_eq!(get(&d.url("/api/masters/9/drain")).await.json()["hold"], Json::Null);
+}
