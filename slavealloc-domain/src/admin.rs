@@ -143,15 +143,16 @@ pub trait AdminApi: Send + Sync {
         Err(AdminError::Rejected("history needs the daemon's API (-A)".to_owned()))
     }
 
-    /// Where the slaves of these masters would go if they were drained,
-    /// and the spread before and after (`GET /api/whatif?drain=...`);
+    /// Where the slaves of these masters would go if they were drained
+    /// (and the masters `add`, `NICKNAME@POOL`, added), and the spread
+    /// before and after (`GET /api/whatif?drain=...&add=...`);
     /// nothing is written. The default (an admin without a daemon) refuses.
     ///
     /// # Errors
     /// [`AdminError::Rejected`] without a daemon, or for an unknown master;
     /// faults.
-    async fn whatif(&self, drain: &[String]) -> Result<serde_json::Value, AdminError> {
-        let _ = drain;
+    async fn whatif(&self, drain: &[String], add: &[String]) -> Result<serde_json::Value, AdminError> {
+        let _ = (drain, add);
         Err(AdminError::Rejected("what-if needs the daemon's API (-A)".to_owned()))
     }
 

@@ -7,6 +7,10 @@
 //! as if each rebooted, each decision moving the counts the next one sees.
 //! Slaves locked to a drained master stay there (a lock wins whatever the
 //! master's state) and are listed as such.
+//!
+//! A master can be added too ([`plan`]): then every enabled, unlocked slave
+//! of its pool is affected, as if the whole pool rebooted onto the new
+//! layout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -54,6 +58,8 @@ pub struct SpreadChange {
 pub struct WhatIf {
     /// The masters drained, by nickname.
     pub drained: Vec<String>,
+    /// The hypothetical masters added, by nickname.
+    pub added: Vec<String>,
     /// Every affected slave, by name.
     pub moves: Vec<Move>,
     /// Slaves locked to a drained master: they would stay.
@@ -68,6 +74,21 @@ pub enum WhatIfError {
     /// No master has that nickname.
     #[error("no master is named {0:?}")]
     UnknownMaster(String),
+    /// A master to add to a pool that does not exist.
+    #[error("no pool is named {0:?}")]
+    UnknownPool(String),
+    /// A master to add that has a nickname already taken.
+    #[error("a master is already named {0:?}")]
+    TakenNickname(String),
+}
+
+/// A master that does not exist yet, for [`plan`]: its nickname and pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMaster {
+    /// Its nickname (not one in use).
+    pub nickname: String,
+    /// The pool it would serve.
+    pub poolid: PoolId,
 }
 
 /// What draining the masters named `nicknames` would do, from these rows.
@@ -81,6 +102,46 @@ pub fn drain(
     templates: &[TacTemplate],
     nicknames: &[String],
 ) -> Result<WhatIf, WhatIfError> {
+    plan(masters, slaves, passwords, templates, nicknames, &[])
+}
+
+/// What draining the masters named `nicknames` and adding the masters
+/// `added` would do, from these rows.
+///
+/// # Errors
+/// [`WhatIfError::UnknownMaster`] for a nickname that names no master;
+/// [`WhatIfError::TakenNickname`] for an added master whose nickname is in
+/// use.
+pub fn plan(
+    masters: &[Master],
+    slaves: &[Slave],
+    passwords: &[SlavePassword],
+    templates: &[TacTemplate],
+    nicknames: &[String],
+    added: &[NewMaster],
+) -> Result<WhatIf, WhatIfError> {
+    let mut with_added: Vec<Master> = masters.to_vec();
+    let mut next_id = masters.iter().map(|m| m.masterid).max().unwrap_or(0);
+    for a in added {
+        if with_added.iter().any(|m| m.nickname == a.nickname) {
+            return Err(WhatIfError::TakenNickname(a.nickname.clone()));
+        }
+        next_id += 1;
+        with_added.push(Master {
+            masterid: next_id,
+            nickname: a.nickname.clone(),
+            fqdn: format!("{}.hypothetical", a.nickname),
+            http_port: 0,
+            pb_port: 0,
+            dcid: 0,
+            poolid: a.poolid,
+            enabled: true,
+            notes: None,
+        });
+    }
+    let existing = masters.iter().map(|m| m.masterid).max().unwrap_or(0);
+    let masters = with_added.as_slice();
+    let grown: BTreeSet<PoolId> = added.iter().map(|a| a.poolid).collect();
     let mut drained = BTreeSet::new();
     for n in nicknames {
         let m = masters
@@ -96,9 +157,10 @@ pub fn drain(
             .map_or_else(|| id.to_string(), |m| m.nickname.clone())
     };
     let on_drained = |s: &&Slave| s.enabled && s.current_masterid.is_some_and(|m| drained.contains(&m));
+    let in_grown_pool = |s: &&Slave| s.enabled && grown.contains(&s.poolid);
     let mut affected: Vec<&Slave> = slaves
         .iter()
-        .filter(on_drained)
+        .filter(|s| on_drained(s) || in_grown_pool(s))
         .filter(|s| s.locked_masterid.is_none())
         .collect();
     affected.sort_by(|a, b| a.name.cmp(&b.name));
@@ -175,10 +237,22 @@ pub fn drain(
         }
     }
     let after = counts(&|s: &Slave| moved.get(&s.name).copied().unwrap_or(s.current_masterid));
-    let enabled_of = |pool: PoolId, exclude: bool| -> Vec<&Master> {
+    // Moves that are no moves (a slave of a grown pool staying put) are
+    // left out.
+    moves.retain(|m| m.error.is_some() || m.to.as_deref() != Some(m.from.as_str()));
+    // Before: the masters as they are; after: the drained left out, the
+    // added in.
+    let enabled_of = |pool: PoolId, after: bool| -> Vec<&Master> {
         masters
             .iter()
-            .filter(|m| m.poolid == pool && m.enabled && !(exclude && drained.contains(&m.masterid)))
+            .filter(|m| m.poolid == pool && m.enabled)
+            .filter(|m| {
+                if after {
+                    !drained.contains(&m.masterid)
+                } else {
+                    m.masterid <= existing
+                }
+            })
             .collect()
     };
     let spreads = groups
@@ -212,6 +286,7 @@ pub fn drain(
         .collect();
     Ok(WhatIf {
         drained: nicknames.to_vec(),
+        added: added.iter().map(|a| a.nickname.clone()).collect(),
         moves,
         staying_locked,
         spreads,

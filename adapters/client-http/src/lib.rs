@@ -324,9 +324,13 @@ impl AdminApi for HttpAdmin {
         .await
     }
 
-    async fn whatif(&self, drain: &[String]) -> Result<serde_json::Value, AdminError> {
+    async fn whatif(&self, drain: &[String], add: &[String]) -> Result<serde_json::Value, AdminError> {
         let this = self.clone();
-        let query: Vec<String> = drain.iter().map(|d| format!("drain={}", encode(d))).collect();
+        let query: Vec<String> = drain
+            .iter()
+            .map(|d| format!("drain={}", encode(d)))
+            .chain(add.iter().map(|a| format!("add={}", encode(a))))
+            .collect();
         blocking(move || {
             let url = format!("{}/whatif?{}", this.api, query.join("&"));
             this.json("GET", &url, None, true)?

@@ -325,7 +325,7 @@ async fn judged(
 /// masters' slaves would go and the spread before and after, computed in
 /// memory from one reading with the allocation rule; nothing is written.
 pub async fn whatif(state: Arc<AppState>, query: String) -> Response {
-    let drains = match models::query_pairs(&query).and_then(|p| models::drain_list(&p)) {
+    let (drains, adds) = match models::query_pairs(&query).and_then(|p| models::whatif_plan(&p)) {
         Ok(d) => d,
         Err(e) => return e.into_json(),
     };
@@ -345,8 +345,21 @@ pub async fn whatif(state: Arc<AppState>, query: String) -> Response {
             let slaves = typed(inventory.list(Table::Slaves, &everything).await?)?;
             let passwords = typed(inventory.list(Table::SlavePasswords, &everything).await?)?;
             let templates = typed(inventory.list(Table::TacTemplates, &everything).await?)?;
-            Ok(slavealloc_domain::whatif::drain(
-                &masters, &slaves, &passwords, &templates, &drains,
+            let pools = inventory.list(Table::Pools, &everything).await?;
+            let mut added = Vec::with_capacity(adds.len());
+            for (nickname, pool) in adds {
+                let poolid = pools
+                    .iter()
+                    .find(|p| p.get("name").and_then(|v| v.as_text()) == Some(pool.as_str()))
+                    .and_then(|p| p.get("poolid").and_then(|v| v.as_int()))
+                    .and_then(|id| i32::try_from(id).ok());
+                let Some(poolid) = poolid else {
+                    return Ok(Err(slavealloc_domain::whatif::WhatIfError::UnknownPool(pool)));
+                };
+                added.push(slavealloc_domain::whatif::NewMaster { nickname, poolid });
+            }
+            Ok(slavealloc_domain::whatif::plan(
+                &masters, &slaves, &passwords, &templates, &drains, &added,
             ))
         })
         .await;

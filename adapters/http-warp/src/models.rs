@@ -248,27 +248,41 @@ pub fn known_list_keys(table: Table, pairs: &[(String, String)]) -> Result<(), A
     }
 }
 
-/// `GET /api/whatif?drain=NICK...`: the masters to drain.
+/// `GET /api/whatif?drain=NICK...&add=NICK@POOL...`: the masters to
+/// drain, and the masters to add (nickname and pool name).
 ///
 /// # Errors
-/// 400 without any, or for another key.
-pub fn drain_list(pairs: &[(String, String)]) -> Result<Vec<String>, ApiError> {
-    let mut drains = Vec::new();
+/// 400 without any, for an `add` not of the form `nick@pool`, or for
+/// another key.
+pub fn whatif_plan(pairs: &[(String, String)]) -> Result<(Vec<String>, Vec<(String, String)>), ApiError> {
+    let (mut drains, mut adds) = (Vec::new(), Vec::new());
     for (k, v) in pairs {
         match k.as_str() {
             "drain" => drains.push(v.clone()),
+            "add" => match v.split_once('@') {
+                Some((nick, pool)) if !nick.trim().is_empty() && !pool.trim().is_empty() => {
+                    adds.push((nick.trim().to_owned(), pool.trim().to_owned()));
+                }
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "add: {v:?} is not NICKNAME@POOL (bm99@tests-linux)"
+                    )))
+                }
+            },
             "_" => {}
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?}: only drain"
+                    "unknown query parameter {other:?}: only drain and add"
                 )))
             }
         }
     }
-    if drains.is_empty() {
-        return Err(ApiError::bad_request("drain: name at least one master (drain=bm01)"));
+    if drains.is_empty() && adds.is_empty() {
+        return Err(ApiError::bad_request(
+            "drain: name at least one master to drain (drain=bm01) or to add (add=bm99@tests-linux)",
+        ));
     }
-    Ok(drains)
+    Ok((drains, adds))
 }
 
 /// `GET /api/gettac/<slave>?explain=1`: whether to explain. Other keys

@@ -338,6 +338,29 @@ async fn whatif_says_where_a_drained_masters_slaves_would_go_and_writes_nothing(
     assert_eq!(h.get("/api/whatif?drain=bm99").await.status, 404);
     assert_eq!(h.get("/api/whatif").await.status, 400);
     assert_eq!(h.get("/api/whatif?drian=bm09").await.status, 400);
+
+    // A master added to tests-win: its pool rebalances onto it, nothing
+    // written; a taken nickname, an unknown pool, a bad form are refused.
+    let w = h.get("/api/whatif?add=bm99@tests-win").await.json();
+    assert_eq!(w["added"], json!(["bm99"]), "{w}");
+    let moves = w["moves"].as_array().unwrap();
+    assert!(moves.iter().filter(|m| m["to"] == "bm99").count() >= 3, "{w}");
+    assert!(moves.iter().all(|m| m["from"] != m["to"]), "only real moves: {w}");
+    let after = &w["spreads"][0]["after"];
+    assert!(after.as_array().unwrap().iter().any(|m| m[0] == "bm99"), "{w}");
+    assert!(!w["spreads"][0]["before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m[0] == "bm99"));
+    assert!(
+        w["spreads"][0]["spread_after"].as_u64() <= w["spreads"][0]["spread_before"].as_u64(),
+        "{w}"
+    );
+    assert_eq!(h.get("/api/whatif?add=bm09@tests-win").await.status, 404);
+    assert_eq!(h.get("/api/whatif?add=bm99@no-pool").await.status, 404);
+    assert_eq!(h.get("/api/whatif?add=bm99").await.status, 400);
+    assert_eq!(h.dump().await, before, "nothing written");
     h.finish().await;
 }
 

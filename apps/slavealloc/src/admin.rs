@@ -374,8 +374,12 @@ pub struct WhatifArgs {
     #[command(flatten)]
     api: ApiArgs,
     /// A master to drain, by nickname (repeatable).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "add")]
     drain: Vec<String>,
+    /// A master to add, as NICKNAME@POOL (repeatable): its pool's slaves
+    /// rebalance onto it.
+    #[arg(long, value_name = "NICKNAME@POOL")]
+    add: Vec<String>,
     #[command(flatten)]
     format: FormatArgs,
 }
@@ -640,7 +644,7 @@ async fn run_api(cmd: ApiCommand, client: &dyn AdminApi, term: &mut api::Term<'_
         ApiCommand::Silos(a) => api::silos(client, term, a.format.format).await,
         ApiCommand::Drift(a) => api::drift(client, term, a.format.format).await,
         ApiCommand::Why(a) => api::why(client, term, &a.slave).await,
-        ApiCommand::Whatif(a) => api::whatif(client, term, &a.drain, a.format.format).await,
+        ApiCommand::Whatif(a) => api::whatif(client, term, &a.drain, &a.add, a.format.format).await,
         ApiCommand::History(a) => {
             let kind = match (a.edits, a.allocations) {
                 (true, _) => Some("edit"),

@@ -377,8 +377,14 @@ pub async fn history(api: &dyn AdminApi, term: &mut Term<'_>, q: &HistoryQuery, 
 }
 
 /// `whatif --drain M...`: the moves and the spreads, before and after.
-pub async fn whatif(api: &dyn AdminApi, term: &mut Term<'_>, drain: &[String], format: Format) -> anyhow::Result<()> {
-    let w = api.whatif(drain).await?;
+pub async fn whatif(
+    api: &dyn AdminApi,
+    term: &mut Term<'_>,
+    drain: &[String],
+    add: &[String],
+    format: Format,
+) -> anyhow::Result<()> {
+    let w = api.whatif(drain, add).await?;
     if format == Format::Json {
         serde_json::to_writer_pretty(&mut *term.out, &w)?;
         writeln!(term.out)?;
