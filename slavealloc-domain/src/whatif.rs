@@ -121,14 +121,13 @@ pub fn plan(
     added: &[NewMaster],
 ) -> Result<WhatIf, WhatIfError> {
     let mut with_added: Vec<Master> = masters.to_vec();
-    let mut next_id = masters.iter().map(|m| m.masterid).max().unwrap_or(0);
-    for a in added {
+    let first_new = masters.iter().map(|m| m.masterid).max().unwrap_or(0) + 1;
+    for (masterid, a) in (first_new..).zip(added) {
         if with_added.iter().any(|m| m.nickname == a.nickname) {
             return Err(WhatIfError::TakenNickname(a.nickname.clone()));
         }
-        next_id += 1;
         with_added.push(Master {
-            masterid: next_id,
+            masterid,
             nickname: a.nickname.clone(),
             fqdn: format!("{}.hypothetical", a.nickname),
             http_port: 0,
