@@ -248,13 +248,16 @@ pub fn known_list_keys(table: Table, pairs: &[(String, String)]) -> Result<(), A
     }
 }
 
+/// The masters to drain (nicknames) and to add (nickname, pool name).
+pub type WhatIfPlan = (Vec<String>, Vec<(String, String)>);
+
 /// `GET /api/whatif?drain=NICK...&add=NICK@POOL...`: the masters to
 /// drain, and the masters to add (nickname and pool name).
 ///
 /// # Errors
 /// 400 without any, for an `add` not of the form `nick@pool`, or for
 /// another key.
-pub fn whatif_plan(pairs: &[(String, String)]) -> Result<(Vec<String>, Vec<(String, String)>), ApiError> {
+pub fn whatif_plan(pairs: &[(String, String)]) -> Result<WhatIfPlan, ApiError> {
     let (mut drains, mut adds) = (Vec::new(), Vec::new());
     for (k, v) in pairs {
         match k.as_str() {
