@@ -96,6 +96,22 @@ pub struct NewHold {
 }
 
 impl NewHold {
+    /// The open hold this makes of row `target_id`, started by `actor`
+    /// (id 0 until the store gives it one).
+    pub fn opened(&self, target: HoldTarget, target_id: i32, actor: &Actor) -> Hold {
+        Hold {
+            id: 0,
+            target,
+            target_id,
+            note: self.note.clone(),
+            actor: actor.name.clone(),
+            started: actor.at,
+            until: self.until,
+            graceful: self.graceful,
+            ended: None,
+        }
+    }
+
     /// Checks the hold against `now`.
     ///
     /// # Errors

@@ -992,14 +992,7 @@ impl LifecycleStore for MemoryStore {
         for id in ids {
             let h = Hold {
                 id: i64::try_from(state.holds.len()).unwrap_or(i64::MAX) + 1,
-                target,
-                target_id: *id,
-                note: hold.note.clone(),
-                actor: actor.name.clone(),
-                started: actor.at,
-                until: hold.until,
-                graceful: hold.graceful,
-                ended: None,
+                ..hold.opened(target, *id, &actor)
             };
             state.switch(
                 target,

@@ -146,17 +146,7 @@ pub(crate) async fn hold(
     let mut made = Vec::with_capacity(ids.len());
     let mut audit = Vec::with_capacity(ids.len());
     for id in ids {
-        let mut h = Hold {
-            id: 0,
-            target,
-            target_id: *id,
-            note: hold.note.clone(),
-            actor: actor.name.clone(),
-            started: actor.at,
-            until: hold.until,
-            graceful: hold.graceful,
-            ended: None,
-        };
+        let mut h = hold.opened(target, *id, &actor);
         let changes = enabled_change(false, &hold.also);
         audit.push(switch(&mut *tx, d, target, *id, &changes, &h.started_text(), &actor).await?);
         let mut sql = Sql::new(

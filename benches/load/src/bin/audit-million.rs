@@ -50,7 +50,10 @@ fn entry(n: u32, total: u32, now: SystemTime) -> AuditEntry {
             "slaves",
             slave,
             values(&[("current_masterid", Value::Int((to % 14) + 1))]),
-            values(&[("current_masterid", Value::Int(to)), ("reason", Value::Text("balanced".into()))]),
+            values(&[
+                ("current_masterid", Value::Int(to)),
+                ("reason", Value::Text("balanced".into())),
+            ]),
         )
     } else if n % 1000 == 0 {
         (
@@ -130,25 +133,40 @@ fn queries(now: SystemTime, total: u32) -> Vec<(&'static str, AuditQuery)> {
     vec![
         ("newest 100", page(&|_| {})),
         ("since 1d", page(&|q| q.since = Some(now - day))),
-        ("yesterday, edits", page(&|q| {
-            q.since = Some(now - 2 * day);
-            q.until = Some(now - day);
-            q.kind = Some(AuditKind::Edit);
-        })),
-        ("actor relops, edits", page(&|q| {
-            q.actor = Some("relops".into());
-            q.kind = Some(AuditKind::Edit);
-        })),
-        ("one slave (table+id)", page(&|q| {
-            q.table = Some(Table::Slaves);
-            q.row_id = Some(7);
-        })),
+        (
+            "yesterday, edits",
+            page(&|q| {
+                q.since = Some(now - 2 * day);
+                q.until = Some(now - day);
+                q.kind = Some(AuditKind::Edit);
+            }),
+        ),
+        (
+            "actor relops, edits",
+            page(&|q| {
+                q.actor = Some("relops".into());
+                q.kind = Some(AuditKind::Edit);
+            }),
+        ),
+        (
+            "one slave (table+id)",
+            page(&|q| {
+                q.table = Some(Table::Slaves);
+                q.row_id = Some(7);
+            }),
+        ),
         ("lifecycle (drains)", page(&|q| q.kind = Some(AuditKind::Lifecycle))),
-        ("a page mid-log (cursor)", page(&|q| q.before = Some(i64::from(total / 2)))),
-        ("one hour 30 days ago", page(&|q| {
-            q.since = Some(now - 30 * day);
-            q.until = Some(now - 30 * day + Duration::from_secs(3600));
-        })),
+        (
+            "a page mid-log (cursor)",
+            page(&|q| q.before = Some(i64::from(total / 2))),
+        ),
+        (
+            "one hour 30 days ago",
+            page(&|q| {
+                q.since = Some(now - 30 * day);
+                q.until = Some(now - 30 * day + Duration::from_secs(3600));
+            }),
+        ),
     ]
 }
 
@@ -176,7 +194,10 @@ async fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|");
         for (label, q) in queries(now, args.entries) {
             let (median, found) = time(&store, &q).await?;
-            println!("| {name} | {label} | {:.1} ms | {found} |", median.as_secs_f64() * 1000.0);
+            println!(
+                "| {name} | {label} | {:.1} ms | {found} |",
+                median.as_secs_f64() * 1000.0
+            );
         }
         store.close().await;
         db.destroy().await;
