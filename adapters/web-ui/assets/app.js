@@ -1,5 +1,12 @@
 // slavealloc UI: live filters, inline editing through the JSON API, the
-// API token, keyboard shortcuts. Plain JavaScript, no build step.
+// API token, keyboard shortcuts; selecting slaves and changing them in bulk
+// (previewed with the bulk API's dry run, applied on confirmation), draining
+// and undraining masters, a master's drain and its progress, why a slave
+// gets its master. Plain JavaScript, no build step.
+//
+// Every value that comes from the server or from a person (names, notes)
+// goes into the page as text (textContent, attributes set one by one),
+// never as markup.
 //
 // The pages are rendered by the server; after a save the current page is
 // fetched again and its results swapped in, so what is shown after a change
@@ -12,6 +19,8 @@
   const API = BASE + '/api';
   const WRITE_AUTH = body.dataset.writeAuth === 'true';
   const TOKEN_KEY = 'slavealloc.api-token';
+  // A message to show on the next page, for a change that navigates.
+  const FLASH_KEY = 'slavealloc.flash';
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
   body.classList.add('js');
@@ -152,8 +161,11 @@
     if (push) history.pushState(null, '', url);
     else history.replaceState(null, '', url);
     enhanceTimes(fresh);
+    for (const hook of afterSwap) hook(fresh);
     return true;
   }
+  // What has to follow new results: the selection's boxes, a drain panel.
+  const afterSwap = [];
 
   function formUrl(form) {
     const params = new URLSearchParams();
@@ -341,7 +353,7 @@
       el('button', { type: 'button', 'data-action': 'cancel', text: 'Cancel' }),
       el('span', { class: 'hint', text: 'Enter saves · Esc cancels' }),
       table.dataset.kind === 'slaves'
-        ? el('button', { type: 'button', 'data-action': 'tac', text: 'Preview tac' })
+        ? el('button', { type: 'button', 'data-action': 'tac', text: 'Preview tac and why' })
         : null,
       el('a', {
         href: BASE + '/ui/audit?table=' + table.dataset.kind + '&row=' + row[kind.id],
@@ -461,68 +473,593 @@
     }
   }
 
-  async function drain(tr) {
-    const name = tr.dataset.name;
-    const slaves = tr.dataset.slaves;
-    const target = BASE + '/ui/slaves?master=' + encodeURIComponent(name) + '&decomm=1';
-    if (tr.dataset.enabled === 'true') {
-      const ok = await confirmDialog(
-        'Drain ' + name + '?',
-        'This disables ' + name + ', so the allocator gives it no more slaves. The ' + slaves +
-          ' slaves on it now stay until they reboot; then each gets another master of its pool. ' +
-          'You will see the list of them next.',
-        'Disable ' + name,
-      );
-      if (!ok) return;
-      try {
-        await api('PUT', '/masters/' + tr.dataset.id, { enabled: false });
-      } catch (e) {
-        toast('Not drained: ' + name + ': ' + e.message, 'error');
-        return;
-      }
-      toast(name + ' is disabled.');
+  // ------------------------------------------------------ times as text
+  // A time of the API (RFC 3339, UTC) as the pages write it, with how long
+  // ago (or how far ahead) beside it.
+  function timeEl(iso) {
+    const t = el('time', { datetime: iso, text: String(iso).replace('T', ' ').replace('Z', ' UTC') });
+    const d = new Date(iso);
+    if (!Number.isNaN(d.getTime())) {
+      t.title = d.toLocaleString();
+      const ms = Date.now() - d.getTime();
+      t.appendChild(el('span', { class: 'ago', text: ms >= 0 ? ago(ms) : ahead(-ms) }));
     }
-    location.assign(target);
+    return t;
   }
 
-  async function previewTac(button) {
-    const editorRow = button.closest('tr.editor-row');
-    const tr = editorRow && editorRow.previousElementSibling;
-    if (!tr) return;
-    const name = tr.dataset.name;
+  function ahead(ms) {
+    const m = Math.round(ms / 60000);
+    if (m < 1) return 'in under a minute';
+    if (m < 60) return 'in ' + m + ' min';
+    const h = Math.round(m / 60);
+    if (h < 48) return 'in ' + h + ' h';
+    return 'in ' + Math.round(h / 24) + ' days';
+  }
+
+  const txt = (t) => document.createTextNode(t);
+
+  // ---------------------------------------------------- drain and undrain
+  // `holder` is the element that names the master: its row in the masters
+  // list, or the head of its own page (data-id, data-name, data-slaves).
+  function openDrain(holder) {
+    const d = $('#drain-dialog');
+    if (!d) return;
+    const form = $('#drain-form');
+    form.reset();
+    d.dataset.id = holder.dataset.id;
+    d.dataset.name = holder.dataset.name;
+    $('#drain-name').textContent = holder.dataset.name;
+    $('#drain-count').textContent = holder.dataset.slaves || '0';
+    $('#drain-ok').textContent = 'Drain ' + holder.dataset.name;
+    showError($('#drain-error'), null);
+    d.showModal();
+    $('#drain-note-input').focus();
+  }
+
+  function showError(box, message) {
+    box.hidden = !message;
+    box.textContent = message || '';
+  }
+
+  async function submitDrain(e) {
+    e.preventDefault();
+    const d = $('#drain-dialog');
+    const form = e.target;
+    const name = d.dataset.name;
+    const note = form.elements.note.value.trim();
+    const until = form.elements.until.value.trim();
+    if (!note) {
+      showError($('#drain-error'), 'Say why in the note: whoever finds ' + name + ' drained reads it.');
+      form.elements.note.focus();
+      return;
+    }
+    const buttons = $$('button', form);
+    buttons.forEach((b) => { b.disabled = true; });
+    let answer;
+    try {
+      answer = await api('POST', '/masters/' + encodeURIComponent(d.dataset.id) + '/drain', {
+        note,
+        until: until || null,
+        graceful: form.elements.graceful.checked,
+      });
+    } catch (err) {
+      buttons.forEach((b) => { b.disabled = false; });
+      showError($('#drain-error'), 'Not drained: ' + err.message);
+      return;
+    }
+    const on = (answer.slaves || []).length;
+    sessionStorage.setItem(FLASH_KEY, name + ' is drained; ' + on + ' slave' + (on === 1 ? '' : 's') +
+      ' on it move when they reboot.');
+    d.close('ok');
+    location.assign(BASE + '/ui/masters/' + encodeURIComponent(name));
+  }
+
+  async function undrain(holder) {
+    const name = holder.dataset.name;
+    const ok = await confirmDialog(
+      'Undrain ' + name + '?',
+      'This enables ' + name + ' again and ends its drain: the allocator may give it slaves at their next boot.',
+      'Undrain ' + name,
+    );
+    if (!ok) return;
+    let answer;
+    try {
+      answer = await api('POST', '/masters/' + encodeURIComponent(holder.dataset.id) + '/undrain');
+    } catch (e) {
+      toast('Not undrained: ' + name + ': ' + e.message, 'error');
+      return;
+    }
+    const ended = (answer.ended || []).length;
+    let refreshed = false;
+    try { refreshed = await refresh(location.href); } catch (_) { /* reloaded below */ }
+    toast(name + ' is enabled again' + (ended ? ' (its drain ended).' : '.'));
+    if (!refreshed) location.reload();
+  }
+
+  // ------------------------------------------- a master's drain, refreshed
+  const DRAIN_EVERY = 5000;
+  let drainTimer = null;
+  let drainSeq = 0;
+
+  async function loadDrain() {
+    clearTimeout(drainTimer);
+    const panel = $('#drain-panel');
+    if (!panel) return;
+    const seq = ++drainSeq;
+    if (!document.hidden) {
+      let data = null;
+      let problem = null;
+      try {
+        data = await api('GET', '/masters/' + encodeURIComponent(panel.dataset.masterid) + '/drain');
+      } catch (e) {
+        problem = e.message;
+      }
+      if (seq !== drainSeq) return; // a newer read is under way
+      // The results may have been swapped meanwhile: draw into the panel
+      // there is now.
+      const now = $('#drain-panel');
+      if (!now) return;
+      const head = $('#master');
+      renderDrain($('#drain-body', now), data, problem, !head || head.dataset.enabled === 'true');
+      $('#drain-refreshed', now).textContent =
+        'Read ' + new Date().toLocaleTimeString() + ' from ' + API + '/masters/' + now.dataset.masterid +
+        '/drain; again every ' + DRAIN_EVERY / 1000 + ' s.';
+    }
+    drainTimer = setTimeout(loadDrain, DRAIN_EVERY);
+  }
+
+  function fact(term, ...value) {
+    return [el('dt', { text: term }), el('dd', {}, value.map((v) => (typeof v === 'string' ? txt(v) : v)))];
+  }
+
+  function renderDrain(box, data, problem, enabled) {
+    box.replaceChildren();
+    if (problem) {
+      box.appendChild(el('p', { class: 'notice', text: 'The API did not say: ' + problem }));
+      return;
+    }
+    const hold = data.hold;
+    if (hold) {
+      box.appendChild(el('p', { class: 'drain-state', id: 'drain-state' }, [
+        el('span', { class: 'badge off', text: 'drained' }),
+        txt(' since '), timeEl(hold.started),
+        txt(' by '), el('strong', { id: 'drain-actor', text: hold.actor }),
+        hold.graceful ? el('span', { class: 'live-tag', text: 'graceful' }) : null,
+      ]));
+      const until = el('dd', { id: 'drain-until-value' });
+      if (hold.until) until.append(timeEl(hold.until), txt(': then it takes slaves again by itself'));
+      else until.textContent = 'until someone undrains it';
+      box.appendChild(el('dl', { class: 'facts' }, [
+        el('dt', { text: 'note' }), el('dd', { id: 'drain-note', class: 'drain-note', text: hold.note }),
+        ...fact('who', hold.actor),
+        ...fact('since', timeEl(hold.started)),
+        el('dt', { text: 'until' }), until,
+        ...fact('graceful', hold.graceful
+          ? 'yes: its Buildbot shuts the connected workers down after their builds'
+          : 'no: its workers stay until they reboot'),
+      ]));
+    } else {
+      box.appendChild(el('p', {
+        class: 'drain-state',
+        id: 'drain-state',
+        text: enabled
+          ? 'Not drained: it takes new slaves.'
+          : 'Disabled without a drain (by hand): no note or end is recorded. Undrain enables it.',
+      }));
+    }
+    const p = data.progress;
+    box.appendChild(el('h3', { text: 'Workers still connected' }));
+    if (!p) {
+      box.appendChild(el('p', {
+        class: 'muted',
+        text: 'This daemon keeps no live fleet, so which workers are still connected is not known.',
+      }));
+      return;
+    }
+    const line = el('p', { id: 'drain-progress' }, [el('strong', { id: 'drain-connected', text: String(p.connected) })]);
+    line.append(txt(p.connected === 1 ? ' worker connected' : ' workers connected'));
+    if (p.last_poll) line.append(txt(' at its last poll, '), timeEl(p.last_poll));
+    else line.append(txt(': it was never polled'));
+    if (hold && p.connected === 0 && p.last_poll) line.append(txt('. The drain is complete.'));
+    box.appendChild(line);
+    if (p.reachable === false) {
+      box.appendChild(el('p', { class: 'notice', text: 'Its data API does not answer its polls: this may be out of date.' }));
+    }
+    if (p.workers && p.workers.length) {
+      box.appendChild(el('ul', { class: 'names mono', id: 'drain-workers' }, p.workers.map((n) => el('li', {}, el('a', {
+        href: BASE + '/ui/slaves?q=' + encodeURIComponent(n) + '&decomm=1',
+        text: n,
+      })))));
+    }
+  }
+
+  afterSwap.push(() => { if ($('#drain-panel')) loadDrain(); });
+
+  // ----------------------------------------------- the tac, and why so
+  const REASONS = {
+    balanced: 'Of the enabled masters of its pool, the one with the fewest peers (slaves of the same pool and silo on it now); a tie goes to the lowest master id.',
+    locked: 'It is locked to this master, which it gets whether that master is enabled or not.',
+    disabled: 'The slave is disabled: it gets no master, and its tac prints SLAVE DISABLED and exits.',
+  };
+
+  function lookupName(lookups, table, id) {
+    const c = ((lookups && lookups[table]) || []).find((x) => x.id === id);
+    return c ? c.name : '#' + id;
+  }
+
+  function renderWhy(box, why, data) {
+    const lookups = data.lookups;
+    box.replaceChildren();
+    const head = el('p', { class: 'why-head' }, [
+      el('span', { class: 'reason reason-' + why.reason, id: 'why-reason', text: why.reason }),
+      why.master ? txt(' → ') : null,
+      why.master ? el('a', {
+        id: 'why-master',
+        class: 'mono',
+        href: BASE + '/ui/masters/' + encodeURIComponent(why.master),
+        text: why.master,
+      }) : el('span', { id: 'why-master', class: 'muted', text: ' no master' }),
+    ]);
+    box.append(head, el('p', { class: 'muted', text: REASONS[why.reason] || '' }));
+    // The silo's columns are the slave's references: named as the editor
+    // names them (its fields say which table each comes from).
+    const cols = (data.fields || []).map((f) => f.col).filter((c) => c in why.silo);
+    const silo = (cols.length ? cols : Object.keys(why.silo)).map((col) => shown(col, why.silo[col], data));
+    const siloLabel = (cols.length ? cols : Object.keys(why.silo)).map((col) => labelOf(col, data));
+    box.appendChild(el('dl', { class: 'facts' }, [
+      ...fact('pool', lookupName(lookups, 'pools', why.poolid)),
+      el('dt', { text: 'silo' }), el('dd', { title: siloLabel.join(' · '), text: silo.join(' · ') }),
+      ...fact('peers counted', why.count === 'live' ? 'from the live connections' : 'from the recorded current masters'),
+    ]));
+    const rows = why.masters.map((m) => el('tr', { class: m.chosen ? 'chosen' : (m.enabled ? '' : 'is-disabled'), 'data-master': m.nickname }, [
+      el('td', { class: 'mono' }, el('a', { href: BASE + '/ui/masters/' + encodeURIComponent(m.nickname), text: m.nickname })),
+      el('td', { text: m.enabled ? 'yes' : 'no' }),
+      el('td', { class: 'num', text: String(m.peers) }),
+      el('td', { class: 'why-text', text: m.why }),
+    ]));
+    box.appendChild(el('table', { class: 'grid compact', id: 'why-masters' }, [
+      el('thead', {}, el('tr', {}, ['master', 'enabled', 'peers', 'why'].map((h) => el('th', { text: h })))),
+      el('tbody', {}, rows.length ? rows : el('tr', { class: 'empty' }, el('td', { colspan: 4, text: 'Its pool has no master.' }))),
+    ]));
+  }
+
+  async function previewTac(name) {
     $('#tac-title').textContent = 'buildbot.tac for ' + name;
     const pre = $('#tac-text');
+    const why = $('#why-body');
     pre.textContent = 'Loading…';
+    why.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
     const d = $('#tac-dialog');
-    d.showModal();
+    if (!d.open) d.showModal();
+    const data = pageData();
     try {
       // With a token that may see secrets the preview shows the password;
       // without one the server shows it as ***.
       const headers = { Accept: 'application/json' };
       if (token.get()) headers.Authorization = 'Bearer ' + token.get();
-      const res = await fetch(API + '/gettac/' + encodeURIComponent(name), { cache: 'no-store', headers });
-      const data = await res.json().catch(() => null);
-      if (data && data.success && typeof data.tac === 'string') pre.textContent = data.tac;
-      else pre.textContent = 'No allocation available' + (data && data.error ? ': ' + data.error : ' for ' + name + '.');
+      const res = await fetch(API + '/gettac/' + encodeURIComponent(name) + '?explain=1', { cache: 'no-store', headers });
+      const answer = await res.json().catch(() => null);
+      if (answer && answer.success && typeof answer.tac === 'string') {
+        pre.textContent = answer.tac;
+        if (answer.explain) renderWhy(why, answer.explain, data || { fields: [], lookups: {} });
+        else why.replaceChildren(el('p', { class: 'muted', text: 'The server gave no explanation.' }));
+      } else {
+        const problem = 'No allocation available' + (answer && answer.error ? ': ' + answer.error : ' for ' + name + '.');
+        pre.textContent = problem;
+        why.replaceChildren(el('p', { class: 'notice', id: 'why-reason', text: problem }));
+      }
     } catch (e) {
       pre.textContent = 'The server did not answer (' + e.message + ').';
+      why.replaceChildren();
     }
   }
+
+  // --------------------------------------------- selecting slaves in bulk
+  // The selection is a set of names, kept while the results are swapped
+  // (filters, sort, pages), so that it may span pages; the action bar says
+  // how many of them are not on this page.
+  const selection = { names: new Set(), anchor: null };
+
+  function selectableRows() {
+    return $$('#slaves-table tbody tr[data-name]');
+  }
+
+  function syncSelection() {
+    const rows = selectableRows();
+    let onPage = 0;
+    for (const tr of rows) {
+      const on = selection.names.has(tr.dataset.name);
+      const box = $('.row-select', tr);
+      if (box) box.checked = on;
+      tr.classList.toggle('is-selected', on);
+      if (on) onPage += 1;
+    }
+    const all = $('#select-page');
+    if (all) {
+      all.checked = rows.length > 0 && onPage === rows.length;
+      all.indeterminate = onPage > 0 && onPage < rows.length;
+    }
+    const matching = $('#select-all');
+    if (matching) {
+      matching.hidden = false;
+      const data = pageData();
+      const names = data && data.all_names;
+      if (names) matching.disabled = names.every((n) => selection.names.has(n));
+    }
+    const bar = $('#action-bar');
+    if (!bar) return;
+    const n = selection.names.size;
+    bar.hidden = n === 0;
+    body.classList.toggle('has-selection', n > 0);
+    $('#selected-count').textContent = String(n);
+    const off = n - onPage;
+    $('#selected-offpage').textContent = off > 0 ? ' (' + off + ' not on this page)' : '';
+  }
+
+  afterSwap.push(syncSelection);
+
+  // A click on a row's box (or beside it, in its cell) selects the row; with
+  // shift, every row from the one clicked before to this one.
+  document.addEventListener('click', (e) => {
+    const cell = e.target.closest && e.target.closest('#slaves-table tbody td.select');
+    if (!cell) return;
+    const tr = cell.closest('tr[data-name]');
+    const box = tr && $('.row-select', tr);
+    if (!box) return;
+    if (e.target !== box) box.checked = !box.checked;
+    if (e.shiftKey) {
+      const sel = window.getSelection && window.getSelection();
+      if (sel) sel.removeAllRanges();
+    }
+    const names = selectableRows().map((r) => r.dataset.name);
+    const here = names.indexOf(tr.dataset.name);
+    const from = e.shiftKey && selection.anchor !== null ? names.indexOf(selection.anchor) : -1;
+    const range = from >= 0 ? names.slice(Math.min(from, here), Math.max(from, here) + 1) : [tr.dataset.name];
+    for (const n of range) {
+      if (box.checked) selection.names.add(n);
+      else selection.names.delete(n);
+    }
+    selection.anchor = tr.dataset.name;
+    syncSelection();
+  });
+
+  document.addEventListener('change', (e) => {
+    if (e.target.id !== 'select-page') return;
+    for (const tr of selectableRows()) {
+      if (e.target.checked) selection.names.add(tr.dataset.name);
+      else selection.names.delete(tr.dataset.name);
+    }
+    syncSelection();
+  });
+
+  function toggleRow(tr) {
+    const box = $('.row-select', tr);
+    if (box) box.click();
+  }
+
+  // What each action of the bar sets, as the bulk API takes it (name keys:
+  // the PUT's `pool`, `environment`, `locked_master`).
+  const BULK = {
+    enable: {
+      title: 'Enable',
+      intro: 'Enabled slaves get a master at their next boot; their open disables end.',
+      set: () => ({ enabled: true }),
+    },
+    disable: {
+      title: 'Disable',
+      intro: 'Disabled slaves get a tac that starts no worker. The note and the end are kept with each one (a hold); at the end they are enabled again by themselves.',
+      set: () => ({ enabled: false }),
+    },
+    lock: {
+      title: 'Lock to a master',
+      intro: 'A locked slave gets its master whatever the balance, enabled or not; “not locked” gives it back to the allocator.',
+      set: (f) => ({ locked_master: f.elements.locked_master.value || null }),
+    },
+    pool: {
+      title: 'Move to a pool',
+      intro: 'At their next boot they get a master of the new pool.',
+      set: (f) => ({ pool: f.elements.pool.value }),
+    },
+    environment: {
+      title: 'Move to an environment',
+      intro: 'The environment is part of the silo: their peers change with it.',
+      set: (f) => ({ environment: f.elements.environment.value }),
+    },
+  };
+
+  const bulk = { action: null, names: [], report: null };
+
+  function openBulk(action) {
+    const spec = BULK[action];
+    const d = $('#bulk-dialog');
+    if (!spec || !d || selection.names.size === 0) return;
+    const form = $('#bulk-form');
+    form.reset();
+    bulk.action = action;
+    bulk.names = Array.from(selection.names).sort();
+    bulk.report = null;
+    const n = bulk.names.length;
+    $('#bulk-title').textContent = spec.title + ': ' + n + ' slave' + (n === 1 ? '' : 's');
+    $('#bulk-intro').textContent = spec.intro;
+    for (const f of $$('[data-for]', form)) f.hidden = !f.dataset.for.split(' ').includes(action);
+    showError($('#bulk-error'), null);
+    showPreview(false);
+    d.showModal();
+    const first = $$('[data-for]:not([hidden]) input, [data-for]:not([hidden]) select', form)[0];
+    if (first) first.focus();
+    else previewBulk(); // nothing to fill in: show what would change at once
+  }
+
+  function showPreview(on) {
+    $('#bulk-preview').hidden = !on;
+    $('#bulk-apply').hidden = !on;
+    $('#bulk-back').hidden = !on;
+    $('#bulk-preview-btn').hidden = on;
+    for (const f of $$('#bulk-fields [data-for]')) {
+      for (const input of $$('input, select', f)) input.disabled = on;
+    }
+  }
+
+  function bulkBody(dryRun) {
+    const form = $('#bulk-form');
+    const spec = BULK[bulk.action];
+    const request = { select: { names: dryRun ? bulk.names : bulk.report.matched }, set: spec.set(form), dry_run: dryRun };
+    if (bulk.action === 'disable') {
+      request.note = form.elements.note.value.trim();
+      const until = form.elements.until.value.trim();
+      if (until) request.until = until;
+    } else if (bulk.action !== 'enable') {
+      const note = form.elements.audit_note.value.trim();
+      if (note) request.note = note;
+    }
+    return request;
+  }
+
+  // A column's value as the preview shows it: a reference by its name.
+  function shown(col, value, data) {
+    if (value === null || value === undefined) {
+      const f = (data.fields || []).find((x) => x.col === col);
+      return (f && f.none) || '∅';
+    }
+    if (typeof value === 'boolean') return value ? 'yes' : 'no';
+    const f = (data.fields || []).find((x) => x.col === col);
+    if (f && f.list) return lookupName(data.lookups, f.list, value);
+    return String(value);
+  }
+
+  function labelOf(col, data) {
+    const f = (data.fields || []).find((x) => x.col === col);
+    return f ? f.label : col;
+  }
+
+  function renderPreview(report) {
+    const data = pageData() || { fields: [], lookups: {} };
+    const changes = new Map(report.changed.map((c) => [c.name, c]));
+    const rows = report.matched.map((name) => {
+      const c = changes.get(name);
+      const what = el('td', { class: 'changes' });
+      if (!c) {
+        what.appendChild(el('span', { class: 'muted', text: 'no change' }));
+      } else {
+        for (const col of Object.keys(c.new)) {
+          what.appendChild(el('span', { class: 'change' }, [
+            el('span', { class: 'col', text: labelOf(col, data) }),
+            el('del', { text: shown(col, c.old[col], data) }), txt(' → '), el('ins', { text: shown(col, c.new[col], data) }),
+          ]));
+        }
+      }
+      return el('tr', { 'data-name': name, class: c ? 'will-change' : '' }, [el('td', { class: 'mono', text: name }), what]);
+    });
+    $('#bulk-preview-rows').replaceChildren(...rows);
+    const n = report.matched.length;
+    let summary = n + ' slave' + (n === 1 ? '' : 's') + ' selected; ' + report.changed.length + ' would change';
+    if (bulk.action === 'disable') summary += '; ' + report.holds + ' hold' + (report.holds === 1 ? '' : 's') + ' made, with this note';
+    if (bulk.action === 'enable') summary += '; ' + report.holds + ' open hold' + (report.holds === 1 ? '' : 's') + ' ended';
+    $('#bulk-preview-summary').textContent = summary + '. Nothing is written until you apply.';
+    const apply = $('#bulk-apply');
+    apply.textContent = BULK[bulk.action].title + ': apply to ' + n + ' slave' + (n === 1 ? '' : 's');
+    showPreview(true);
+    apply.focus();
+  }
+
+  async function previewBulk() {
+    const form = $('#bulk-form');
+    if (bulk.action === 'disable' && !form.elements.note.value.trim()) {
+      showError($('#bulk-error'), 'Say why in the note: whoever finds these slaves disabled reads it.');
+      form.elements.note.focus();
+      return;
+    }
+    showError($('#bulk-error'), null);
+    const button = $('#bulk-preview-btn');
+    button.disabled = true;
+    try {
+      bulk.report = await api('POST', '/slaves/bulk', bulkBody(true));
+    } catch (e) {
+      showError($('#bulk-error'), 'No preview: ' + e.message);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    renderPreview(bulk.report);
+  }
+
+  async function applyBulk() {
+    if (!bulk.report) return;
+    const d = $('#bulk-dialog');
+    const buttons = $$('.dialog-actions button', d);
+    buttons.forEach((b) => { b.disabled = true; });
+    let report;
+    try {
+      report = await api('POST', '/slaves/bulk', bulkBody(false));
+    } catch (e) {
+      showError($('#bulk-error'), 'Not applied: ' + e.message);
+      return;
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+    d.close('ok');
+    selection.names.clear();
+    selection.anchor = null;
+    let refreshed = false;
+    try { refreshed = await refresh(location.href); } catch (_) { /* reloaded below */ }
+    const n = report.changed.length;
+    let message = BULK[bulk.action].title + ': ' + n + ' slave' + (n === 1 ? '' : 's') + ' changed';
+    if (report.holds) message += ' (' + report.holds + ' hold' + (report.holds === 1 ? '' : 's') + ')';
+    toast(message + '.');
+    if (!refreshed) location.reload();
+    else syncSelection();
+  }
+
+  document.addEventListener('click', (e) => {
+    const b = e.target.closest && e.target.closest('#action-bar [data-bulk]');
+    if (b) openBulk(b.dataset.bulk);
+  });
+  document.addEventListener('submit', (e) => {
+    if (e.target.id === 'bulk-form') {
+      e.preventDefault();
+      if (!bulk.report) previewBulk();
+    } else if (e.target.id === 'drain-form') {
+      submitDrain(e);
+    }
+  });
+  document.addEventListener('click', (e) => {
+    if (!e.target.closest) return;
+    if (e.target.closest('#bulk-apply')) applyBulk();
+    else if (e.target.closest('#bulk-back')) {
+      bulk.report = null;
+      showPreview(false);
+    }
+  });
 
   document.addEventListener('click', (e) => {
     const b = e.target.closest('[data-action]');
     if (!b) return;
     const action = b.dataset.action;
     const tr = b.closest('tr[data-id]');
+    // Who a drain or undrain is for: a row of the masters list, or the head
+    // of a master's page.
+    const holder = b.closest('[data-id][data-name]');
     if (action === 'edit' && tr) {
       if (tr.classList.contains('is-editing')) closeEditor();
       else openEditor(tr);
     } else if (action === 'cancel') {
       closeEditor();
-    } else if (action === 'drain' && tr) {
-      drain(tr);
+    } else if (action === 'drain' && holder) {
+      openDrain(holder);
+    } else if (action === 'undrain' && holder) {
+      undrain(holder);
     } else if (action === 'tac') {
-      previewTac(b);
+      const editorRow = b.closest('tr.editor-row');
+      const row = editorRow && editorRow.previousElementSibling;
+      if (row) previewTac(row.dataset.name);
+    } else if (action === 'select-all') {
+      const data = pageData();
+      for (const n of (data && data.all_names) || []) selection.names.add(n);
+      syncSelection();
+    } else if (action === 'select-none') {
+      selection.names.clear();
+      selection.anchor = null;
+      syncSelection();
     } else if (action === 'help') {
       $('#help-dialog').showModal();
     } else if (action === 'token') {
@@ -539,7 +1076,7 @@
   // A double click on a row edits it too.
   document.addEventListener('dblclick', (e) => {
     const tr = e.target.closest('#results tbody tr[data-id]');
-    if (tr && !e.target.closest('a, button') && !tr.classList.contains('is-editing')) openEditor(tr);
+    if (tr && !e.target.closest('a, button, td.select') && !tr.classList.contains('is-editing')) openEditor(tr);
   });
 
   // ------------------------------------------------------------ keyboard
@@ -555,7 +1092,8 @@
   function moveFocus(delta) {
     const all = rows();
     if (!all.length) return;
-    const i = all.indexOf(document.activeElement);
+    const at = document.activeElement;
+    const i = all.indexOf(at && at.closest ? at.closest('tr[data-id]') : at);
     const next = all[Math.max(0, Math.min(all.length - 1, i < 0 ? 0 : i + delta))];
     next.focus();
     next.scrollIntoView({ block: 'nearest' });
@@ -564,7 +1102,8 @@
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
-    const typing = t.matches && t.matches('input, select, textarea, [contenteditable]');
+    // A row's selection box keeps the shortcuts (j, k, x): it takes no text.
+    const typing = t.matches && t.matches('input:not([type="checkbox"]), select, textarea, [contenteditable]');
     if (e.key === 'Escape' && $('tr.editor-row') && !document.querySelector('dialog[open]')) {
       e.preventDefault();
       closeEditor();
@@ -581,7 +1120,10 @@
       }
       return;
     }
-    const row = t.matches && t.matches('tr[data-id]') ? t : null;
+    // A row, or a row's selection box, has the focus.
+    const row = !t.matches ? null
+      : t.matches('tr[data-id]') ? t
+        : t.matches('.row-select') ? t.closest('tr[data-id]') : null;
     switch (e.key) {
       case '/': {
         const q = $('#q');
@@ -603,7 +1145,13 @@
         if (e.key === 'k' || row) { e.preventDefault(); moveFocus(-1); }
         break;
       case 'Enter': case 'e':
-        if (row) { e.preventDefault(); openEditor(row); }
+        if (row && !t.matches('input')) { e.preventDefault(); openEditor(row); }
+        break;
+      case 'x':
+        if (row && $('.row-select', row)) { e.preventDefault(); toggleRow(row); }
+        break;
+      case 'w':
+        if (row && row.closest('#slaves-table')) { e.preventDefault(); previewTac(row.dataset.name); }
         break;
       case 'n': case 'p': {
         const a = $('#results .pager a[rel="' + (e.key === 'n' ? 'next' : 'prev') + '"]');
@@ -646,4 +1194,11 @@
   showTokenState();
   initFilters();
   enhanceTimes();
+  syncSelection();
+  loadDrain();
+  const flash = sessionStorage.getItem(FLASH_KEY);
+  if (flash) {
+    sessionStorage.removeItem(FLASH_KEY);
+    toast(flash);
+  }
 })();

@@ -5,6 +5,12 @@
 //! report with per-master spread, the audit log and, when the daemon keeps
 //! the live fleet (what the Buildbot masters' polls say), who is connected
 //! where and where that differs from what was recorded (the drift page).
+//! Slaves can be selected and changed in bulk (enable, disable with a note
+//! and an end, lock, move), each change previewed with the bulk API's dry
+//! run before it is applied; masters are drained with a note, an end and
+//! optionally gracefully, and a master's page shows its drain and the
+//! workers still connected to it; the tac preview says why the slave gets
+//! its master.
 //!
 //! The main design decision: pages are rendered on the server from the
 //! domain [`Inventory`], and every write goes through the daemon's JSON REST
@@ -13,6 +19,12 @@
 //! is, and the browser only ever holds one page); writing through the API
 //! means its checks, write authentication and audit apply to the UI exactly
 //! as to any other client. This crate therefore never writes anything.
+//!
+//! Holds (drains and disables with a note) are the API's maintenance
+//! service, not the inventory's: this crate is given no port for them, so a
+//! master's page renders the master and `app.js` reads its drain from `GET
+//! /api/masters/<id>/drain`, refreshing it while the page is open. Every
+//! value such a read brings is put into the page as text, never as markup.
 //!
 //! Templates and assets are embedded in the binary (`include_str!`): there is
 //! no JavaScript build step and nothing is fetched from outside, since the
@@ -97,6 +109,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dashboard.html", include_str!("../templates/dashboard.html")),
     ("slaves.html", include_str!("../templates/slaves.html")),
     ("masters.html", include_str!("../templates/masters.html")),
+    ("master.html", include_str!("../templates/master.html")),
     ("silos.html", include_str!("../templates/silos.html")),
     ("audit.html", include_str!("../templates/audit.html")),
     ("drift.html", include_str!("../templates/drift.html")),
@@ -259,7 +272,8 @@ pub fn routes(config: UiConfig, inventory: Inventory) -> BoxedFilter<(Response,)
 }
 
 /// The UI's routes, relative to where they are mounted (`<base>/ui`): `/`
-/// (the dashboard), `/slaves`, `/masters`, `/silos`, `/audit`, `/drift`, the
+/// (the dashboard), `/slaves`, `/masters`, `/masters/<nickname>`, `/silos`,
+/// `/audit`, `/drift`, the
 /// assets under `/static/`, and an HTML 404 for any other `GET`. Other
 /// methods are rejected, for the daemon's recovery to answer.
 ///
@@ -289,6 +303,15 @@ pub fn routes_with_live(config: UiConfig, inventory: Inventory, live: Option<Liv
         .and(with_ui.clone())
         .and(raw_query)
         .then(|ui: Arc<Ui>, q: String| async move { ui.page(pages::masters(&ui, &q)).await });
+    // One master: its details, its drain and the drain's progress.
+    let master = warp::path("masters")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(with_ui.clone())
+        .then(|name: String, ui: Arc<Ui>| async move {
+            let name = view::decode_segment(&name);
+            ui.page(pages::master(&ui, &name)).await
+        });
     let silos = warp::path("silos")
         .and(warp::path::end())
         .and(with_ui.clone())
@@ -325,6 +348,8 @@ pub fn routes_with_live(config: UiConfig, inventory: Inventory, live: Option<Liv
                 .or(slaves)
                 .unify()
                 .or(masters)
+                .unify()
+                .or(master)
                 .unify()
                 .or(silos)
                 .unify()

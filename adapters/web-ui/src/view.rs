@@ -50,6 +50,17 @@ pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
     s.finish()
 }
 
+/// A path segment as the browser sent it, percent-decoded (warp hands
+/// segments over as they came). A `+` stays a `+`: that is a query
+/// string's space, not a path's.
+pub(crate) fn decode_segment(segment: &str) -> String {
+    let raw = format!("s={}", segment.replace('+', "%2B").replace('&', "%26"));
+    form_urlencoded::parse(raw.as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// `path` with `?query` when the query is not empty.
 pub(crate) fn href(path: &str, query: &str) -> String {
     if query.is_empty() {
@@ -378,6 +389,13 @@ mod tests {
             "q=a+b&sort=pool"
         );
         assert_eq!(href("/ui/slaves", ""), "/ui/slaves");
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded_and_keep_plus() {
+        assert_eq!(decode_segment("bm01"), "bm01");
+        assert_eq!(decode_segment("a%20b+c%2Fd"), "a b+c/d");
+        assert_eq!(decode_segment("%zz&x=1"), "%zz&x=1");
     }
 
     #[test]

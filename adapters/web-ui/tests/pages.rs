@@ -206,6 +206,9 @@ async fn every_link_respects_the_base_url() {
         "/ui/masters",
         "/ui/silos",
         "/ui/audit",
+        "/ui/audit?kind=lifecycle&since=1d",
+        "/ui/masters/bm01",
+        "/ui/masters/nope",
         "/ui/nope",
     ] {
         let (_, body) = get(&ui, path).await;
@@ -339,7 +342,14 @@ async fn a_database_failure_is_an_error_page_not_a_panic() {
         .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
     let inv = Inventory::new(Arc::new(store), host());
     let ui = ui(inv, "");
-    for path in ["/ui/", "/ui/slaves", "/ui/masters", "/ui/silos", "/ui/audit"] {
+    for path in [
+        "/ui/",
+        "/ui/slaves",
+        "/ui/masters",
+        "/ui/masters/bm01",
+        "/ui/silos",
+        "/ui/audit",
+    ] {
         let (status, body) = get(&ui, path).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert!(
@@ -418,7 +428,14 @@ async fn a_database_that_does_not_answer_gives_503_within_the_deadline() {
     let ui = warp::path("ui")
         .and(routes(config, Inventory::new(Arc::new(Hanging), host())))
         .boxed();
-    for path in ["/ui/", "/ui/slaves", "/ui/masters", "/ui/silos", "/ui/audit"] {
+    for path in [
+        "/ui/",
+        "/ui/slaves",
+        "/ui/masters",
+        "/ui/masters/bm01",
+        "/ui/silos",
+        "/ui/audit",
+    ] {
         let (status, body) = get(&ui, path).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert!(body.contains("No answer within 50 ms"), "{path}: {body}");

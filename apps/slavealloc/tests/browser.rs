@@ -5,10 +5,14 @@
 //!
 //! It loads every page, edits a slave's pool and enabled flag through the
 //! inline editor (giving the API token once) and checks the database and
-//! the audit page, provokes a duplicate master nickname and checks that the
-//! UI shows the server's own message, drains a master, shows the live fleet
-//! after a recorded poll (the connected column, its filter, the drift
-//! page), and saves a screenshot of each page under
+//! the audit page, shows why a slave gets its master beside its tac,
+//! selects slaves by click and shift-click and disables them with a note and
+//! an end after a preview (checking the database and the holds), provokes a
+//! duplicate master nickname and checks that the UI shows the server's own
+//! message, drains a master through its dialog and sees its page show the
+//! drain, undrains it, filters the audit log to drains and disables, shows
+//! the live fleet after a recorded poll (the connected column, its filter,
+//! the drift page), and saves a screenshot of each page under
 //! `<target>/ui-screenshots/` for review.
 //!
 //! Without Chromium the test says so and passes, except under `CI=true`,
@@ -22,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::actions::{
+    Actions, InputSource, KeyAction, KeyActions, MouseActions, PointerAction, MOUSE_BUTTON_LEFT,
+};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -44,6 +50,10 @@ const TOKEN_NAME: &str = "ui-test";
 const TOKEN: &str = "s3cret-ui-token-0123";
 /// How long any one wait for the page may take before the test fails.
 const WAIT: Duration = Duration::from_secs(20);
+/// A note as people may type one: markup and both quotes, which every page
+/// must show as text. Running it would set `window.__xss`.
+const HOSTILE_NOTE: &str =
+    r#"<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> "double" 'single' & more"#;
 
 /// Stops chromedriver (and with it the browser) however the test ends.
 struct Driver(Child);
@@ -211,6 +221,66 @@ impl Ui {
         self.c.execute(script, vec![]).await.unwrap()
     }
 
+    /// Clicks `element` with Shift held, as a person selects a range.
+    async fn shift_click(&self, element: &Element) {
+        let shift = char::from(Key::Shift);
+        let none = Duration::ZERO;
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: shift })
+            .pause(none)
+            .pause(none)
+            .pause(none)
+            .then(KeyAction::Up { value: shift });
+        let mouse = MouseActions::new("mouse".into())
+            .pause(none)
+            .then(PointerAction::MoveToElement {
+                element: element.clone(),
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .pause(none);
+        self.c.perform_actions(Actions::from(keys).and(mouse)).await.unwrap();
+        self.c.release_actions().await.unwrap();
+    }
+
+    /// The names of the rows of the slaves table shown now.
+    async fn slave_names(&self) -> Vec<String> {
+        strings(
+            &self
+                .js("return [...document.querySelectorAll('#slaves-table tbody tr[data-id]')].map(r => r.dataset.name)")
+                .await,
+        )
+    }
+
+    /// `GET <base>/api<path>` from the page, as its scripts read the API.
+    async fn api_get(&self, path: &str) -> Json {
+        self.c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch(arguments[0], {headers: {Accept: 'application/json'}, cache: 'no-store'})
+                   .then(r => r.json()).then(done, e => done(String(e)));",
+                vec![json!(format!("{BASE}/api{path}"))],
+            )
+            .await
+            .unwrap()
+    }
+
+    /// No note was run as a script on any page so far.
+    async fn assert_no_injection(&self) {
+        assert_eq!(
+            self.js("return window.__xss === undefined").await,
+            json!(true),
+            "a note ran as markup"
+        );
+    }
+
     async fn press(&self, keys: &[char]) {
         let mut actions = KeyActions::new("keyboard".into());
         for &k in keys {
@@ -220,6 +290,14 @@ impl Ui {
         }
         self.c.perform_actions(actions).await.unwrap();
     }
+}
+
+fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Clicks the element `locator` finds inside `parent`.
@@ -771,7 +849,24 @@ async fn drive(ui: &Ui, store: &SqlStore) {
         .await;
     assert!(tac.contains(&format!("'{other}'")), "the tac names the slave:\n{tac}");
     ui.shot("3b-tac-preview").await;
+    // Beside it, why this master: what the API explains, named.
+    let explained = ui.api_get(&format!("/gettac/{other}?explain=1")).await;
+    let reason = explained["explain"]["reason"].as_str().unwrap().to_owned();
+    let chosen = explained["explain"]["master"].as_str().unwrap().to_owned();
+    assert_eq!(ui.wait_text("#why-reason", &reason).await, reason);
+    assert_eq!(ui.wait_text("#why-master", &chosen).await, chosen);
+    let verdicts = ui.wait(Locator::Id("why-masters")).await.text().await.unwrap();
+    for m in explained["explain"]["masters"].as_array().unwrap() {
+        let (nick, why) = (m["nickname"].as_str().unwrap(), m["why"].as_str().unwrap());
+        assert!(
+            verdicts.contains(nick) && verdicts.contains(why),
+            "{nick}: {why} in\n{verdicts}"
+        );
+    }
+    ui.shot("3c-why-this-master").await;
     ui.press(&[char::from(Key::Escape)]).await;
+
+    bulk_disable(ui, store).await;
 
     // ---- the audit page shows the change, by whom
     ui.goto(&format!("/ui/audit?table=slaves&row={name}")).await;
@@ -837,31 +932,8 @@ async fn drive(ui: &Ui, store: &SqlStore) {
     ui.wait(Locator::Css("tr.editor-row input[name='nickname']")).await;
     ui.press(&[char::from(Key::Escape)]).await;
 
-    // ---- drain: disable the master, then its slaves are listed
-    let drained = "bm06";
-    let on_it = slaves
-        .iter()
-        .filter(|s| s.get("current_masterid") == Some(&Value::Int(6)))
-        .count();
-    assert!(on_it > 0, "the sample fleet has slaves on {drained}");
-    let row = ui.wait(Locator::Css(&format!("tr[data-name='{drained}']"))).await;
-    click_in(&row, Locator::Css("[data-action='drain']")).await;
-    ui.click(Locator::Css("#confirm-dialog[open] #confirm-ok")).await;
-    ui.wait(Locator::Id("slaves-table")).await;
-    let url = ui.c.current_url().await.unwrap();
-    assert!(
-        url.query().unwrap_or_default().contains(&format!("master={drained}")),
-        "{url}"
-    );
-    let listed = ui
-        .js("return document.querySelectorAll('#slaves-table tbody tr[data-id]').length")
-        .await;
-    assert_eq!(listed, json!(on_it));
-    let bm06 = InventoryStore::get(store, Table::Masters, 6).await.unwrap().unwrap();
-    assert_eq!(bm06.get("enabled"), Some(&Value::Bool(false)), "drained means disabled");
-    let notice = ui.wait(Locator::Css("#results .notice")).await.text().await.unwrap();
-    assert!(notice.starts_with(&format!("{drained} is disabled")), "{notice}");
-    ui.shot("8-drained-master-slaves").await;
+    drain_and_undrain(ui, store, &slaves).await;
+    audit_of_lifecycle(ui).await;
 
     // ---- silos
     ui.goto("/ui/silos").await;
@@ -875,6 +947,7 @@ async fn drive(ui: &Ui, store: &SqlStore) {
         "/ui/",
         "/ui/slaves",
         "/ui/masters",
+        "/ui/masters/bm06",
         "/ui/silos",
         "/ui/drift",
         "/ui/audit",
@@ -890,5 +963,283 @@ async fn drive(ui: &Ui, store: &SqlStore) {
             .await;
         assert_eq!(outside, json!([]), "{page}: links outside {BASE}");
     }
+    ui.assert_no_injection().await;
     ui.assert_no_script_errors().await;
+}
+
+/// Selects slaves by click and shift-click, disables them with a note and
+/// an end through the action bar, after a preview that lists exactly them,
+/// and checks the database and the holds.
+async fn bulk_disable(ui: &Ui, store: &SqlStore) {
+    ui.goto("/ui/slaves?q=tst-linux64").await;
+    ui.wait(Locator::Css("#slaves-table tbody tr[data-id] .row-select"))
+        .await;
+    let shown = ui.slave_names().await;
+    assert!(shown.len() >= 10, "{shown:?}");
+    // "Select all" takes every matching slave, and clearing drops them.
+    ui.click(Locator::Id("select-all")).await;
+    assert_eq!(
+        ui.wait_text("#selected-count", &shown.len().to_string()).await,
+        shown.len().to_string()
+    );
+    ui.click(Locator::Css("#action-bar [data-action='select-none']")).await;
+    assert_eq!(
+        ui.js("return document.querySelector('#action-bar').hidden").await,
+        json!(true)
+    );
+
+    // A click, a shift-click four rows on (a range), a click further down.
+    let boxes =
+        ui.c.find_all(Locator::Css("#slaves-table tbody tr[data-id] .row-select"))
+            .await
+            .unwrap();
+    boxes[4].click().await.unwrap();
+    ui.shift_click(&boxes[7]).await;
+    boxes[9].click().await.unwrap();
+    let mut picked: Vec<String> = [4, 5, 6, 7, 9].iter().map(|&i| shown[i].clone()).collect();
+    picked.sort();
+    let selected = strings(
+        &ui.js("return [...document.querySelectorAll('#slaves-table tr.is-selected')].map(r => r.dataset.name)")
+            .await,
+    );
+    assert_eq!(selected, picked, "the click, the shift-click range and the last click");
+    ui.wait_text("#selected-count", "5").await;
+    ui.shot("14-slaves-selected").await;
+
+    // Disable them: note and end, then the preview lists exactly them.
+    ui.click(Locator::Css("#action-bar [data-bulk='disable']")).await;
+    let note = ui.wait(Locator::Css("#bulk-dialog[open] input[name='note']")).await;
+    note.send_keys(HOSTILE_NOTE).await.unwrap();
+    ui.wait(Locator::Css("#bulk-dialog input[name='until']"))
+        .await
+        .send_keys("2h")
+        .await
+        .unwrap();
+    ui.click(Locator::Id("bulk-preview-btn")).await;
+    ui.wait(Locator::Css("#bulk-preview:not([hidden]) #bulk-preview-rows tr"))
+        .await;
+    let previewed = strings(
+        &ui.js("return [...document.querySelectorAll('#bulk-preview-rows tr')].map(r => r.dataset.name)")
+            .await,
+    );
+    assert_eq!(previewed, picked, "the preview lists the selected slaves, no other");
+    let summary = ui.wait_text("#bulk-preview-summary", "would change").await;
+    assert!(
+        summary.contains("5 slaves selected; 5 would change; 5 holds made"),
+        "{summary}"
+    );
+    let changes = ui.wait(Locator::Id("bulk-preview-rows")).await.text().await.unwrap();
+    assert_eq!(changes.matches("yes → no").count(), 5, "{changes}");
+    ui.shot("15-bulk-preview").await;
+    // Nothing was written by the preview.
+    for name in &picked {
+        let row = InventoryStore::find_by_name(store, Table::Slaves, name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.get("enabled"), Some(&Value::Bool(true)), "{name} before applying");
+    }
+    ui.click(Locator::Id("bulk-apply")).await;
+    ui.wait_text("#toasts", "Disable: 5 slaves changed (5 holds)").await;
+    assert_eq!(
+        ui.js("return document.querySelector('#action-bar').hidden").await,
+        json!(true)
+    );
+    for name in &picked {
+        let row = InventoryStore::find_by_name(store, Table::Slaves, name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.get("enabled"), Some(&Value::Bool(false)), "{name} is disabled");
+        let shown = ui
+            .js(&format!(
+                "return document.querySelector(\"tr[data-name='{name}']\").classList.contains('is-disabled')"
+            ))
+            .await;
+        assert_eq!(shown, json!(true), "{name}'s row shows it disabled");
+    }
+    let holds = ui.api_get("/holds?target=slave&open=1").await;
+    let mut held: Vec<String> = holds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["note"], json!(HOSTILE_NOTE), "{h}");
+            assert_eq!(h["actor"], json!(TOKEN_NAME), "{h}");
+            assert!(h["until"].is_string(), "an end: {h}");
+            h["name"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    held.sort();
+    assert_eq!(held, picked, "one open hold per slave disabled");
+    ui.assert_no_injection().await;
+    ui.shot("16-bulk-disabled").await;
+
+    // Lock two others to a master by its name: the preview names it.
+    let boxes =
+        ui.c.find_all(Locator::Css("#slaves-table tbody tr[data-id] .row-select"))
+            .await
+            .unwrap();
+    boxes[10].click().await.unwrap();
+    boxes[11].click().await.unwrap();
+    ui.click(Locator::Css("#action-bar [data-bulk='lock']")).await;
+    ui.wait(Locator::Css("#bulk-dialog[open] select[name='locked_master']"))
+        .await
+        .select_by_value("bm07")
+        .await
+        .unwrap();
+    ui.click(Locator::Id("bulk-preview-btn")).await;
+    let preview = ui.wait_text("#bulk-preview-rows", "bm07").await;
+    assert_eq!(preview.matches("not locked → bm07").count(), 2, "{preview}");
+    ui.click(Locator::Id("bulk-apply")).await;
+    ui.wait_text("#toasts", "Lock to a master: 2 slaves changed").await;
+    for name in [&shown[10], &shown[11]] {
+        let row = InventoryStore::find_by_name(store, Table::Slaves, name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.get("locked_masterid"),
+            Some(&Value::Int(7)),
+            "{name} is locked to bm07"
+        );
+    }
+
+    // Enable the disabled ones again: nothing to fill in, the preview comes
+    // at once and says their holds end.
+    for i in [4, 5, 6, 7, 9] {
+        let b = ui
+            .wait(Locator::Css(&format!("tr[data-name='{}'] .row-select", shown[i])))
+            .await;
+        b.click().await.unwrap();
+    }
+    ui.click(Locator::Css("#action-bar [data-bulk='enable']")).await;
+    let summary = ui.wait_text("#bulk-preview-summary", "would change").await;
+    assert!(summary.contains("5 would change; 5 open holds ended"), "{summary}");
+    ui.click(Locator::Id("bulk-apply")).await;
+    ui.wait_text("#toasts", "Enable: 5 slaves changed (5 holds)").await;
+    for name in &picked {
+        let row = InventoryStore::find_by_name(store, Table::Slaves, name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.get("enabled"), Some(&Value::Bool(true)), "{name} is enabled again");
+    }
+    assert_eq!(ui.api_get("/holds?target=slave&open=1").await, json!([]));
+}
+
+/// Drains bm06 through its dialog (note, end, graceful), sees its page show
+/// the drain and its slaves listed, undrains it.
+async fn drain_and_undrain(ui: &Ui, store: &SqlStore, slaves: &[Row]) {
+    let drained = "bm06";
+    let on_it = slaves
+        .iter()
+        .filter(|s| s.get("current_masterid") == Some(&Value::Int(6)))
+        .count();
+    assert!(on_it > 0, "the sample fleet has slaves on {drained}");
+    ui.goto("/ui/masters").await;
+    let row = ui.wait(Locator::Css(&format!("tr[data-name='{drained}']"))).await;
+    click_in(&row, Locator::Css("[data-action='drain']")).await;
+    let note = ui.wait(Locator::Css("#drain-dialog[open] #drain-note-input")).await;
+    // Without a note it is refused, saying why, and nothing is written.
+    ui.click(Locator::Id("drain-ok")).await;
+    ui.wait_text("#drain-error", "Say why").await;
+    note.send_keys(HOSTILE_NOTE).await.unwrap();
+    ui.wait(Locator::Id("drain-until"))
+        .await
+        .send_keys("90m")
+        .await
+        .unwrap();
+    ui.click(Locator::Id("drain-graceful")).await;
+    ui.shot("8-drain-dialog").await;
+    ui.click(Locator::Id("drain-ok")).await;
+
+    // Its page shows the drain: note (as text), who, since, until, grace,
+    // and the workers still connected (none: nothing polled it).
+    ui.wait_text("#toasts", &format!("{drained} is drained")).await;
+    assert_eq!(
+        ui.js("return location.pathname").await,
+        json!(format!("{BASE}/ui/masters/{drained}"))
+    );
+    assert_eq!(ui.wait_text("#drain-note", "double").await, HOSTILE_NOTE);
+    assert_eq!(ui.wait_text("#drain-actor", TOKEN_NAME).await, TOKEN_NAME);
+    let state = ui.wait_text("#drain-state", "drained").await;
+    assert!(state.contains("since") && state.contains("graceful"), "{state}");
+    let until = ui.wait_text("#drain-until-value", "UTC").await;
+    assert!(until.contains("in 90 min") || until.contains("in 2 h"), "{until}");
+    assert_eq!(ui.wait_text("#drain-connected", "0").await, "0");
+    let master = InventoryStore::get(store, Table::Masters, 6).await.unwrap().unwrap();
+    assert_eq!(
+        master.get("enabled"),
+        Some(&Value::Bool(false)),
+        "drained means disabled"
+    );
+    let status = ui.api_get("/masters/6/drain").await;
+    assert_eq!(status["hold"]["graceful"], json!(true), "{status}");
+    assert_eq!(status["hold"]["note"], json!(HOSTILE_NOTE), "{status}");
+    // The panel refreshes itself.
+    let first = ui.wait_text("#drain-refreshed", "Read").await;
+    let deadline = Instant::now() + WAIT;
+    while ui.wait_text("#drain-refreshed", "Read").await == first {
+        assert!(Instant::now() < deadline, "the drain panel never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ui.assert_no_injection().await;
+    ui.shot("8b-master-drained").await;
+
+    // Its slaves, listed with what happens to them.
+    ui.click(Locator::Id("master-slaves-link")).await;
+    ui.wait(Locator::Id("slaves-table")).await;
+    let url = ui.c.current_url().await.unwrap();
+    assert!(
+        url.query().unwrap_or_default().contains(&format!("master={drained}")),
+        "{url}"
+    );
+    let listed = ui
+        .js("return document.querySelectorAll('#slaves-table tbody tr[data-id]').length")
+        .await;
+    assert_eq!(listed, json!(on_it));
+    let notice = ui.wait(Locator::Css("#results .notice")).await.text().await.unwrap();
+    assert!(notice.starts_with(&format!("{drained} is disabled")), "{notice}");
+    ui.shot("8c-drained-master-slaves").await;
+
+    // Undrain, from its page: enabled again, no open drain.
+    ui.goto(&format!("/ui/masters/{drained}")).await;
+    ui.click(Locator::Css("#master [data-action='undrain']")).await;
+    ui.click(Locator::Css("#confirm-dialog[open] #confirm-ok")).await;
+    ui.wait_text("#toasts", &format!("{drained} is enabled again")).await;
+    ui.wait_text("#drain-state", "Not drained").await;
+    ui.wait(Locator::Css("#master [data-action='drain']")).await;
+    let master = InventoryStore::get(store, Table::Masters, 6).await.unwrap().unwrap();
+    assert_eq!(master.get("enabled"), Some(&Value::Bool(true)), "undrained");
+    assert_eq!(ui.api_get("/masters/6/drain").await["hold"], Json::Null);
+    ui.shot("8d-master-undrained").await;
+}
+
+/// The audit page filtered to drains and disables lists only those, with
+/// what each says as text.
+async fn audit_of_lifecycle(ui: &Ui) {
+    ui.goto("/ui/audit").await;
+    ui.wait(Locator::Css("#filters select[name='kind']"))
+        .await
+        .select_by_value("lifecycle")
+        .await
+        .unwrap();
+    ui.wait_query("kind=lifecycle").await;
+    let kinds = strings(
+        &ui.js("return [...document.querySelectorAll('#audit-table tbody tr[data-entry]')].map(r => r.className)")
+            .await,
+    );
+    // Five disables, the drain and its end.
+    assert!(kinds.len() >= 7, "{kinds:?}");
+    assert!(kinds.iter().all(|k| k == "audit-lifecycle"), "{kinds:?}");
+    let texts = ui.wait(Locator::Id("audit-table")).await.text().await.unwrap();
+    assert!(
+        texts.contains(&format!("drained gracefully: {HOSTILE_NOTE}")),
+        "{texts}"
+    );
+    assert!(texts.contains(&format!("disabled: {HOSTILE_NOTE}")), "{texts}");
+    assert!(texts.contains("resumed: released"), "{texts}");
+    ui.assert_no_injection().await;
+    ui.shot("5b-audit-lifecycle").await;
 }

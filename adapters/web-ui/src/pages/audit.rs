@@ -1,4 +1,9 @@
-//! `GET /ui/audit`: the audit log, with the rows it names.
+//! `GET /ui/audit`: the audit log, with the rows it names, filtered as
+//! `GET /api/audit` filters (table, row, since, until, actor, kind) and paged
+//! with the same cursor: the id the page before ended at.
+
+use slavealloc_domain::audit::AuditKind;
+use slavealloc_domain::lifecycle::LIFECYCLE_KEY;
 
 use super::*;
 
@@ -17,9 +22,13 @@ pub(super) struct AuditView {
     row_name: Option<String>,
     /// This row's history.
     row_href: String,
-    /// `"created"`, `"deleted"`, `"changed"`, or `"allocated"` for a change
-    /// of a slave's current master only.
+    /// `"created"`, `"deleted"`, `"changed"`, `"allocated"` for a change
+    /// of a slave's current master only, or `"lifecycle"` for a drain, a
+    /// disable with a note, or their end.
     kind: &'static str,
+    /// What a lifecycle entry says happened (`drained: upgrade (until
+    /// ...)`, `resumed: released`).
+    lifecycle: Option<String>,
     changes: Vec<Change>,
 }
 
@@ -86,7 +95,14 @@ fn entry_view(entry: &AuditEntry, names: &Lookups, audit_path: &str) -> AuditVie
             new: e.new_values.as_ref().and_then(|r| r.get(k)).map(|v| fmt(k, v)),
         })
         .collect();
+    // A drain, a disable with a note or their end says what happened under
+    // its own key: shown as the entry's text, not as a column.
+    let lifecycle = (AuditKind::of(e) == AuditKind::Lifecycle)
+        .then(|| e.new_values.as_ref()?.get(LIFECYCLE_KEY).map(display))
+        .flatten();
+    let changes: Vec<Change> = changes.into_iter().filter(|c| c.column != LIFECYCLE_KEY).collect();
     let kind = match (&e.old_values, &e.new_values) {
+        _ if lifecycle.is_some() => "lifecycle",
         (None, Some(_)) => "created",
         (Some(_), None) => "deleted",
         _ if changes.len() == 1 && changes[0].column == "current_masterid" => "allocated",
@@ -112,68 +128,209 @@ fn entry_view(entry: &AuditEntry, names: &Lookups, audit_path: &str) -> AuditVie
             &query(&[("table", &e.table_name), ("row", &e.row_id.to_string())]),
         ),
         kind,
+        lifecycle,
         changes,
     }
 }
 
+/// The audit page's filters as given, each kept as text so that the form
+/// shows what was typed, even when it is refused.
+#[derive(Debug, Default, Serialize)]
+struct AuditFilters {
+    table: String,
+    /// An id, or a name (of `table`; without one, a slave's, else a
+    /// master's). `name=` is read here too, as the API spells it.
+    row: String,
+    /// An age (`1d`) or a time (`2026-12-01T00:00:00Z`).
+    since: String,
+    until: String,
+    actor: String,
+    /// `allocation`, `edit`, `lifecycle` or empty.
+    kind: String,
+    limit: u32,
+    /// The id the page before ended at: entries older than it.
+    cursor: String,
+}
+
+impl AuditFilters {
+    fn parse(p: &Params) -> Self {
+        Self {
+            table: p.text("table"),
+            row: p.get("row").or_else(|| p.get("name")).unwrap_or_default().to_owned(),
+            since: p.text("since"),
+            until: p.text("until"),
+            actor: p.text("actor"),
+            kind: p.text("kind"),
+            limit: p
+                .number("limit")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(AUDIT_DEFAULT)
+                .clamp(1, AUDIT_MAX),
+            cursor: p.text("cursor"),
+        }
+    }
+
+    /// This view's query string, at another cursor.
+    fn link(&self, cursor: &str) -> String {
+        let limit = if self.limit == AUDIT_DEFAULT {
+            String::new()
+        } else {
+            self.limit.to_string()
+        };
+        query(&[
+            ("table", &self.table),
+            ("row", &self.row),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("actor", &self.actor),
+            ("kind", &self.kind),
+            ("limit", &limit),
+            ("cursor", cursor),
+        ])
+    }
+
+    fn is_filtered(&self) -> bool {
+        [
+            &self.table,
+            &self.row,
+            &self.since,
+            &self.until,
+            &self.actor,
+            &self.kind,
+        ]
+        .iter()
+        .any(|v| !v.is_empty())
+    }
+}
+
+/// A time filter as the API reads it: an age back from `now`, or a time.
+fn audit_time(key: &str, text: &str, now: SystemTime) -> Result<Option<SystemTime>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(age) = slavealloc_domain::live::parse_age(text) {
+        return Ok(Some(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH)));
+    }
+    slavealloc_domain::audit::parse_at(text)
+        .map(Some)
+        .map_err(|_| format!("{key}: {text:?} is neither an age (30m, 2h, 1d) nor a time (2026-12-01T07:00:00Z)."))
+}
+
+/// The kinds the page filters on, as (value, label).
+const KINDS: [(&str, &str); 3] = [
+    ("allocation", "allocations"),
+    ("edit", "edits"),
+    ("lifecycle", "drains and disables"),
+];
+
 /// `GET /ui/audit`.
 pub(crate) async fn audit(ui: &Ui, raw: &str) -> Response {
-    let p = Params::parse(raw);
-    let table_name = p.text("table");
-    let row = p.text("row");
-    let limit = p
-        .number("limit")
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(AUDIT_DEFAULT)
-        .clamp(1, AUDIT_MAX);
-    let table = table_name.parse::<Table>().ok();
-    let mut notice = None;
-    if !table_name.is_empty() && table.is_none() {
-        notice = Some(format!("There is no table {table_name:?}."));
+    let f = AuditFilters::parse(&Params::parse(raw));
+    let now = SystemTime::now();
+    let mut notices = Vec::new();
+    let mut table = f.table.parse::<Table>().ok();
+    if !f.table.is_empty() && table.is_none() {
+        notices.push(format!("There is no table {:?}.", f.table));
     }
-    // A row is an id, or a name looked up in the chosen table.
-    let row_id = if row.is_empty() {
+    let mut time = |key: &str, text: &str| {
+        audit_time(key, text, now).unwrap_or_else(|e| {
+            notices.push(e);
+            None
+        })
+    };
+    let since = time("since", &f.since);
+    let until = time("until", &f.until);
+    let kind = AuditKind::parse(&f.kind);
+    if !f.kind.is_empty() && kind.is_none() {
+        notices.push(format!("kind: {:?} is none of allocation, edit, lifecycle.", f.kind));
+    }
+    let before = f.cursor.parse::<i64>().ok();
+    if !f.cursor.is_empty() && before.is_none() {
+        notices.push("cursor: must be the id an earlier page ended at.".to_owned());
+    }
+    // A row is an id, or a name looked up in the chosen table; without
+    // one, a slave's name, else a master's nickname.
+    let row_id = if f.row.is_empty() {
         None
-    } else if let Ok(id) = row.parse::<i64>() {
+    } else if let Ok(id) = f.row.parse::<i64>() {
         Some(id)
     } else {
-        match table.filter(|t| t.name_column().is_some()) {
-            Some(t) => match try_page!(ui, ui.inventory.find(t, &row).await) {
-                Some(found) => t.id_column().and_then(|c| int(&found, c)),
-                None => {
-                    notice = Some(format!("There is no {} row named {row:?}.", t.name()));
-                    None
+        let candidates: Vec<Table> = match table {
+            Some(t) if t.name_column().is_some() => vec![t],
+            Some(_) => Vec::new(),
+            None if f.table.is_empty() => vec![Table::Slaves, Table::Masters],
+            None => Vec::new(),
+        };
+        let mut found = None;
+        for t in candidates.iter().copied() {
+            if let Some(row) = try_page!(ui, ui.inventory.find(t, &f.row).await) {
+                found = t.id_column().and_then(|c| int(&row, c)).map(|id| (t, id));
+                break;
+            }
+        }
+        match (found, table) {
+            (Some((t, id)), _) => {
+                table = Some(t);
+                Some(id)
+            }
+            (None, Some(t)) if t.name_column().is_some() => {
+                notices.push(format!("There is no {} row named {:?}.", t.name(), f.row));
+                None
+            }
+            (None, Some(_)) => {
+                notices.push("This table's rows have no names: give an id.".to_owned());
+                None
+            }
+            (None, None) => {
+                if notices.is_empty() {
+                    notices.push(format!("No slave or master is named {:?}.", f.row));
                 }
-            },
-            None => {
-                notice = Some("To find a row by name, choose its table first.".to_owned());
                 None
             }
         }
     };
-    let entries = if notice.is_some() {
-        Vec::new()
-    } else {
+    let entries = if notices.is_empty() {
         let q = AuditQuery {
             table,
             row_id,
-            since: None,
-            limit,
-            ..AuditQuery::default()
+            since,
+            until,
+            actor: (!f.actor.is_empty()).then(|| f.actor.clone()),
+            kind,
+            before,
+            limit: f.limit,
         };
         try_page!(ui, audit_view(ui, q).await)
+    } else {
+        Vec::new()
     };
+    let path = ui_path(ui, "audit");
+    // A full page may have older entries after it: the next page starts
+    // below its last entry.
+    let older = (entries.len() == f.limit as usize)
+        .then(|| entries.last().map(|e| href(&path, &f.link(&e.id.to_string()))))
+        .flatten();
+    let newest = before.map(|_| href(&path, &f.link("")));
     let mut tables: Vec<&str> = Table::EXPOSED.iter().map(|t| t.name()).collect();
     tables.push(Table::SlavePasswords.name());
+    let mut limits = vec![50, 100, 250, 1000];
+    if !limits.contains(&f.limit) {
+        limits.push(f.limit);
+        limits.sort_unstable();
+    }
     let ctx = minijinja::context! {
         page => "audit",
         title => "Audit",
         entries => entries,
         tables => tables,
-        notice => notice,
-        f => minijinja::context! { table => table_name, row => row, limit => limit },
-        limits => [50, 100, 250, 1000],
-        clear_href => ui_path(ui, "audit"),
+        kinds => KINDS,
+        notice => (!notices.is_empty()).then(|| notices.join(" ")),
+        filtered => f.is_filtered(),
+        older_href => older,
+        newest_href => newest,
+        f => f,
+        limits => limits,
+        clear_href => path,
     };
     ui.render(StatusCode::OK, "audit.html", ctx)
 }

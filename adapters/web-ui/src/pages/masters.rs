@@ -40,7 +40,7 @@ fn master_columns(live: bool) -> Vec<(&'static str, &'static str)> {
 const MASTER_SEARCHED: &[&str] = &["nickname", "fqdn", "datacenter", "pool", "notes"];
 
 /// How many slaves have each master as current and as locked master.
-async fn slaves_per_master(ui: &Ui) -> Result<(HashMap<i64, u64>, HashMap<i64, u64>), StoreError> {
+pub(super) async fn slaves_per_master(ui: &Ui) -> Result<(HashMap<i64, u64>, HashMap<i64, u64>), StoreError> {
     let (mut current, mut locked) = (HashMap::new(), HashMap::new());
     for r in ui.inventory.store().list(Table::Slaves).await? {
         if let Some(m) = int(&r, "current_masterid") {

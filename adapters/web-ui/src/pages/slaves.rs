@@ -1,6 +1,11 @@
 //! `GET /ui/slaves`: the filtered, sorted, paged slaves table; with the
 //! live fleet, also where each slave is connected and when it was last
-//! seen, and the API's live filters.
+//! seen, and the API's live filters. Rows can be selected (`app.js`) and
+//! changed together through `POST /api/slaves/bulk`; the page gives the
+//! selection the names of every matching slave, so that "select all"
+//! means exactly what the filters show.
+
+use slavealloc_domain::maintenance::MAX_BULK;
 
 use super::live::{live_now, Judge, SlaveJudged, SlaveLiveCell, Stale};
 use super::*;
@@ -290,6 +295,12 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
         .iter()
         .filter(|(r, _)| r.get("enabled") == Some(&Value::Bool(true)))
         .count();
+    // "Select all matching" takes these names to the bulk API: the very
+    // slaves this view lists (text and live filters included, which the
+    // API's own filter cannot say), and only as many as one bulk change may
+    // touch.
+    let matching_names: Option<Vec<&str>> =
+        (matching.len() <= MAX_BULK).then(|| order.iter().map(|&i| text(matching[i].0, "name")).collect());
     let rows: Vec<Row> = order[paging.range()]
         .iter()
         .map(|&i| names.denormalize(matching[i].0))
@@ -380,6 +391,8 @@ pub(crate) async fn slaves(ui: &Ui, raw: &str) -> Response {
         },
         lookups => lookups,
         fields => editor_fields(Table::Slaves),
+        matching_names => matching_names,
+        max_bulk => MAX_BULK,
     };
     ui.render(StatusCode::OK, "slaves.html", ctx)
 }
