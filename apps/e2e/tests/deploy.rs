@@ -96,7 +96,6 @@ fn systemd_units_are_hardened_restart_on_failure_and_verify() {
         "slavealloc@.service",
         "slavealloc-backup@.service",
         "slavealloc-restore@.service",
-        "runslave.service",
     ] {
         let unit = parse_unit(&read(&dir.join(service)));
         for (key, value) in [
