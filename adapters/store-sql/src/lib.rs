@@ -55,8 +55,9 @@ use driver::{Db, Mode, Out, Sql};
 pub use migrations::{MigrationState, MigrationStatus, SchemaStatus};
 
 /// Tables a backend may keep besides the domain's (see `migrations/`).
-const STORE_TABLES: [&str; 7] = [
+const STORE_TABLES: [&str; 8] = [
     "slave_loads",
+    "holds",
     "slave_boots",
     "slave_presence",
     "master_status",

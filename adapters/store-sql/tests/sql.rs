@@ -487,7 +487,7 @@ async fn describe_mariadb(conn: &mut sqlx::MySqlConnection, name: &str) -> Strin
     let tables = sqlx::query(
         "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
          AND TABLE_NAME NOT IN ('_sqlx_migrations', 'slave_boots', 'slave_presence', 'master_status', \
-         'unknown_workers', 'leases')",
+         'unknown_workers', 'leases', 'holds')",
     )
     .bind(name)
     .fetch_all(&mut *conn)
@@ -713,6 +713,7 @@ async fn a_database_created_by_the_original_works_unchanged() {
     let ours = [
         "_sqlx_migrations",
         "audit_log",
+        "holds",
         "leases",
         "master_status",
         "slave_boots",
