@@ -72,3 +72,29 @@ pub fn dbinit(dir: &Path, dump: &Value) -> Result<String> {
     }
     Ok(db)
 }
+
+/// Points the dump at real Buildbot masters: each of `masters` (its
+/// slavealloc id, the running master) gets `127.0.0.1` and the master's PB
+/// and web ports, every other master web port 0 (so never polled); the
+/// slaves named get their base directory under `workers`.
+pub fn point_at(dump: &mut Value, masters: &[(i64, &crate::buildbot::Master)], slaves: &[&str], workers: &Path) {
+    let tables = &mut dump["tables"];
+    for m in tables["masters"].as_array_mut().into_iter().flatten() {
+        match masters.iter().find(|(id, _)| m["masterid"] == *id) {
+            Some((_, real)) => {
+                m["fqdn"] = Value::from("127.0.0.1");
+                m["pb_port"] = Value::from(real.pb_port());
+                m["http_port"] = Value::from(real.www_port());
+            }
+            None => m["http_port"] = Value::from(0),
+        }
+    }
+    for s in tables["slaves"].as_array_mut().into_iter().flatten() {
+        let Some(name) = s["name"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        if slaves.contains(&name.as_str()) {
+            s["basedir"] = Value::from(workers.join(&name).display().to_string());
+        }
+    }
+}

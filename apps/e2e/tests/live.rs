@@ -56,35 +56,9 @@ impl World {
             })
             .collect();
         let masters: Vec<(i64, Master)> = starting.into_iter().map(|(id, m)| (id, m.ready().unwrap())).collect();
-        let tables = &mut dump["tables"];
-        for m in tables["masters"].as_array_mut().unwrap() {
-            match masters.iter().find(|(id, _)| m["masterid"] == *id) {
-                Some((_, real)) => {
-                    m["fqdn"] = json!("127.0.0.1");
-                    m["pb_port"] = json!(real.pb_port());
-                    m["http_port"] = json!(real.www_port());
-                }
-                None => m["http_port"] = json!(0),
-            }
-        }
-        for s in tables["slaves"].as_array_mut().unwrap() {
-            if s["name"] == FIRST || s["name"] == SECOND {
-                s["basedir"] = json!(tmp.path().join("workers").join(s["name"].as_str().unwrap()));
-            }
-        }
-        let dump_file = tmp.path().join("fleet.json");
-        fs::write(&dump_file, dump.to_string()).unwrap();
-        let db = format!("sqlite://{}", tmp.path().join("slavealloc.db").display());
-        let init = run_bounded(
-            "slavealloc dbinit",
-            Command::new(&bins.slavealloc)
-                .args(["dbinit", "--db", &db])
-                .arg(&dump_file),
-            &tmp.path().join("dbinit.log"),
-            LIMIT,
-        )
-        .unwrap();
-        assert!(init.status.success(), "dbinit failed: {}", init.output);
+        let real: Vec<(i64, &Master)> = masters.iter().map(|(id, m)| (*id, m)).collect();
+        fleet::point_at(&mut dump, &real, &[FIRST, SECOND], &tmp.path().join("workers"));
+        let db = fleet::dbinit(tmp.path(), &dump).unwrap();
         let config = tmp.path().join("slavealloc.toml");
         fs::write(
             &config,

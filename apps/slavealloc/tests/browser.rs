@@ -196,6 +196,21 @@ impl Ui {
         self.wait(locator).await.click().await.unwrap();
     }
 
+    /// After a bulk apply: the page may still reload itself (when its
+    /// in-place refresh fails it reloads after the toast), so wait for that
+    /// to be over before touching the table again.
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.wait(Locator::Css("#slaves-table tbody tr[data-id] .row-select"))
+            .await;
+        let script = "return document.readyState";
+        let deadline = Instant::now() + WAIT;
+        while self.c.execute(script, vec![]).await.unwrap() != json!("complete") {
+            assert!(Instant::now() < deadline, "the page never finished loading");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_text(&self, css: &str, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null";
@@ -1041,6 +1056,7 @@ async fn bulk_disable(ui: &Ui, store: &SqlStore) {
     }
     ui.click(Locator::Id("bulk-apply")).await;
     ui.wait_text("#toasts", "Disable: 5 slaves changed (5 holds)").await;
+    ui.settle().await;
     assert_eq!(
         ui.js("return document.querySelector('#action-bar').hidden").await,
         json!(true)
@@ -1093,6 +1109,7 @@ async fn bulk_disable(ui: &Ui, store: &SqlStore) {
     assert_eq!(preview.matches("not locked → bm07").count(), 2, "{preview}");
     ui.click(Locator::Id("bulk-apply")).await;
     ui.wait_text("#toasts", "Lock to a master: 2 slaves changed").await;
+    ui.settle().await;
     for name in [&shown[10], &shown[11]] {
         let row = InventoryStore::find_by_name(store, Table::Slaves, name)
             .await
