@@ -69,11 +69,17 @@ impl Master {
     /// Creates a master directory `parent/name` from `apps/e2e/buildbot/`
     /// accepting `workers`, and starts `buildbot start --nodaemon` in it.
     pub fn spawn(venv: &Venv, parent: &Path, name: &str, workers: &[WorkerAccount]) -> Result<StartingMaster> {
-        let config = json!({
+        Self::spawn_with(venv, parent, name, "master.cfg", &Self::e2e_json(name, workers), &[])
+    }
+
+    /// What `master.cfg` reads from `e2e.json`: the title and the workers
+    /// it accepts; a test may add the optional keys (`slow_seconds`) before
+    /// [`Master::spawn_with`].
+    pub fn e2e_json(name: &str, workers: &[WorkerAccount]) -> Value {
+        json!({
             "title": name,
             "workers": workers.iter().map(|w| json!({"name": w.name, "password": w.password})).collect::<Vec<_>>(),
-        });
-        Self::spawn_with(venv, parent, name, "master.cfg", &config, &[])
+        })
     }
 
     /// Creates a master directory `parent/name` whose `master.cfg` is

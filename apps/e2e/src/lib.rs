@@ -7,10 +7,12 @@
 //!
 //! The main design decision: every process is owned by a guard value whose
 //! `Drop` stops it ([`process::ChildGuard`] for children,
-//! [`buildbot::WorkerGuard`] for a worker that daemonized itself), so a
-//! failing assertion anywhere unwinds into a clean machine. Waiting is always
-//! polling with a deadline ([`process::wait_until`]); no test sleeps for a
-//! fixed time or asserts on one.
+//! [`buildbot::WorkerGuard`] for a worker that daemonized itself,
+//! [`runslave::Supervised`] for `runslave --supervise` and the worker it
+//! runs in the foreground), so a failing assertion anywhere unwinds into a
+//! clean machine. Waiting is always polling with a deadline
+//! ([`process::wait_until`]); no test sleeps for a fixed time or asserts on
+//! one.
 //!
 //! Nothing here is used outside `cargo test`; the crate is a library only so
 //! that every file in `tests/` shares it.
@@ -19,6 +21,7 @@ pub mod buildbot;
 pub mod daemon;
 pub mod fleet;
 pub mod process;
+pub mod runslave;
 pub mod venv;
 pub mod workspace;
 

@@ -123,6 +123,43 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// The live processes descended from `pid` (its children, theirs, ...),
+/// read from Linux `/proc`: what a process that does not daemonize leaves
+/// behind should it be killed outright.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The parent's pid is the second field after the parenthesized
+        // command name, which may itself contain spaces and parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if let (Some(state), Some(Ok(parent))) = (fields.first(), fields.get(1).map(|p| p.parse::<u32>())) {
+            if *state != "Z" {
+                parents.push((child, parent));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (child, _) in parents.iter().filter(|(_, p)| *p == parent) {
+            if !found.contains(child) {
+                found.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    found
+}
+
 /// Sends `signal` (e.g. `"TERM"`, `"KILL"`) to `pid` with kill(1): the
 /// workspace forbids the unsafe code a libc call would need.
 pub fn signal(pid: u32, signal: &str) {
@@ -176,6 +213,33 @@ mod tests {
         assert!(pid_alive(pid));
         drop(guard);
         assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn descendants_are_children_and_grandchildren() {
+        let guard = ChildGuard::spawn(
+            "sh",
+            Command::new("sh")
+                .args(["-c", "(sleep 600; true) & sleep 600; wait"])
+                .stderr(Stdio::null()),
+        )
+        .unwrap();
+        // A subshell with its sleep, and a sleep.
+        let found = wait_until("three processes under sh", Duration::from_secs(10), || {
+            let found = descendants(guard.id());
+            Ok((found.len() == 3).then_some(found))
+        })
+        .unwrap();
+        assert!(found.iter().all(|pid| pid_alive(*pid)));
+        assert!(!found.contains(&guard.id()));
+        for pid in &found {
+            signal(*pid, "KILL");
+        }
+        drop(guard);
+        wait_until("the killed processes to be gone", Duration::from_secs(10), || {
+            Ok(found.iter().all(|pid| !pid_alive(*pid)).then_some(()))
+        })
+        .unwrap();
     }
 
     #[test]

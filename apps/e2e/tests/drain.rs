@@ -14,13 +14,14 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerAccount};
 use slavealloc_e2e::daemon::Slavealloc;
 use slavealloc_e2e::fleet;
-use slavealloc_e2e::process::{run_bounded, ChildGuard};
+use slavealloc_e2e::process::{run_bounded, tail};
+use slavealloc_e2e::runslave::Supervised;
 use slavealloc_e2e::venv::Venv;
 use slavealloc_e2e::workspace::binaries;
 use tempfile::TempDir;
@@ -29,12 +30,20 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// Pool tests-win: bm09 and bm10 in fixtures/sample-fleet.json.
 const BM09: i64 = 9;
 const BM10: i64 = 10;
-/// Enabled, unlocked slaves of one silo of tests-win, recorded on bm09.
+/// Enabled, unlocked slaves of one silo of tests-win recorded on bm09 in
+/// the fixture, so that their first tac names bm09 with nothing changed
+/// (t-w1064-ix-001, 003, 005 and 007 are recorded on bm10, 003 locked to it
+/// and 007 disabled).
 const WORKERS: [&str; 4] = ["t-w1064-ix-002", "t-w1064-ix-004", "t-w1064-ix-006", "t-w1064-ix-008"];
 /// A slave of the same silo that has never booted.
 const NEWCOMER: &str = "t-w1064-ix-009";
-/// The slow builder's `sleep` (master.cfg's default).
+/// How long the slow builder's build sleeps (master.cfg reads it from
+/// e2e.json).
 const SLOW_SECONDS: u64 = 15;
+/// `--until +40s`.
+const UNTIL: Duration = Duration::from_secs(40);
+/// How late after its end bm09 may come back: `[holds] check_every` is 1 s.
+const RESUME_SLACK: Duration = Duration::from_secs(5);
 
 struct World {
     tmp: TempDir,
@@ -44,7 +53,11 @@ struct World {
 }
 
 fn get(url: &str) -> Value {
-    let body = ureq::get(url).call().unwrap().into_string().unwrap();
+    let body = ureq::get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .into_string()
+        .unwrap();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
@@ -56,30 +69,36 @@ fn post(url: &str, body: &Value) -> Value {
     serde_json::from_str(&r.into_string().unwrap()).unwrap()
 }
 
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
 impl World {
     fn start() -> World {
         let venv = Venv::shared().expect("the Buildbot virtualenv");
         let bins = binaries().expect("the slavealloc and runslave binaries");
         let tmp = tempfile::tempdir().unwrap();
         let mut dump = fleet::sample_fleet().unwrap();
-        let names = WORKERS.iter().chain([&NEWCOMER]);
+        let names: Vec<&str> = WORKERS.iter().chain([&NEWCOMER]).copied().collect();
         let accounts: Vec<WorkerAccount> = names
-            .clone()
+            .iter()
             .map(|n| WorkerAccount::new(n, &fleet::password_of(&dump, n).unwrap()))
             .collect();
         let starting: Vec<_> = [BM09, BM10]
             .iter()
             .map(|id| {
+                let name = format!("bm{id:02}");
+                let mut e2e = Master::e2e_json(&name, &accounts);
+                e2e["slow_seconds"] = json!(SLOW_SECONDS);
                 (
                     *id,
-                    Master::spawn(venv, tmp.path(), &format!("bm{id:02}"), &accounts).unwrap(),
+                    Master::spawn_with(venv, tmp.path(), &name, "master.cfg", &e2e, &[]).unwrap(),
                 )
             })
             .collect();
         let masters: Vec<(i64, Master)> = starting.into_iter().map(|(id, m)| (id, m.ready().unwrap())).collect();
         let real: Vec<(i64, &Master)> = masters.iter().map(|(id, m)| (*id, m)).collect();
-        let slaves: Vec<&str> = names.clone().copied().collect();
-        fleet::point_at(&mut dump, &real, &slaves, &tmp.path().join("workers"));
+        fleet::point_at(&mut dump, &real, &names, &tmp.path().join("workers"));
         let db = fleet::dbinit(tmp.path(), &dump).unwrap();
         let config = tmp.path().join("slavealloc.toml");
         fs::write(
@@ -118,12 +137,16 @@ impl World {
         dir
     }
 
+    fn runslave_log(&self, slave: &str) -> PathBuf {
+        self.tmp.path().join(format!("runslave-{slave}.log"))
+    }
+
     /// `runslave --supervise` for `slave`, as its systemd unit runs it
     /// (short pauses between restarts, for the test).
-    fn supervise(&self, slave: &str) -> ChildGuard {
-        let log = fs::File::create(self.tmp.path().join(format!("runslave-{slave}.log"))).unwrap();
-        ChildGuard::spawn(
-            "runslave --supervise",
+    fn supervise(&self, slave: &str) -> Supervised {
+        let log = fs::File::create(self.runslave_log(slave)).unwrap();
+        Supervised::spawn(
+            &format!("runslave --supervise {slave}"),
             Command::new(&binaries().unwrap().runslave)
                 .arg("--allocator-url")
                 .arg(format!("{}/gettac/SLAVE", self.slavealloc.url()))
@@ -150,14 +173,21 @@ impl World {
             .find(|id| self.master(*id).is_connected(worker).unwrap_or(false))
     }
 
+    /// The slavealloc side of `slave`'s next tac: why it would get which
+    /// master, each master of its pool with its peers (nothing recorded).
+    fn explain(&self, slave: &str) -> Value {
+        get(&self.api(&format!("/api/gettac/{slave}?explain=1")))["explain"].clone()
+    }
+
+    /// Panics with `what` and the logs that explain it: the daemon's (its
+    /// polls, its requests to Buildbot), both masters', one runslave's.
     fn fail(&self, what: &str) -> ! {
-        let runslave =
-            fs::read_to_string(self.tmp.path().join(format!("runslave-{}.log", WORKERS[0]))).unwrap_or_default();
         panic!(
-            "{what}\n--- slavealloc ---\n{}\n--- bm09 ---\n{}\n--- runslave {} ---\n{runslave}",
+            "{what}\n--- slavealloc ---\n{}\n--- bm09 ---\n{}\n--- bm10 ---\n{}\n{}",
             self.slavealloc.log_tail(),
             self.master(BM09).log_tail(),
-            WORKERS[0]
+            self.master(BM10).log_tail(),
+            tail(&self.runslave_log(WORKERS[0]), 20),
         )
     }
 
@@ -172,7 +202,25 @@ impl World {
     }
 }
 
-/// Starts the slow builder on `master` and answers the build's number.
+/// Each master of `explain`'s list by nickname, with its peer count.
+fn peers(explain: &Value) -> Vec<(String, u64)> {
+    explain["masters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no masters: {explain}"))
+        .iter()
+        .map(|m| (m["nickname"].as_str().unwrap().to_owned(), m["peers"].as_u64().unwrap()))
+        .collect()
+}
+
+fn peers_on(explain: &Value, nickname: &str) -> u64 {
+    peers(explain)
+        .into_iter()
+        .find(|(n, _)| n == nickname)
+        .unwrap_or_else(|| panic!("{nickname} not in {explain}"))
+        .1
+}
+
+/// Starts the slow builder on `master` and answers its builderid.
 fn force_slow_build(master: &Master) -> i64 {
     let builders = get(&format!("{}/builders?name=slow", master.api_url()));
     let builderid = builders["builders"][0]["builderid"].as_i64().unwrap();
@@ -187,25 +235,30 @@ fn force_slow_build(master: &Master) -> i64 {
 #[test]
 fn a_graceful_drain_moves_every_worker_after_its_build_and_the_master_comes_back() {
     let world = World::start();
-    let _supervised: Vec<ChildGuard> = WORKERS.iter().map(|w| world.supervise(w)).collect();
+    // Declared after the world: dropped (stopped) before the masters.
+    let mut supervised: Vec<Supervised> = WORKERS.iter().map(|w| world.supervise(w)).collect();
     world.wait("all four workers on bm09", LIMIT, |w| {
         WORKERS.iter().all(|n| w.where_connected(n) == Some(BM09))
     });
+    // What a new slave of their silo would see now: the four on bm09.
+    let before = world.explain(NEWCOMER);
+    assert_eq!(peers_on(&before, "bm09"), 4, "{before}");
+    let bm10_before = peers_on(&before, "bm10");
 
     // A slow build on one of them.
     let bm09 = world.master(BM09);
     let builderid = force_slow_build(bm09);
-    let mut builder = None;
-    world.wait("the slow build to start", LIMIT, |w| {
-        let builds = get(&format!("{}/builds?builderid={builderid}", w.master(BM09).api_url()));
-        builder = builds["builds"][0]["workerid"].as_i64();
-        builder.is_some()
-    });
     let build_url = format!("{}/builds?builderid={builderid}", bm09.api_url());
-    let worker = get(&format!("{}/workers/{}", bm09.api_url(), builder.unwrap()));
+    let mut workerid = None;
+    world.wait("the slow build to start", LIMIT, |_| {
+        workerid = get(&build_url)["builds"][0]["workerid"].as_i64();
+        workerid.is_some()
+    });
+    let worker = get(&format!("{}/workers/{}", bm09.api_url(), workerid.unwrap()));
     let busy = worker["workers"][0]["name"].as_str().unwrap().to_owned();
+    assert!(WORKERS.contains(&busy.as_str()), "{worker}");
 
-    // The drain: one command, nobody touches a worker.
+    // The drain: one command, and nobody touches a worker from here on.
     let started = Instant::now();
     let drain = run_bounded(
         "slavealloc drain",
@@ -224,58 +277,134 @@ fn a_graceful_drain_moves_every_worker_after_its_build_and_the_master_comes_back
         LIMIT,
     )
     .unwrap();
+    // The hold exists from here: its end is 40 s after some moment between
+    // `started` and now.
+    let drained = Instant::now();
     assert!(drain.status.success(), "drain: {}", drain.output);
     assert!(drain.output.contains("drained gracefully"), "{}", drain.output);
 
-    let mut progress_seen = Vec::new();
+    let mut readings: Vec<(u64, Vec<String>)> = Vec::new();
     let mut busy_left_while_building = false;
+    let mut busy_on_bm10_at = None;
     world.wait("every worker on bm10", LIMIT, |w| {
         let status = get(&w.api("/api/masters/bm09/drain?byname=1"));
         assert_eq!(status["hold"]["note"], "upgrade", "{status}");
+        assert_eq!(status["hold"]["graceful"], true, "{status}");
         if let Some(n) = status["progress"]["connected"].as_u64() {
-            progress_seen.push(n);
+            let names: Vec<String> = serde_json::from_value(status["progress"]["workers"].clone()).unwrap();
+            if readings.last().is_none_or(|(last, _)| *last != n) {
+                readings.push((n, names));
+            }
         }
-        let build = get(&build_url);
-        let complete = build["builds"][0]["complete"] == true;
-        if !complete && w.where_connected(&busy) == Some(BM10) {
-            busy_left_while_building = true;
+        let complete = get(&build_url)["builds"][0]["complete"] == true;
+        if busy_on_bm10_at.is_none() && w.where_connected(&busy) == Some(BM10) {
+            busy_on_bm10_at = Some(unix_now());
+            busy_left_while_building = !complete;
         }
         WORKERS.iter().all(|n| w.where_connected(n) == Some(BM10))
     });
     let took = started.elapsed();
-    eprintln!("graceful drain of 4 workers (one in a {SLOW_SECONDS} s build, pace 2): {took:.1?}");
-    assert!(!busy_left_while_building, "{busy} moved before its build was done");
-    let build = get(&build_url);
-    assert_eq!(build["builds"][0]["complete"], true, "{build}");
-    assert_eq!(build["builds"][0]["results"], 0, "the build finished, SUCCESS: {build}");
-    // The status follows the polls: it counted the workers still connected
-    // while they left (its first reading may precede bm09's first poll).
-    assert!(
-        progress_seen.iter().any(|n| *n >= 2) && progress_seen.windows(2).any(|w| w[1] < w[0]),
-        "progress went down: {progress_seen:?}"
+    eprintln!(
+        "graceful drain of 4 workers (one in a {SLOW_SECONDS} s build, pace 2): all on bm10 {took:.1?} after `drain`"
     );
 
-    // At the end time bm09 comes back by itself, and takes the next boot.
-    world.wait("bm09 enabled again at its end", LIMIT, |w| {
-        get(&w.api("/api/masters/9"))["enabled"] == true
-    });
+    // The busy worker finished its build on bm09 first.
+    assert!(!busy_left_while_building, "{busy} moved before its build was done");
+    let build = get(&build_url)["builds"][0].clone();
+    assert_eq!(build["complete"], true, "{build}");
+    assert_eq!(build["results"], 0, "the build finished, SUCCESS: {build}");
+    let complete_at = build["complete_at"].as_f64().unwrap();
+    let on_bm10_at = busy_on_bm10_at.unwrap();
+    assert!(
+        complete_at <= on_bm10_at,
+        "{busy}'s build completed at {complete_at}, after it was seen on bm10 at {on_bm10_at:.1}"
+    );
+
+    // The status followed the polls: it named the workers still connected
+    // (all of them ours) while they left, down to none (its first reading
+    // may precede bm09's first poll since the drain).
+    for (n, names) in &readings {
+        assert_eq!(*n as usize, names.len(), "{readings:?}");
+        assert!(names.iter().all(|w| WORKERS.contains(&w.as_str())), "{readings:?}");
+    }
+    let counts: Vec<u64> = readings.iter().map(|(n, _)| *n).collect();
+    assert!(
+        counts.iter().any(|n| *n >= 2) && counts.windows(2).any(|w| w[1] < w[0]),
+        "progress went down: {readings:?}"
+    );
+    world.wait(
+        "the drain status to count no worker on bm09",
+        Duration::from_secs(10),
+        |w| get(&w.api("/api/masters/bm09/drain?byname=1"))["progress"]["connected"] == 0,
+    );
+
+    // At its end bm09 comes back by itself: not before, and at most a few
+    // seconds after.
+    let deadline = drained + UNTIL + RESUME_SLACK;
+    world.wait(
+        "bm09 enabled again at its end",
+        deadline.saturating_duration_since(Instant::now()),
+        |w| {
+            let enabled = get(&w.api("/api/masters/9"))["enabled"] == true;
+            if enabled && started.elapsed() < UNTIL {
+                w.fail(&format!(
+                    "bm09 enabled {:.1?} after the drain, before its end",
+                    started.elapsed()
+                ));
+            }
+            enabled
+        },
+    );
     let entries = get(&world.api("/api/audit?kind=lifecycle"));
     assert!(
-        entries
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["new_values"]["lifecycle"] == "resumed: until reached" && e["actor"] == "slavealloc"),
+        entries.as_array().unwrap().iter().any(|e| e["table_name"] == "masters"
+            && e["row_id"] == BM09
+            && e["new_values"]["lifecycle"] == "resumed: until reached"
+            && e["actor"] == "slavealloc"),
         "{entries}"
     );
-    let tac = ureq::get(&world.api(&format!("/gettac/{NEWCOMER}")))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let port = world.master(BM09).pb_port();
     assert!(
-        tac.contains(&format!("port = {port}")) || tac.contains(&port.to_string()),
-        "{tac}"
+        get(&world.api("/api/masters/bm09/drain?byname=1"))["hold"].is_null(),
+        "the hold has ended"
     );
+
+    // The next new boot gets bm09: of its pool and silo, bm09 has none of
+    // its peers now and bm10 the four more it took.
+    let after = world.explain(NEWCOMER);
+    assert_eq!(after["reason"], "balanced", "{after}");
+    assert_eq!(after["master"], "bm09", "{after}");
+    assert_eq!(peers_on(&after, "bm09"), 0, "{after}");
+    assert_eq!(peers_on(&after, "bm10"), bm10_before + 4, "{after}");
+    let basedir = world.basedir(NEWCOMER);
+    let boot = run_bounded(
+        "runslave --no-start",
+        Command::new(&binaries().unwrap().runslave)
+            .arg("--allocator-url")
+            .arg(format!("{}/gettac/SLAVE", world.slavealloc.url()))
+            .args(["--slavename", NEWCOMER, "--no-start", "--basedir"])
+            .arg(&basedir),
+        &world.runslave_log(NEWCOMER),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(boot.status.success(), "runslave {NEWCOMER}: {}", boot.output);
+    let tac = fs::read_to_string(basedir.join("buildbot.tac")).unwrap();
+    let port = format!("port = {}", world.master(BM09).pb_port());
+    assert!(
+        tac.lines().any(|l| l.trim() == port),
+        "{NEWCOMER}'s tac, not {port}:\n{tac}"
+    );
+    let slave = get(&world.api(&format!("/api/slaves/{NEWCOMER}?byname=1")));
+    assert_eq!(slave["current_masterid"], BM09, "{slave}");
+
+    // Stopped as a service manager would: runslave takes its worker down
+    // with it.
+    for (name, mut runslave) in WORKERS.iter().zip(supervised.drain(..)) {
+        let stopped = runslave.stop().unwrap();
+        assert!(
+            stopped.status.success() && stopped.left_behind.is_empty(),
+            "runslave {name}: {stopped:?}\n{}",
+            tail(&world.runslave_log(name), 20)
+        );
+    }
 }
