@@ -43,13 +43,29 @@ struct World {
     venv: &'static Venv,
 }
 
+/// A client with a deadline and no pooled connections: a request that
+/// hangs, or a connection the master closed while idle, costs one check,
+/// not the whole wait.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_idle_connections(0)
+        .build()
+}
+
+fn try_get(url: &str) -> Option<Value> {
+    let body = agent().get(url).call().ok()?.into_string().ok()?;
+    serde_json::from_str(&body).ok()
+}
+
 fn get(url: &str) -> Value {
-    let body = ureq::get(url).call().unwrap().into_string().unwrap();
+    let body = agent().get(url).call().unwrap().into_string().unwrap();
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
 }
 
 fn post(url: &str, body: &Value) -> Value {
-    let r = ureq::post(url)
+    let r = agent()
+        .post(url)
         .set("Content-Type", "application/json")
         .send_string(&body.to_string())
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
@@ -144,13 +160,23 @@ impl World {
         format!("{}{path}", self.slavealloc.url())
     }
 
+    /// The master `worker` is connected to, as the masters' own REST API
+    /// says (`connected_to` non-empty).
     fn where_connected(&self, worker: &str) -> Option<i64> {
-        [BM09, BM10]
-            .into_iter()
-            .find(|id| self.master(*id).is_connected(worker).unwrap_or(false))
+        [BM09, BM10].into_iter().find(|id| {
+            try_get(&format!("{}/workers", self.master(*id).api_url())).is_some_and(|doc| {
+                doc["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w["name"] == worker && w["connected_to"].as_array().is_some_and(|c| !c.is_empty()))
+            })
+        })
     }
 
     fn fail(&self, what: &str) -> ! {
+        let workers = try_get(&format!("{}/workers", self.master(BM09).api_url()));
+        eprintln!("bm09's workers: {workers:?}");
         let runslave =
             fs::read_to_string(self.tmp.path().join(format!("runslave-{}.log", WORKERS[0]))).unwrap_or_default();
         panic!(
