@@ -52,8 +52,24 @@ struct World {
     venv: &'static Venv,
 }
 
+/// A client with a deadline and no pooled connections: a request that
+/// hangs, or a connection the master closed while idle, costs one check,
+/// not the whole wait.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_idle_connections(0)
+        .build()
+}
+
+fn try_get(url: &str) -> Option<Value> {
+    let body = agent().get(url).call().ok()?.into_string().ok()?;
+    serde_json::from_str(&body).ok()
+}
+
 fn get(url: &str) -> Value {
-    let body = ureq::get(url)
+    let body = agent()
+        .get(url)
         .call()
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .into_string()
@@ -62,7 +78,8 @@ fn get(url: &str) -> Value {
 }
 
 fn post(url: &str, body: &Value) -> Value {
-    let r = ureq::post(url)
+    let r = agent()
+        .post(url)
         .set("Content-Type", "application/json")
         .send_string(&body.to_string())
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
@@ -167,10 +184,18 @@ impl World {
         format!("{}{path}", self.slavealloc.url())
     }
 
+    /// The master `worker` is connected to, as the masters' own REST API
+    /// says (`connected_to` non-empty).
     fn where_connected(&self, worker: &str) -> Option<i64> {
-        [BM09, BM10]
-            .into_iter()
-            .find(|id| self.master(*id).is_connected(worker).unwrap_or(false))
+        [BM09, BM10].into_iter().find(|id| {
+            try_get(&format!("{}/workers", self.master(*id).api_url())).is_some_and(|doc| {
+                doc["workers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w["name"] == worker && w["connected_to"].as_array().is_some_and(|c| !c.is_empty()))
+            })
+        })
     }
 
     /// The slavealloc side of `slave`'s next tac: why it would get which
@@ -179,14 +204,21 @@ impl World {
         get(&self.api(&format!("/api/gettac/{slave}?explain=1")))["explain"].clone()
     }
 
-    /// Panics with `what` and the logs that explain it: the daemon's (its
-    /// polls, its requests to Buildbot), both masters', one runslave's.
+    /// Panics with `what` and what explains it: the daemon's log (its
+    /// polls, its requests to Buildbot), both masters' logs and worker
+    /// lists, one runslave's log.
     fn fail(&self, what: &str) -> ! {
+        let workers = |id: i64| {
+            try_get(&format!("{}/workers", self.master(id).api_url()))
+                .map_or_else(|| "(no answer)".to_owned(), |doc| doc["workers"].to_string())
+        };
         panic!(
-            "{what}\n--- slavealloc ---\n{}\n--- bm09 ---\n{}\n--- bm10 ---\n{}\n{}",
+            "{what}\n--- slavealloc ---\n{}\n--- bm09 ---\n{}\nworkers: {}\n--- bm10 ---\n{}\nworkers: {}\n{}",
             self.slavealloc.log_tail(),
             self.master(BM09).log_tail(),
+            workers(BM09),
             self.master(BM10).log_tail(),
+            workers(BM10),
             tail(&self.runslave_log(WORKERS[0]), 20),
         )
     }
