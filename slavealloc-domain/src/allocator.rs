@@ -16,9 +16,11 @@ use crate::ports::{
 use crate::rule::{Decision, Explanation, Planner, Reason};
 use crate::schema::{Row, Table, Value};
 
-/// How many times a unit of work that hit a deadlock or serialization
-/// failure is run again before the error is reported.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// How many times a unit of work that hit a deadlock, a serialization
+/// failure or a Galera certification conflict is run in all before the
+/// error is reported. A boot storm through several Galera nodes makes
+/// conflicts routine; the store pauses (with jitter) before each retry.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 
 /// A decision and the tac that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]

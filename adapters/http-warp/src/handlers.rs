@@ -48,10 +48,11 @@ impl AppState {
         T: Send + 'static,
     {
         self.readiness.check().map_err(StoreError::Unavailable)?;
-        let result = match tokio::time::timeout(self.db_deadline, tokio::spawn(call)).await {
+        let deadline = self.db_deadline.get();
+        let result = match tokio::time::timeout(deadline, tokio::spawn(call)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(StoreError::Other(format!("database task failed: {e}"))),
-            Err(_) => Err(unanswered(self.db_deadline)),
+            Err(_) => Err(unanswered(deadline)),
         };
         self.metrics
             .database_up(!matches!(result, Err(StoreError::Unavailable(_))));

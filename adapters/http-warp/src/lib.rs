@@ -139,8 +139,10 @@ pub struct ServerConfig {
     /// The most requests one group-commit transaction decides.
     pub batch_limit: usize,
     /// How long a request waits for the database before it is answered
-    /// with 503. Keep the store's own connect timeout below it.
-    pub db_deadline: Duration,
+    /// with 503. Keep the store's own connect timeout below it. Shared: the
+    /// daemon raises it once it finds its database is a cluster node whose
+    /// commits may wait for the cluster to evict a dead node.
+    pub db_deadline: Deadline,
     /// Whether the database is ready yet.
     pub readiness: Readiness,
     /// The store's connection pool state, for `/metrics`, if it has one.
@@ -180,7 +182,7 @@ impl Default for ServerConfig {
             allocator_enabled: true,
             ui: None,
             batch_limit: batcher::DEFAULT_BATCH_LIMIT,
-            db_deadline: DEFAULT_DB_DEADLINE,
+            db_deadline: Deadline::new(DEFAULT_DB_DEADLINE),
             readiness: Readiness::ready(),
             pool_state: None,
             trusted_proxies: Vec::new(),
@@ -193,6 +195,38 @@ impl Default for ServerConfig {
 /// Default for [`ServerConfig::db_deadline`]: a client learns that the
 /// database is down well within two seconds.
 pub const DEFAULT_DB_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// How long requests wait for the database: one value shared by the
+/// handlers and whoever may change it while they serve. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Deadline(Arc<std::sync::atomic::AtomicU64>);
+
+impl Deadline {
+    /// A deadline of `d` (at least a millisecond).
+    pub fn new(d: Duration) -> Self {
+        Deadline(Arc::new(std::sync::atomic::AtomicU64::new(Self::millis(d))))
+    }
+
+    /// The deadline now.
+    pub fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes it for every request from now on.
+    pub fn set(&self, d: Duration) {
+        self.0.store(Self::millis(d), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+impl From<Duration> for Deadline {
+    fn from(d: Duration) -> Self {
+        Deadline::new(d)
+    }
+}
 
 /// The domain services the daemon drives.
 #[derive(Debug, Clone)]
@@ -252,7 +286,7 @@ pub struct AppState {
     pub(crate) tokens: Tokens,
     pub(crate) base: String,
     pub(crate) metrics: metrics::Metrics,
-    pub(crate) db_deadline: Duration,
+    pub(crate) db_deadline: Deadline,
     pub(crate) readiness: Readiness,
     pub(crate) ui_mounted: bool,
     pub(crate) api_index: String,

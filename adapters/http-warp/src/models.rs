@@ -130,9 +130,15 @@ impl ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            // Every write was retried already: the database is busy with
+            // conflicting writes (a storm through several cluster nodes),
+            // which a later attempt gets through.
             StoreError::Retryable(_) => {
-                tracing::error!(error = %e, "transaction conflict persisted after retries");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "transaction conflict; try again")
+                tracing::warn!(error = %e, "transaction conflict persisted after retries");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database kept refusing this write for conflicting with concurrent ones; try again",
+                )
             }
             StoreError::Other(_) => {
                 tracing::error!(error = %e, "storage error");
@@ -154,6 +160,10 @@ impl ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert("www-authenticate", warp::http::HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from_static("1"));
         }
         r
     }

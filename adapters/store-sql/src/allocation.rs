@@ -1,8 +1,10 @@
 //! The allocation unit of work ([`AllocationUnit`]), once for every backend.
 //!
-//! A committing unit is one write transaction. On MariaDB and PostgreSQL
-//! it locks the rows of the pools its slaves are in, in ascending `poolid`
-//! order (so two units never wait for each other in a circle), then reads
+//! A committing unit is one write transaction. On PostgreSQL it locks the
+//! rows of the pools its slaves are in, on MariaDB/MySQL it writes their
+//! rows of `pool_locks` (a write, unlike a read's lock, is certified across
+//! a Galera cluster), in ascending `poolid` order (so two units never wait
+//! for each other in a circle), then reads
 //! the slaves again and counts the loads under that lock: two allocators,
 //! in one process or in two, serialise per pool and never decide from the
 //! same counts. Both run at READ COMMITTED, so every read after the lock
@@ -24,8 +26,9 @@ use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot}
 use slavealloc_domain::schema::Table;
 use slavealloc_domain::{Intent, SlaveName, StoreError};
 
-use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx};
+use crate::driver::{Db, Dialect, Mode, Out, Param, PoolLock, Sql, Tx};
 use crate::inventory::{write_audit, MAX_PARAMS};
+use crate::retry::Conflicts;
 use crate::rows::{master, password, select_list, slave, template};
 
 /// How many times the pool set may grow while locking (a slave moved to
@@ -33,7 +36,11 @@ use crate::rows::{master, password, select_list, slave, template};
 const LOCK_ROUNDS: usize = 3;
 
 /// Starts a unit of work.
-pub(crate) async fn begin(db: Arc<dyn Db>, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
+pub(crate) async fn begin(
+    db: Arc<dyn Db>,
+    conflicts: Arc<Conflicts>,
+    intent: Intent,
+) -> Result<Box<dyn AllocationUnit>, StoreError> {
     let mode = match intent {
         // A peek reads the slaves, then their pools' masters, passwords and
         // loads: in one read-only transaction, so that all of it is one
@@ -41,15 +48,25 @@ pub(crate) async fn begin(db: Arc<dyn Db>, intent: Intent) -> Result<Box<dyn All
         Intent::Peek => Mode::Consistent,
         Intent::Commit => Mode::Write,
     };
-    let tx = db.begin(mode).await?;
-    Ok(Box::new(SqlUnit { db, tx, intent }))
+    let tx = conflicts.after(db.begin(mode).await).await?;
+    Ok(Box::new(SqlUnit {
+        db,
+        tx,
+        intent,
+        conflicts,
+    }))
 }
 
 /// One allocation transaction.
+///
+/// A conflict (which the allocator retries with a new unit) is reported
+/// after a jittered pause ([`Conflicts`]), so that the retry does not
+/// collide again with the same transactions.
 struct SqlUnit {
     db: Arc<dyn Db>,
     tx: Box<dyn Tx>,
     intent: Intent,
+    conflicts: Arc<Conflicts>,
 }
 
 pub(crate) fn int(v: i32) -> Param {
@@ -74,13 +91,31 @@ async fn slaves_by_name(tx: &mut dyn Tx, d: &Dialect, names: &[SlaveName]) -> Re
     Ok(found)
 }
 
-/// Locks the pools' rows, in ascending order.
-async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: &str, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
-    let mut sql = Sql::new(d, "SELECT poolid FROM pools WHERE poolid IN (");
-    sql.params(pools.iter().map(|p| int(*p)))
-        .push(") ORDER BY poolid")
-        .push(lock);
-    tx.fetch(&sql, &[Out::Int]).await?;
+/// Keeps every other allocation of `pools` out until this transaction ends,
+/// taking the pools in ascending order (so that two units never wait for
+/// each other in a circle).
+async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
+    match d.pool_lock {
+        PoolLock::None => {}
+        PoolLock::Select(clause) => {
+            let mut sql = Sql::new(d, "SELECT poolid FROM pools WHERE poolid IN (");
+            sql.params(pools.iter().map(|p| int(*p)))
+                .push(") ORDER BY poolid")
+                .push(clause);
+            tx.fetch(&sql, &[Out::Int]).await?;
+        }
+        PoolLock::Bump => {
+            // A multi-row INSERT locks its rows in the order of its VALUES.
+            let mut sql = Sql::new(d, "INSERT INTO pool_locks (poolid, bumps) VALUES ");
+            for (i, pool) in pools.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .param(int(*pool))
+                    .push(", 1)");
+            }
+            sql.push(" ON DUPLICATE KEY UPDATE bumps = bumps + 1");
+            tx.execute(&sql).await?;
+        }
+    }
     Ok(())
 }
 
@@ -164,16 +199,16 @@ impl SqlUnit {
     async fn locked_slaves(&mut self, names: &[SlaveName]) -> Result<Vec<Slave>, StoreError> {
         let d = self.db.dialect();
         let mut slaves = slaves_by_name(&mut *self.tx, d, names).await?;
-        let Some(lock) = d.pool_lock.filter(|_| self.intent == Intent::Commit) else {
+        if d.pool_lock == PoolLock::None || self.intent != Intent::Commit {
             return Ok(slaves);
-        };
+        }
         let mut locked = BTreeSet::new();
         for _ in 0..LOCK_ROUNDS {
             let missing: BTreeSet<PoolId> = distinct_pools(&slaves).difference(&locked).copied().collect();
             if missing.is_empty() {
                 return Ok(slaves);
             }
-            lock_pools(&mut *self.tx, d, lock, &missing).await?;
+            lock_pools(&mut *self.tx, d, &missing).await?;
             locked.extend(missing);
             // Read again: what another allocator committed while we waited.
             slaves = slaves_by_name(&mut *self.tx, d, names).await?;
@@ -190,7 +225,8 @@ impl AllocationUnit for SqlUnit {
         if names.is_empty() {
             return Ok(Snapshot::default());
         }
-        let slaves = self.locked_slaves(names).await?;
+        let locked = self.locked_slaves(names).await;
+        let slaves = self.conflicts.after(locked).await?;
         let d = self.db.dialect();
         let tx = &mut *self.tx;
         let pools = distinct_pools(&slaves);
@@ -264,11 +300,18 @@ impl AllocationUnit for SqlUnit {
                 self.tx.execute(&sql).await?;
             }
         }
-        write_audit(&mut *self.tx, d, audit).await?;
-        crate::live::record_boots(&mut *self.tx, d, boots).await
+        let written = match write_audit(&mut *self.tx, d, audit).await {
+            Ok(()) => crate::live::record_boots(&mut *self.tx, d, boots).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Err(StoreError::Retryable(_)) => self.conflicts.after(written).await,
+            other => other,
+        }
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.commit().await
+        let SqlUnit { tx, conflicts, .. } = *self;
+        conflicts.after(tx.commit().await).await
     }
 }

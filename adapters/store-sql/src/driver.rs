@@ -15,7 +15,7 @@ use slavealloc_domain::schema::Value;
 use slavealloc_domain::StoreError;
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::{Backend, PoolStats};
+use crate::{Backend, Cluster, PoolStats};
 
 /// A bound parameter. Typed even when NULL, because PostgreSQL wants to
 /// know the type of every parameter.
@@ -63,10 +63,8 @@ pub(crate) enum Mode {
 pub(crate) struct Dialect {
     /// `$1, $2, ...` (PostgreSQL) rather than `?`.
     pub numbered_params: bool,
-    /// Appended to the `SELECT ... FROM pools` that serialises allocations
-    /// per pool; `None` where the write transaction itself is exclusive
-    /// (SQLite).
-    pub pool_lock: Option<&'static str>,
+    /// How an allocation serialises with the others of its pools.
+    pub pool_lock: PoolLock,
     /// Appended to the read of a row that is about to be updated or deleted.
     pub row_lock: &'static str,
     /// Loads are read from the trigger-maintained `slave_loads` table rather
@@ -77,6 +75,23 @@ pub(crate) struct Dialect {
     /// One row holding 1 when the migrator's `_sqlx_migrations` table
     /// exists in the connected database, 0 when not.
     pub migrations_table_exists: &'static str,
+}
+
+/// How an allocation transaction keeps every other allocation of its pools
+/// out until it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolLock {
+    /// Nothing to do: the write transaction itself excludes every other
+    /// writer (SQLite's `BEGIN IMMEDIATE`).
+    None,
+    /// `SELECT ... FROM pools WHERE ... ORDER BY poolid` followed by this
+    /// locking clause (PostgreSQL).
+    Select(&'static str),
+    /// An upsert of the pools' rows in `pool_locks`, in `poolid` order: a
+    /// row lock on one server, and a write that Galera certifies, so that
+    /// allocations committed through different nodes of a cluster conflict
+    /// (MariaDB/MySQL).
+    Bump,
 }
 
 /// The spelling of "insert, or update the row with the same key".
@@ -174,6 +189,16 @@ pub(crate) trait Db: Send + Sync + fmt::Debug {
     async fn close(&self);
     /// The connection pool's state, for monitoring.
     fn pool_stats(&self) -> PoolStats;
+    /// The cluster the server is a node of, as the last new connection
+    /// found it; `None` for a lone server or before the first connection.
+    fn cluster(&self) -> Option<Cluster> {
+        None
+    }
+    /// Whether the server takes writes now (not a hot standby, not
+    /// read-only).
+    async fn writable(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// A backend's connection: a pooled one for reads that need no transaction,
@@ -414,7 +439,7 @@ mod tests {
     fn placeholders_follow_the_dialect() {
         let numbered = Dialect {
             numbered_params: true,
-            pool_lock: None,
+            pool_lock: PoolLock::None,
             row_lock: "",
             loads_table: false,
             upsert: Upsert::OnConflict,

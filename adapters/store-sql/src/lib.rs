@@ -42,12 +42,14 @@ use slavealloc_domain::{
 mod allocation;
 mod driver;
 mod dump;
+mod failover;
 mod inventory;
 mod lifecycle;
 mod live;
 mod migrations;
 mod mysql;
 mod postgres;
+mod retry;
 mod rows;
 mod sqlite;
 
@@ -55,8 +57,9 @@ use driver::{Db, Mode, Out, Sql};
 pub use migrations::{MigrationState, MigrationStatus, SchemaStatus};
 
 /// Tables a backend may keep besides the domain's (see `migrations/`).
-const STORE_TABLES: [&str; 8] = [
+const STORE_TABLES: [&str; 9] = [
     "slave_loads",
+    "pool_locks",
     "holds",
     "slave_boots",
     "slave_presence",
@@ -129,6 +132,24 @@ pub struct SqlOptions {
     /// Read-only work (`dbdump`, `db status`) says no, so that a misspelt
     /// path is an error rather than an empty database.
     pub create_missing: bool,
+    /// `wsrep_sync_wait` set on every connection to a Galera node (a bit
+    /// mask: 1, the default, makes reads and transaction starts wait until
+    /// the node has applied every write the cluster acknowledged before
+    /// them); `None` leaves the server's setting.
+    pub galera_sync_wait: Option<u32>,
+}
+
+/// The cluster a database server is a node of, as the store found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cluster {
+    /// A MariaDB Galera node.
+    Galera {
+        /// How long the cluster waits for a silent node before it evicts
+        /// it (`evs.suspect_timeout`): commits on every node wait that long
+        /// after a node died.
+        suspect_timeout: Duration,
+    },
 }
 
 impl Default for SqlOptions {
@@ -140,6 +161,7 @@ impl Default for SqlOptions {
             max_lifetime: Some(Duration::from_secs(400)),
             migrations_up_to: None,
             create_missing: true,
+            galera_sync_wait: Some(1),
         }
     }
 }
@@ -153,6 +175,8 @@ impl Default for SqlOptions {
 pub struct SqlStore {
     db: Arc<dyn Db>,
     migrations_up_to: Option<i64>,
+    /// The current run of conflicting transactions, for their backoff.
+    conflicts: Arc<retry::Conflicts>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -209,15 +233,71 @@ impl SqlStore {
     /// [`StoreError::Other`] for a URL that names no supported backend or
     /// cannot be parsed.
     pub fn open_lazy(url: &str, options: SqlOptions) -> Result<SqlStore, StoreError> {
-        let db: Arc<dyn Db> = match Backend::from_url(url)? {
-            Backend::Sqlite => Arc::new(sqlite::open(url, &options)?),
-            Backend::MySql => Arc::new(mysql::open(url, &options)?),
-            Backend::Postgres => Arc::new(postgres::open(url, &options)?),
+        Self::open_lazy_any(&[url], options)
+    }
+
+    /// [`SqlStore::open_lazy`] over several servers of one database, of
+    /// which one takes writes (a PostgreSQL primary and its standbys, the
+    /// nodes of a Galera cluster): the store works on the first that takes
+    /// writes, and after a failure follows whichever takes writes then (a
+    /// promoted standby), without a restart. With no server taking writes
+    /// it still reads from one; writes then fail with
+    /// [`StoreError::Unavailable`].
+    ///
+    /// # Errors
+    /// As for [`SqlStore::open_lazy`]; also no URL, or URLs of different
+    /// backends, or several SQLite files.
+    pub fn open_lazy_any(urls: &[&str], options: SqlOptions) -> Result<SqlStore, StoreError> {
+        let Some(first) = urls.first() else {
+            return Err(StoreError::Other("no database URL".to_owned()));
+        };
+        let backend = Backend::from_url(first)?;
+        let mut servers = Vec::with_capacity(urls.len());
+        for url in urls {
+            if Backend::from_url(url)? != backend {
+                return Err(StoreError::Other(format!(
+                    "the database URLs name different backends ({backend} and {})",
+                    Backend::from_url(url)?
+                )));
+            }
+            let db: Arc<dyn Db> = match backend {
+                Backend::Sqlite if urls.len() > 1 => {
+                    return Err(StoreError::Other(
+                        "several database URLs are servers of one database: SQLite has one file".to_owned(),
+                    ))
+                }
+                Backend::Sqlite => Arc::new(sqlite::open(url, &options)?),
+                Backend::MySql => Arc::new(mysql::open(url, &options)?),
+                Backend::Postgres => Arc::new(postgres::open(url, &options)?),
+            };
+            servers.push(db);
+        }
+        let db = if servers.len() == 1 {
+            servers.remove(0)
+        } else {
+            Arc::new(failover::FailoverDb::new(servers))
         };
         Ok(SqlStore {
             db,
             migrations_up_to: options.migrations_up_to,
+            conflicts: Arc::default(),
         })
+    }
+
+    /// The cluster the server in use is a node of, as the last new
+    /// connection found it (so: after [`SqlStore::ensure_schema`]); `None`
+    /// for a lone server.
+    pub fn cluster(&self) -> Option<Cluster> {
+        self.db.cluster()
+    }
+
+    /// Whether the server in use takes writes (it is no hot standby and not
+    /// read-only).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when it cannot be reached.
+    pub async fn writable(&self) -> Result<bool, StoreError> {
+        self.db.writable().await
     }
 
     /// Opens a database that must already hold the slavealloc tables, for
@@ -253,13 +333,40 @@ impl SqlStore {
     /// `slave_loads` counts, which it recomputes from `slaves`. Safe to
     /// call again, and from several processes at once.
     ///
+    /// On a server that takes no writes (a hot standby), it only checks
+    /// that the schema is there, with every migration this build has.
+    ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached;
     /// [`StoreError::Other`] when a migration fails, or one the database
-    /// recorded differs from this build's.
+    /// recorded differs from this build's, or a read-only server's schema
+    /// lacks some.
     pub async fn ensure_schema(&self) -> Result<(), StoreError> {
+        if !self.db.writable().await? {
+            return self.check_replica_schema().await;
+        }
         let migrator = migrations::migrator(self.db.backend(), self.migrations_up_to);
         self.db.ensure_schema(&migrator).await
+    }
+
+    /// What a read-only server must have for this build to serve from it.
+    async fn check_replica_schema(&self) -> Result<(), StoreError> {
+        let status = self.schema_status().await?;
+        let missing: Vec<String> = status
+            .migrations
+            .iter()
+            .filter(|m| m.state != MigrationState::Applied && m.state != MigrationState::Newer)
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "the server is a read-only replica whose schema lacks this build's migrations {} \
+                 (start a daemon on the primary first: it applies them)",
+                missing.join(", ")
+            )))
+        }
     }
 
     /// Which schema migrations the database has, against this build's:
@@ -325,7 +432,7 @@ impl SqlStore {
 #[async_trait]
 impl AllocationStore for SqlStore {
     async fn begin(&self, intent: Intent) -> Result<Box<dyn AllocationUnit>, StoreError> {
-        allocation::begin(Arc::clone(&self.db), intent).await
+        allocation::begin(Arc::clone(&self.db), Arc::clone(&self.conflicts), intent).await
     }
 }
 
@@ -344,11 +451,15 @@ impl InventoryStore for SqlStore {
     }
 
     async fn insert(&self, table: Table, row: Row, actor: Actor) -> Result<Row, StoreError> {
-        inventory::insert(&*self.db, table, row, actor).await
+        self.conflicts
+            .retrying(|| inventory::insert(&*self.db, table, row.clone(), actor.clone()))
+            .await
     }
 
     async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
-        inventory::update(&*self.db, table, id, changes, actor).await
+        self.conflicts
+            .retrying(|| inventory::update(&*self.db, table, id, changes.clone(), actor.clone()))
+            .await
     }
 
     async fn update_many(
@@ -360,11 +471,25 @@ impl InventoryStore for SqlStore {
         dry_run: bool,
         actor: Actor,
     ) -> Result<Vec<(Row, Row)>, StoreError> {
-        inventory::update_many(&*self.db, table, ids, changes, note, dry_run, actor).await
+        self.conflicts
+            .retrying(|| {
+                inventory::update_many(
+                    &*self.db,
+                    table,
+                    ids,
+                    changes.clone(),
+                    note.clone(),
+                    dry_run,
+                    actor.clone(),
+                )
+            })
+            .await
     }
 
     async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
-        inventory::delete(&*self.db, table, id, actor).await
+        self.conflicts
+            .retrying(|| inventory::delete(&*self.db, table, id, actor.clone()))
+            .await
     }
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
@@ -372,7 +497,9 @@ impl InventoryStore for SqlStore {
     }
 
     async fn prune_allocations(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
-        inventory::prune_allocations(&*self.db, before, batch).await
+        self.conflicts
+            .retrying(|| inventory::prune_allocations(&*self.db, before, batch))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -383,7 +510,7 @@ impl InventoryStore for SqlStore {
 #[async_trait]
 impl LiveStore for SqlStore {
     async fn record_poll(&self, poll: &PollRecord) -> Result<(), StoreError> {
-        live::record_poll(&*self.db, poll).await
+        self.conflicts.retrying(|| live::record_poll(&*self.db, poll)).await
     }
 
     async fn live_state(&self) -> Result<LiveState, StoreError> {
@@ -408,7 +535,9 @@ impl LifecycleStore for SqlStore {
         hold: &NewHold,
         actor: Actor,
     ) -> Result<Vec<Hold>, StoreError> {
-        lifecycle::hold(&*self.db, target, ids, hold, actor).await
+        self.conflicts
+            .retrying(|| lifecycle::hold(&*self.db, target, ids, hold, actor.clone()))
+            .await
     }
 
     async fn release(
@@ -418,7 +547,9 @@ impl LifecycleStore for SqlStore {
         also: &Row,
         actor: Actor,
     ) -> Result<Vec<Hold>, StoreError> {
-        lifecycle::release(&*self.db, target, ids, also, actor).await
+        self.conflicts
+            .retrying(|| lifecycle::release(&*self.db, target, ids, also, actor.clone()))
+            .await
     }
 
     async fn holds(&self, query: &HoldQuery) -> Result<Vec<Hold>, StoreError> {
@@ -426,7 +557,7 @@ impl LifecycleStore for SqlStore {
     }
 
     async fn resume_due(&self, now: SystemTime) -> Result<Vec<Hold>, StoreError> {
-        lifecycle::resume_due(&*self.db, now).await
+        self.conflicts.retrying(|| lifecycle::resume_due(&*self.db, now)).await
     }
 }
 

@@ -3,8 +3,16 @@
 //! first read, taken before it had its pool lock); exports ask for a
 //! consistent snapshot explicitly. Deadlocks and lock wait timeouts are
 //! [`StoreError::Retryable`].
+//!
+//! A server that is a Galera node (`wsrep_on`) gets `wsrep_sync_wait` set on
+//! every connection ([`SqlOptions::galera_sync_wait`]), so that a read
+//! through any node sees every write the cluster acknowledged before it;
+//! its suspect timeout is read once per connection, for the daemon's
+//! deadline ([`crate::SqlStore::cluster`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use slavealloc_domain::schema::Value;
@@ -14,14 +22,16 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, SqlxBackend, Target, Tx, Upsert};
-use crate::{migrations, Backend, SqlOptions};
+use crate::driver::{
+    connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, SqlxBackend, Target, Tx, Upsert,
+};
+use crate::{migrations, Backend, Cluster, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
 
 static DIALECT: Dialect = Dialect {
     numbered_params: false,
-    pool_lock: Some(" FOR UPDATE"),
+    pool_lock: PoolLock::Bump,
     row_lock: " FOR UPDATE",
     loads_table: false,
     upsert: Upsert::OnDuplicateKey,
@@ -55,25 +65,105 @@ async fn ensure_schema_on(conn: &mut MySqlConnection, migrator: &Migrator) -> Re
     migrations::apply_on(conn, migrator, error).await
 }
 
+/// A Galera node's settings that the daemon adapts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Galera {
+    /// How long the cluster waits for a silent node before it evicts it;
+    /// commits on every node wait that long for a node that died.
+    suspect_timeout: Duration,
+}
+
 #[derive(Debug)]
 pub(crate) struct MySqlDb {
     /// Where it connects, for messages.
     target: Target,
     pool: MySqlPool,
+    /// What the last new connection found: `Some(None)` for a server that
+    /// is not a Galera node, `None` before the first connection.
+    galera: Arc<std::sync::Mutex<Option<Option<Galera>>>>,
 }
 
 fn error(e: sqlx::Error) -> StoreError {
     translate(e, |db| {
         let number = db.try_downcast_ref::<MySqlDatabaseError>()?.number();
+        let message = db.message();
         match number {
-            // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
-            1213 | 1205 => Some(StoreError::Retryable(db.message().to_owned())),
+            // ER_LOCK_DEADLOCK (also a Galera certification failure or a
+            // transaction aborted by a replicated one), ER_LOCK_WAIT_TIMEOUT
+            1213 | 1205 => Some(StoreError::Retryable(message.to_owned())),
+            // ER_UNKNOWN_COM_ERROR: what a Galera node answers while it is
+            // joining, or cut off from the primary component
+            1047 => Some(StoreError::Unavailable(format!(
+                "the Galera node is not ready (not synced with the cluster's primary component): {message}"
+            ))),
+            // ER_OPTION_PREVENTS_STATEMENT (--read-only), ER_READ_ONLY_MODE
+            1290 | 1836 => Some(StoreError::Unavailable(format!(
+                "read-only replica: writes go to the primary ({message})"
+            ))),
             // too many connections, server shutdown, gone away, lost
             // connection, connection killed
-            1040 | 1053 | 2006 | 2013 | 1927 => Some(StoreError::Unavailable(db.message().to_owned())),
+            1040 | 1053 | 2006 | 2013 | 1927 => Some(StoreError::Unavailable(message.to_owned())),
             _ => None,
         }
     })
+}
+
+/// What a new connection learns about a Galera node, and sets on it.
+async fn prepare_connection(conn: &mut MySqlConnection, sync_wait: Option<u32>) -> Result<Option<Galera>, sqlx::Error> {
+    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    // MySQL proper has no wsrep variables: no row, not an error.
+    let wsrep = conn
+        .fetch_optional("SHOW VARIABLES LIKE 'wsrep_on'")
+        .await?
+        .map(|row| row.try_get_unchecked::<String, _>(1))
+        .transpose()?;
+    if !wsrep.is_some_and(|on| on.eq_ignore_ascii_case("ON")) {
+        return Ok(None);
+    }
+    if let Some(mask) = sync_wait {
+        conn.execute(format!("SET SESSION wsrep_sync_wait = {mask}").as_str())
+            .await?;
+    }
+    let options: String = conn
+        .fetch_one("SELECT @@wsrep_provider_options")
+        .await?
+        .try_get_unchecked(0)?;
+    Ok(Some(Galera {
+        suspect_timeout: provider_option(&options, "evs.suspect_timeout")
+            .and_then(iso_duration)
+            .unwrap_or(GALERA_DEFAULT_SUSPECT),
+    }))
+}
+
+/// Galera's default `evs.suspect_timeout`.
+const GALERA_DEFAULT_SUSPECT: Duration = Duration::from_secs(5);
+
+/// The value of `key` in `wsrep_provider_options` (`a = 1; b = PT5S; ...`).
+fn provider_option<'o>(options: &'o str, key: &str) -> Option<&'o str> {
+    options.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+/// An ISO 8601 duration of hours, minutes and seconds, as Galera writes
+/// them (`PT5S`, `PT1M30S`, `PT0.5S`).
+fn iso_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.strip_prefix("PT")?;
+    let mut seconds = 0.0_f64;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+        let n: f64 = rest[..end].parse().ok()?;
+        seconds += n * match &rest[end..=end] {
+            "H" => 3600.0,
+            "M" => 60.0,
+            "S" => 1.0,
+            _ => return None,
+        };
+        rest = &rest[end + 1..];
+    }
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Opens the pool without connecting.
@@ -82,21 +172,24 @@ pub(crate) fn open(url: &str, options: &SqlOptions) -> Result<MySqlDb, StoreErro
         .map_err(|e| StoreError::Other(format!("invalid MySQL URL: {e}")))?
         .charset("utf8mb4");
     let target = Target::new(connect.get_host(), connect.get_port(), connect.get_socket());
+    let galera = Arc::new(std::sync::Mutex::new(None));
+    let (seen, sync_wait) = (Arc::clone(&galera), options.galera_sync_wait);
     let pool = MySqlPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
         .idle_timeout(options.idle_timeout)
         .max_lifetime(options.max_lifetime)
         .test_before_acquire(true)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
+            let seen = Arc::clone(&seen);
             Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
+                let galera = prepare_connection(conn, sync_wait).await?;
+                *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(galera);
                 Ok(())
             })
         })
         .connect_lazy_with(connect);
-    Ok(MySqlDb { pool, target })
+    Ok(MySqlDb { pool, target, galera })
 }
 
 impl SqlxBackend for MySql {
@@ -166,6 +259,21 @@ impl Db for MySqlDb {
         Backend::MySql
     }
 
+    fn cluster(&self) -> Option<Cluster> {
+        let seen = *self.galera.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.flatten().map(|g| Cluster::Galera {
+            suspect_timeout: g.suspect_timeout,
+        })
+    }
+
+    async fn writable(&self) -> Result<bool, StoreError> {
+        let mut conn = self.begin(Mode::Read).await?;
+        let row = conn
+            .fetch(&crate::driver::Sql::new(&DIALECT, "SELECT @@read_only"), &[Out::Int])
+            .await?;
+        Ok(matches!(row.first().and_then(|r| r.first()), Some(Value::Int(0))))
+    }
+
     fn dialect(&self) -> &'static Dialect {
         &DIALECT
     }
@@ -195,5 +303,29 @@ impl Db for MySqlDb {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn galera_durations_are_read_as_galera_writes_them() {
+        assert_eq!(iso_duration("PT5S"), Some(Duration::from_secs(5)));
+        assert_eq!(iso_duration("PT1M30S"), Some(Duration::from_secs(90)));
+        assert_eq!(iso_duration("PT0.5S"), Some(Duration::from_millis(500)));
+        assert_eq!(iso_duration("PT1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(iso_duration("5"), None);
+        assert_eq!(iso_duration("PT5X"), None);
+        assert_eq!(iso_duration("PT5"), None);
+    }
+
+    #[test]
+    fn a_provider_option_is_found_among_the_others() {
+        let options = "base_dir = /var/lib/mysql/; evs.suspect_timeout = PT3S; evs.inactive_timeout = PT15S";
+        assert_eq!(provider_option(options, "evs.suspect_timeout"), Some("PT3S"));
+        assert_eq!(provider_option(options, "evs.inactive_timeout"), Some("PT15S"));
+        assert_eq!(provider_option(options, "gmcast.segment"), None);
     }
 }

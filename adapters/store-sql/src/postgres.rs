@@ -2,7 +2,8 @@
 //! rows `FOR NO KEY UPDATE`: that excludes other allocations but not the
 //! `KEY SHARE` locks that foreign key checks take, so creating a slave in a
 //! pool never waits for an allocation. Serialization failures, deadlocks
-//! and lock timeouts are [`StoreError::Retryable`].
+//! and lock timeouts are [`StoreError::Retryable`]. A write on a hot
+//! standby is [`StoreError::Unavailable`], "read-only replica".
 
 use std::str::FromStr;
 
@@ -14,7 +15,9 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{connection_error, translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Target, Tx, Upsert};
+use crate::driver::{
+    connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Target, Tx, Upsert,
+};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/postgres/schema.sql");
@@ -26,7 +29,7 @@ const SCHEMA_LOCK: i64 = 0x0005_1a4e_a110;
 
 static DIALECT: Dialect = Dialect {
     numbered_params: true,
-    pool_lock: Some(" FOR NO KEY UPDATE"),
+    pool_lock: PoolLock::Select(" FOR NO KEY UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
     upsert: Upsert::OnConflict,
@@ -47,6 +50,11 @@ fn error(e: sqlx::Error) -> StoreError {
         match code {
             // serialization_failure, deadlock_detected, lock_not_available
             "40001" | "40P01" | "55P03" => Some(StoreError::Retryable(db.message().to_owned())),
+            // read_only_sql_transaction: a hot standby
+            "25006" => Some(StoreError::Unavailable(format!(
+                "read-only replica: writes go to the primary ({})",
+                db.message()
+            ))),
             // connection exceptions, shutdowns, too many connections
             c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
                 Some(StoreError::Unavailable(db.message().to_owned()))
@@ -136,6 +144,20 @@ impl Db for PgDb {
 
     fn backend(&self) -> Backend {
         Backend::Postgres
+    }
+
+    async fn writable(&self) -> Result<bool, StoreError> {
+        let mut conn = self.begin(Mode::Read).await?;
+        let row = conn
+            .fetch(
+                &Sql::new(
+                    &DIALECT,
+                    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+                ),
+                &[Out::Bool],
+            )
+            .await?;
+        Ok(matches!(row.first().and_then(|r| r.first()), Some(Value::Bool(true))))
     }
 
     fn dialect(&self) -> &'static Dialect {

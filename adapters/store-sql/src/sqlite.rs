@@ -20,7 +20,7 @@ use sqlx::{Row as _, Sqlite};
 
 use sqlx::migrate::{AppliedMigration, Migrator};
 
-use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, Sql, SqlxBackend, Tx, Upsert};
+use crate::driver::{translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Tx, Upsert};
 use crate::{migrations, Backend, SqlOptions};
 
 const SCHEMA: &str = include_str!("../sql/sqlite/schema.sql");
@@ -32,7 +32,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 static DIALECT: Dialect = Dialect {
     numbered_params: false,
-    pool_lock: None,
+    pool_lock: PoolLock::None,
     row_lock: "",
     loads_table: true,
     upsert: Upsert::OnConflict,

@@ -154,7 +154,8 @@ impl Holder {
     }
 }
 
-/// An allocation waits for the pool lock held by another transaction and
+/// An allocation waits for the pool lock held by another transaction (as
+/// another allocator takes it) and
 /// then decides from what that transaction committed, not from the counts
 /// it could have read before.
 async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
@@ -172,7 +173,7 @@ async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
         Backend::MySql => {
             "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.PROCESSLIST \
              WHERE DB = DATABASE() AND COMMAND <> 'Sleep' AND ID <> CONNECTION_ID() \
-             AND INFO LIKE 'SELECT poolid FROM pools%FOR UPDATE'"
+             AND INFO LIKE 'INSERT INTO pool_locks%'"
         }
         _ => {
             "SELECT COUNT(*)::text FROM pg_stat_activity \
@@ -181,7 +182,16 @@ async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
     };
     let mut holder = Holder::connect(&db).await;
     holder.run("BEGIN").await;
-    holder.run("SELECT poolid FROM pools WHERE poolid = 1 FOR UPDATE").await;
+    // The lock an allocation takes: pool 1's row of pool_locks on MariaDB
+    // (a write, which Galera certifies), of pools on PostgreSQL.
+    holder
+        .run(match backend {
+            Backend::MySql => {
+                "INSERT INTO pool_locks (poolid, bumps) VALUES (1, 1) ON DUPLICATE KEY UPDATE bumps = bumps + 1"
+            }
+            _ => "SELECT poolid FROM pools WHERE poolid = 1 FOR UPDATE",
+        })
+        .await;
     holder
         .run("UPDATE slaves SET current_masterid = 1 WHERE slaveid IN (1, 2)")
         .await;
@@ -487,7 +497,7 @@ async fn describe_mariadb(conn: &mut sqlx::MySqlConnection, name: &str) -> Strin
     let tables = sqlx::query(
         "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
          AND TABLE_NAME NOT IN ('_sqlx_migrations', 'slave_boots', 'slave_presence', 'master_status', \
-         'unknown_workers', 'leases', 'holds')",
+         'unknown_workers', 'leases', 'holds', 'pool_locks')",
     )
     .bind(name)
     .fetch_all(&mut *conn)
@@ -716,6 +726,7 @@ async fn a_database_created_by_the_original_works_unchanged() {
         "holds",
         "leases",
         "master_status",
+        "pool_locks",
         "slave_boots",
         "slave_presence",
         "unknown_workers",

@@ -28,11 +28,11 @@ use serde::Deserialize;
 use slavealloc_domain::{BalanceCount, DumpStore, Host, LiveStore, StoreError, TacRenderer};
 use slavealloc_http_warp::auth::Scope;
 use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
-use slavealloc_http_warp::PollerMetrics;
 use slavealloc_http_warp::{
     listening_line, AllowedHosts, Guard, Limits, Readiness, ServerConfig, Services, Tokens, UiFilter,
 };
-use slavealloc_store_sql::{SqlOptions, SqlStore};
+use slavealloc_http_warp::{Deadline, PollerMetrics};
+use slavealloc_store_sql::{Cluster, SqlOptions, SqlStore};
 use slavealloc_tac_minijinja::{BuiltinTemplate, MinijinjaRenderer, RendererConfig};
 use slavealloc_tac_signing::{SigningRenderer, TacSigner};
 use warp::filters::BoxedFilter;
@@ -62,9 +62,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub config: Vec<PathBuf>,
-    /// Database URL: sqlite:FILE, mysql://..., postgres://... [default: sqlite:slavealloc.db]
+    /// Database URL: sqlite:FILE, mysql://..., postgres://... [default: sqlite:slavealloc.db].
+    /// Give it again for each server of one database (a PostgreSQL primary
+    /// and its standbys, Galera nodes): the daemon follows whichever takes
+    /// writes
     #[arg(long, short = 'D', env = "SLAVEALLOC_DB", value_name = "URL")]
-    pub db: Option<String>,
+    pub db: Vec<String>,
     /// Address to listen on, HOST:PORT (port 0: any free port) [default: 127.0.0.1:8010]
     #[arg(long, env = "SLAVEALLOC_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
@@ -112,8 +115,8 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Database URL.
-    pub db: Option<String>,
+    /// Database URL, or the URLs of the servers of one database.
+    pub db: Option<DbUrls>,
     /// HOST:PORT.
     pub listen: Option<String>,
     /// Path prefix.
@@ -269,11 +272,33 @@ pub struct ServerLimitsConfig {
     pub max_connections: Option<usize>,
 }
 
+/// `db` in the configuration file: one URL, or several servers of one
+/// database.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DbUrls {
+    /// One server.
+    One(String),
+    /// Servers of one database, of which the daemon follows the one that
+    /// takes writes.
+    Several(Vec<String>),
+}
+
+impl DbUrls {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            DbUrls::One(url) => vec![url],
+            DbUrls::Several(urls) => urls,
+        }
+    }
+}
+
 /// Everything resolved: flags over environment over file over defaults.
 #[derive(Debug)]
 pub struct Settings {
-    /// Database URL (`None` for the demo's temporary database).
-    pub db: Option<String>,
+    /// Database URLs, one per server of the database (`None` for the
+    /// demo's temporary database).
+    pub db: Option<Vec<String>>,
     /// HOST:PORT.
     pub listen: String,
     /// Path prefix.
@@ -294,6 +319,9 @@ pub struct Settings {
     pub pool: SqlOptions,
     /// Request deadline for database calls.
     pub deadline: Duration,
+    /// Whether the deadline was configured (`deadline_ms`) rather than
+    /// the default, which a Galera node raises above its suspect timeout.
+    pub deadline_configured: bool,
     /// Write tokens.
     pub tokens: Tokens,
     /// Reverse proxies whose `X-Real-IP` header names the client.
@@ -361,15 +389,26 @@ fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
 
 fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
     let demo = args.demo.or(file.demo).unwrap_or(false);
-    if demo && args.db.is_some() {
+    if demo && !args.db.is_empty() {
         bail!("--demo serves a temporary database of its own: drop --db (or SLAVEALLOC_DB)");
     }
     let db = if demo {
         None
     } else {
-        Some(args.db.clone().or(file.db).unwrap_or_else(|| DEFAULT_DB.to_owned()))
+        let urls = if args.db.is_empty() {
+            file.db.map(DbUrls::into_vec).unwrap_or_default()
+        } else {
+            args.db.clone()
+        };
+        Some(if urls.is_empty() {
+            vec![DEFAULT_DB.to_owned()]
+        } else {
+            urls
+        })
     };
-    let sqlite = db.as_deref().is_none_or(|url| url.starts_with("sqlite:"));
+    let sqlite = db
+        .as_ref()
+        .is_none_or(|urls| urls.iter().any(|url| url.starts_with("sqlite:")));
     let defaults = SqlOptions {
         // SQLite has one writer and a local file: two connections let a
         // read run beside the write, and each more connection only adds
@@ -457,6 +496,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             .or_else(|| file.tac.and_then(|t| t.signing_key)),
         pool,
         deadline,
+        deadline_configured: d.deadline_ms.is_some(),
         tokens,
         trusted_proxies: if args.trusted_proxies.is_empty() {
             file.trusted_proxies.unwrap_or_default()
@@ -544,7 +584,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let settings = settings(&args)?;
     tracing::info!(
-        db = settings.db.as_deref().map_or("(demo)".to_owned(), crate::redact::url),
+        db = settings.db.as_ref().map_or("(demo)".to_owned(), |urls| {
+            urls.iter().map(|u| crate::redact::url(u)).collect::<Vec<_>>().join(" ")
+        }),
         base_url = %settings.base_url,
         tokens = ?settings.tokens,
         "starting"
@@ -603,7 +645,8 @@ impl Daemon {
     /// A bad database URL, a demo database that cannot be made, an
     /// unreadable or world-readable signing key.
     pub async fn build(settings: &Settings) -> anyhow::Result<Daemon> {
-        let (store, readiness, demo_dir) = open_store(settings).await?;
+        let deadline = Deadline::new(settings.deadline);
+        let (store, readiness, demo_dir) = open_store(settings, &deadline).await?;
         let signer = settings.signing_key.as_deref().map(read_signing_key).transpose()?;
         let minijinja: Arc<dyn TacRenderer> = Arc::new(MinijinjaRenderer::new(settings.tac.clone()));
         let renderer: Arc<dyn TacRenderer> = match signer {
@@ -675,7 +718,7 @@ impl Daemon {
             allocator_enabled: settings.allocator,
             ui,
             batch_limit: settings.batch_limit,
-            db_deadline: settings.deadline,
+            db_deadline: deadline,
             readiness,
             pool_state: Some(pool_state(store.clone())),
             trusted_proxies: settings.trusted_proxies.clone(),
@@ -819,13 +862,20 @@ impl Resumer {
 
 /// The configured database, checked in the background, or the demo's,
 /// made and filled now.
-async fn open_store(settings: &Settings) -> anyhow::Result<(SqlStore, Readiness, Option<tempfile::TempDir>)> {
+async fn open_store(
+    settings: &Settings,
+    deadline: &Deadline,
+) -> anyhow::Result<(SqlStore, Readiness, Option<tempfile::TempDir>)> {
     match &settings.db {
-        Some(url) => {
-            let store = SqlStore::open_lazy(url, settings.pool.clone())
-                .with_context(|| format!("while opening {}", crate::redact::url(url)))?;
+        Some(urls) => {
+            let any: Vec<&str> = urls.iter().map(String::as_str).collect();
+            let store = SqlStore::open_lazy_any(&any, settings.pool.clone()).with_context(|| {
+                let shown: Vec<String> = urls.iter().map(|u| crate::redact::url(u)).collect();
+                format!("while opening {}", shown.join(" "))
+            })?;
             let readiness = Readiness::not_ready("the database schema has not been checked yet");
-            tokio::spawn(prepare(store.clone(), readiness.clone()));
+            let adapt = (!settings.deadline_configured).then(|| deadline.clone());
+            tokio::spawn(prepare(store.clone(), readiness.clone(), adapt));
             Ok((store, readiness, None))
         }
         None => {
@@ -868,12 +918,15 @@ fn read_signing_key(path: &Path) -> anyhow::Result<TacSigner> {
 
 /// Checks (and creates where missing) the schema, retrying with backoff
 /// until it succeeds; marks the daemon ready then.
-async fn prepare(store: SqlStore, readiness: Readiness) {
+async fn prepare(store: SqlStore, readiness: Readiness, deadline: Option<Deadline>) {
     let mut delay = Duration::from_millis(250);
     loop {
         match store.ensure_schema().await {
             Ok(()) => {
                 log_schema(&store).await;
+                if let Some(deadline) = deadline {
+                    adapt_deadline(&store, &deadline);
+                }
                 readiness.set_ready();
                 tracing::info!("database ready");
                 return;
@@ -893,6 +946,30 @@ async fn prepare(store: SqlStore, readiness: Readiness) {
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// How much longer than its suspect timeout a Galera node's requests may
+/// wait: the cluster needs about a second past the timeout to evict a dead
+/// node and settle, and the commit that waited is then certified and may
+/// need a retry.
+const GALERA_DEADLINE_MARGIN: Duration = Duration::from_secs(4);
+
+/// Raises the default deadline on a Galera node above the cluster's
+/// suspect timeout: after a node dies, commits on every node wait that long
+/// for the cluster to evict it, and a shorter deadline would answer 503 on
+/// the healthy nodes.
+fn adapt_deadline(store: &SqlStore, deadline: &Deadline) {
+    if let Some(Cluster::Galera { suspect_timeout }) = store.cluster() {
+        let wanted = suspect_timeout + GALERA_DEADLINE_MARGIN;
+        if wanted > deadline.get() {
+            deadline.set(wanted);
+        }
+        tracing::info!(
+            suspect_timeout_ms = suspect_timeout.as_millis() as u64,
+            deadline_ms = deadline.get().as_millis() as u64,
+            "the database is a Galera node: requests wait past its suspect timeout"
+        );
     }
 }
 
@@ -1020,7 +1097,7 @@ mod tests {
     #[test]
     fn defaults_without_flags_or_file() {
         let s = resolve(&ServeArgs::default(), FileConfig::default()).unwrap();
-        assert_eq!(s.db.as_deref(), Some(DEFAULT_DB));
+        assert_eq!(first_db(&s), Some(DEFAULT_DB));
         assert_eq!(s.listen, DEFAULT_LISTEN);
         assert_eq!(s.base_url, "/");
         assert!(s.ui && s.allocator);
@@ -1079,7 +1156,7 @@ mod tests {
             )
         };
         let s = resolve(&parse(&[]), f()).unwrap();
-        assert_eq!(s.db.as_deref(), Some("mysql://u:p@db/slavealloc"));
+        assert_eq!(first_db(&s), Some("mysql://u:p@db/slavealloc"));
         assert_eq!(
             (s.listen.as_str(), s.base_url.as_str(), s.ui, s.allocator),
             ("0.0.0.0:1080", "/slavealloc", false, false)
@@ -1098,12 +1175,40 @@ mod tests {
             f(),
         )
         .unwrap();
-        assert_eq!(s.db.as_deref(), Some("sqlite:x.db"));
+        assert_eq!(first_db(&s), Some("sqlite:x.db"));
         assert_eq!(
             (s.listen.as_str(), s.base_url.as_str(), s.ui, s.allocator),
             ("127.0.0.1:0", "/", true, true)
         );
         assert!(!resolve(&parse(&["--no-ui"]), FileConfig::default()).unwrap().ui);
+    }
+
+    /// The first database URL the settings name.
+    fn first_db(s: &Settings) -> Option<&str> {
+        s.db.as_ref().and_then(|urls| urls.first()).map(String::as_str)
+    }
+
+    #[test]
+    fn several_servers_of_one_database_are_given_by_flag_or_file() {
+        let flags = parse(&["--db", "postgres://a/x", "--db", "postgres://b/x"]);
+        let s = resolve(&flags, FileConfig::default()).unwrap();
+        assert_eq!(s.db.unwrap(), ["postgres://a/x", "postgres://b/x"]);
+        let file: FileConfig = toml::from_str(r#"db = ["postgres://a/x", "postgres://b/x"]"#).unwrap();
+        let s = resolve(&parse(&[]), file).unwrap();
+        assert_eq!(s.db.unwrap(), ["postgres://a/x", "postgres://b/x"]);
+        // A flag replaces the file's list as a whole.
+        let file: FileConfig = toml::from_str(r#"db = ["postgres://a/x", "postgres://b/x"]"#).unwrap();
+        let s = resolve(&parse(&["--db", "postgres://c/x"]), file).unwrap();
+        assert_eq!(s.db.unwrap(), ["postgres://c/x"]);
+    }
+
+    #[test]
+    fn a_configured_deadline_is_kept_on_a_cluster() {
+        let s = resolve(&parse(&[]), FileConfig::default()).unwrap();
+        assert!(!s.deadline_configured, "the default adapts to a Galera node");
+        let file: FileConfig = toml::from_str("[database]\ndeadline_ms = 2500").unwrap();
+        let s = resolve(&parse(&[]), file).unwrap();
+        assert_eq!((s.deadline, s.deadline_configured), (Duration::from_millis(2500), true));
     }
 
     #[test]
@@ -1113,7 +1218,7 @@ mod tests {
             let f = read_configs(&[root.join("slavealloc.toml"), root.join(name)]).unwrap();
             let s = resolve(&ServeArgs::default(), f).unwrap();
             assert!(s.listen.ends_with(port), "{name}: {}", s.listen);
-            assert!(s.db.as_deref().unwrap().starts_with("mysql://"), "{name}");
+            assert!(first_db(&s).unwrap().starts_with("mysql://"), "{name}");
             assert_eq!(
                 s.pool.max_lifetime,
                 Some(Duration::from_secs(400)),

@@ -358,7 +358,7 @@ impl Daemon {
         let store = SqlStore::connect(&url).await.unwrap();
         store.replace_all(&sample_fleet()).await.unwrap();
         let args = ServeArgs {
-            db: Some(url),
+            db: vec![url],
             base_url: Some(BASE.into()),
             fqdn: Some("slavealloc.test".into()),
             ..ServeArgs::default()

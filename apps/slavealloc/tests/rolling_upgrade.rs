@@ -48,7 +48,7 @@ async fn an_older_daemon_serves_a_database_this_build_migrated() {
 
         // The previous build: every migration but the last.
         let args = ServeArgs {
-            db: Some(db.url().to_owned()),
+            db: vec![db.url().to_owned()],
             fqdn: Some("slavealloc.test".into()),
             ..ServeArgs::default()
         };

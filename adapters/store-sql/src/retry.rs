@@ -1,0 +1,145 @@
+//! Retrying a transaction the database refused for a conflict (a deadlock,
+//! a lock wait timeout, a Galera certification failure), with a jittered
+//! backoff.
+//!
+//! Conflicts come in bursts: a boot storm through several Galera nodes makes
+//! every node's allocations collide for a while. Retrying at once would
+//! collide again with the same transactions; a random pause that grows with
+//! the store's current run of conflicts spreads the retries out, and falls
+//! back to nothing as soon as a transaction commits.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rand::Rng as _;
+use slavealloc_domain::StoreError;
+
+/// How many times a write of the inventory, a hold or the live state is
+/// tried before its conflict is reported.
+pub(crate) const WRITE_ATTEMPTS: u32 = 10;
+/// The longest pause before a retry, whatever the run of conflicts.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
+/// The longest pause after the first conflict of a run; it doubles with
+/// each further one up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+
+/// The store's current run of conflicts, shared by all its transactions.
+#[derive(Debug, Default)]
+pub(crate) struct Conflicts {
+    run: AtomicU32,
+}
+
+impl Conflicts {
+    /// Waits a random time up to the run's bound, and lengthens the run.
+    pub(crate) async fn pause(&self) {
+        let run = self.run.fetch_add(1, Ordering::Relaxed).min(16);
+        let bound = FIRST_PAUSE.saturating_mul(1 << run).min(MAX_PAUSE);
+        let pause = rand::thread_rng().gen_range(Duration::ZERO..=bound);
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Ends the run: a transaction went through.
+    pub(crate) fn calm(&self) {
+        self.run.store(0, Ordering::Relaxed);
+    }
+
+    /// Pauses when `result` is a conflict, ends the run when it succeeded.
+    pub(crate) async fn after<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.calm(),
+            Err(StoreError::Retryable(_)) => self.pause().await,
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs `attempt` until it does not end in a conflict, at most
+    /// [`WRITE_ATTEMPTS`] times; the last conflict says how often it was
+    /// tried.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(StoreError::Retryable(_)) if tries < WRITE_ATTEMPTS => {
+                    self.pause().await;
+                    tries += 1;
+                }
+                Err(StoreError::Retryable(why)) => {
+                    return Err(StoreError::Retryable(format!(
+                        "{why} (the write conflicted with others {tries} times in a row)"
+                    )))
+                }
+                other => {
+                    if other.is_ok() {
+                        self.calm();
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_until_it_goes_through() {
+        let conflicts = Conflicts::default();
+        let calls = AtomicUsize::new(0);
+        let got = conflicts
+            .retrying(|| async {
+                match calls.fetch_add(1, Ordering::Relaxed) {
+                    0..=2 => Err(StoreError::Retryable("deadlock".into())),
+                    _ => Ok(7),
+                }
+            })
+            .await;
+        assert_eq!(got, Ok(7));
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        assert_eq!(conflicts.run.load(Ordering::Relaxed), 0, "a commit ends the run");
+    }
+
+    #[tokio::test]
+    async fn a_conflict_that_persists_says_how_often_it_was_tried() {
+        let conflicts = Conflicts::default();
+        let got: Result<(), _> = conflicts
+            .retrying(|| async { Err(StoreError::Retryable("deadlock".into())) })
+            .await;
+        let Err(StoreError::Retryable(why)) = got else {
+            panic!("{got:?}")
+        };
+        assert!(why.contains(&format!("{WRITE_ATTEMPTS} times")), "{why}");
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        let conflicts = Conflicts::default();
+        let calls = AtomicUsize::new(0);
+        let got: Result<(), _> = conflicts
+            .retrying(|| async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Duplicate("name".into()))
+            })
+            .await;
+        assert_eq!(got, Err(StoreError::Duplicate("name".into())));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn pauses_grow_with_the_run_and_stay_bounded() {
+        let conflicts = Conflicts::default();
+        for _ in 0..40 {
+            let started = tokio::time::Instant::now();
+            conflicts.pause().await;
+            assert!(started.elapsed() <= MAX_PAUSE);
+        }
+    }
+}
