@@ -1,10 +1,10 @@
 //! The allocation unit of work ([`AllocationUnit`]), once for every backend.
 //!
-//! A committing unit is one write transaction. On PostgreSQL it locks the
-//! rows of the pools its slaves are in, on MariaDB/MySQL it writes their
-//! rows of `pool_locks` (a write, unlike a read's lock, is certified across
-//! a Galera cluster), in ascending `poolid` order (so two units never wait
-//! for each other in a circle), then reads
+//! A committing unit is one write transaction. On MariaDB and PostgreSQL
+//! it locks the rows of the pools its slaves are in (on a Galera node it
+//! writes their rows of `pool_locks` instead: a write, unlike a read's
+//! lock, is certified across the cluster), in ascending `poolid` order (so
+//! two units never wait for each other in a circle), then reads
 //! the slaves again and counts the loads under that lock: two allocators,
 //! in one process or in two, serialise per pool and never decide from the
 //! same counts. Both run at READ COMMITTED, so every read after the lock
@@ -94,8 +94,8 @@ async fn slaves_by_name(tx: &mut dyn Tx, d: &Dialect, names: &[SlaveName]) -> Re
 /// Keeps every other allocation of `pools` out until this transaction ends,
 /// taking the pools in ascending order (so that two units never wait for
 /// each other in a circle).
-async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
-    match d.pool_lock {
+async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: PoolLock, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
+    match lock {
         PoolLock::None => {}
         PoolLock::Select(clause) => {
             let mut sql = Sql::new(d, "SELECT poolid FROM pools WHERE poolid IN (");
@@ -202,13 +202,21 @@ impl SqlUnit {
         if d.pool_lock == PoolLock::None || self.intent != Intent::Commit {
             return Ok(slaves);
         }
+        // A lock taken by a read stays on its Galera node: there the rows
+        // are written instead. Elsewhere the read's lock costs no write
+        // (and no log flush) when the allocation changes nothing.
+        let lock = if self.db.cluster().is_some() {
+            PoolLock::Bump
+        } else {
+            d.pool_lock
+        };
         let mut locked = BTreeSet::new();
         for _ in 0..LOCK_ROUNDS {
             let missing: BTreeSet<PoolId> = distinct_pools(&slaves).difference(&locked).copied().collect();
             if missing.is_empty() {
                 return Ok(slaves);
             }
-            lock_pools(&mut *self.tx, d, &missing).await?;
+            lock_pools(&mut *self.tx, d, lock, &missing).await?;
             locked.extend(missing);
             // Read again: what another allocator committed while we waited.
             slaves = slaves_by_name(&mut *self.tx, d, names).await?;

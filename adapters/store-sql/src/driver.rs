@@ -85,12 +85,12 @@ pub(crate) enum PoolLock {
     /// writer (SQLite's `BEGIN IMMEDIATE`).
     None,
     /// `SELECT ... FROM pools WHERE ... ORDER BY poolid` followed by this
-    /// locking clause (PostgreSQL).
+    /// locking clause (PostgreSQL, a lone MariaDB/MySQL server).
     Select(&'static str),
     /// An upsert of the pools' rows in `pool_locks`, in `poolid` order: a
-    /// row lock on one server, and a write that Galera certifies, so that
+    /// row lock on the node, and a write that Galera certifies, so that
     /// allocations committed through different nodes of a cluster conflict
-    /// (MariaDB/MySQL).
+    /// (a MariaDB Galera node).
     Bump,
 }
 

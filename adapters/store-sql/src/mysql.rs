@@ -31,7 +31,7 @@ const SCHEMA: &str = include_str!("../sql/mysql/schema.sql");
 
 static DIALECT: Dialect = Dialect {
     numbered_params: false,
-    pool_lock: PoolLock::Bump,
+    pool_lock: PoolLock::Select(" FOR UPDATE"),
     row_lock: " FOR UPDATE",
     loads_table: false,
     upsert: Upsert::OnDuplicateKey,

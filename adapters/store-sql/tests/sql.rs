@@ -154,8 +154,7 @@ impl Holder {
     }
 }
 
-/// An allocation waits for the pool lock held by another transaction (as
-/// another allocator takes it) and
+/// An allocation waits for the pool lock held by another transaction and
 /// then decides from what that transaction committed, not from the counts
 /// it could have read before.
 async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
@@ -173,7 +172,7 @@ async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
         Backend::MySql => {
             "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.PROCESSLIST \
              WHERE DB = DATABASE() AND COMMAND <> 'Sleep' AND ID <> CONNECTION_ID() \
-             AND INFO LIKE 'INSERT INTO pool_locks%'"
+             AND INFO LIKE 'SELECT poolid FROM pools%FOR UPDATE'"
         }
         _ => {
             "SELECT COUNT(*)::text FROM pg_stat_activity \
@@ -182,16 +181,7 @@ async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
     };
     let mut holder = Holder::connect(&db).await;
     holder.run("BEGIN").await;
-    // The lock an allocation takes: pool 1's row of pool_locks on MariaDB
-    // (a write, which Galera certifies), of pools on PostgreSQL.
-    holder
-        .run(match backend {
-            Backend::MySql => {
-                "INSERT INTO pool_locks (poolid, bumps) VALUES (1, 1) ON DUPLICATE KEY UPDATE bumps = bumps + 1"
-            }
-            _ => "SELECT poolid FROM pools WHERE poolid = 1 FOR UPDATE",
-        })
-        .await;
+    holder.run("SELECT poolid FROM pools WHERE poolid = 1 FOR UPDATE").await;
     holder
         .run("UPDATE slaves SET current_masterid = 1 WHERE slaveid IN (1, 2)")
         .await;

@@ -1,6 +1,6 @@
--- A row per pool that every allocation transaction writes (bumps) before it
--- reads the pool's loads. On a single server the write takes the row's lock,
--- as SELECT ... FOR UPDATE on `pools` did. On a Galera cluster a lock taken by
+-- A row per pool that every allocation transaction on a Galera node writes
+-- (bumps) before it reads the pool's loads, where a lone server locks the row of
+-- `pools` with SELECT ... FOR UPDATE. On a Galera cluster a lock taken by
 -- a read stays on its own node, but a write replicates: two allocations of
 -- one pool committed through different nodes write the same row, so Galera's
 -- certification lets one commit and aborts the other (a deadlock error, which
