@@ -329,11 +329,16 @@ fn a_graceful_drain_moves_every_worker_after_its_build_and_the_master_comes_back
             }
         }
         let complete = get(&build_url)["builds"][0]["complete"] == true;
-        if busy_on_bm10_at.is_none() && w.where_connected(&busy) == Some(BM10) {
+        // One reading per worker and iteration: a worker that reconnects
+        // between two readings must not count as on bm10 in one and not
+        // in the other.
+        let places: Vec<(&str, Option<i64>)> = WORKERS.iter().map(|n| (*n, w.where_connected(n))).collect();
+        let on_bm10 = |name: &str| places.iter().any(|(n, at)| *n == name && *at == Some(BM10));
+        if busy_on_bm10_at.is_none() && on_bm10(&busy) {
             busy_on_bm10_at = Some(unix_now());
             busy_left_while_building = !complete;
         }
-        WORKERS.iter().all(|n| w.where_connected(n) == Some(BM10))
+        WORKERS.iter().all(|n| on_bm10(n))
     });
     let took = started.elapsed();
     eprintln!(

@@ -9,183 +9,21 @@
 // Test helpers outside #[test] functions: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::{Body, Client, Method, Request};
+use common::{get, get_within, request, until_ok, Daemon};
 use serde_json::{json, Value as Json};
 use slavealloc_domain::DumpStore;
 use slavealloc_store_sql::Backend;
 use slavealloc_store_sql_testing::TestDatabase;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
-
-/// Settings the host's environment must not leak into a test daemon.
-const ENV: [&str; 11] = [
-    "SLAVEALLOC_CONFIG",
-    "SLAVEALLOC_DB",
-    "SLAVEALLOC_LISTEN",
-    "SLAVEALLOC_BASE_URL",
-    "SLAVEALLOC_NO_UI",
-    "SLAVEALLOC_NO_ALLOCATOR",
-    "SLAVEALLOC_DEMO",
-    "SLAVEALLOC_FQDN",
-    "SLAVEALLOC_SIGNING_KEY",
-    "SLAVEALLOC_OPEN_WRITES",
-    "SLAVEALLOC_TRUSTED_PROXIES",
-];
-
-/// A running `slavealloc serve`.
-struct Daemon {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-    drain: JoinHandle<()>,
-}
-
-impl Daemon {
-    async fn start(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Daemon {
-        Daemon::start_on("127.0.0.1:0", args, env, cwd).await
-    }
-
-    /// Like [`Daemon::start`], listening on `listen`; a wildcard address is
-    /// reached through loopback.
-    async fn start_on(listen: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slavealloc"));
-        cmd.arg("serve")
-            .args(args)
-            .args(["--listen", listen])
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
-            .kill_on_drop(true);
-        for var in ENV {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("no listening line within 60 s: {:?}", log.lock().unwrap()));
-            let Some(line) = line.unwrap() else {
-                panic!("serve exited before listening: {:?}", log.lock().unwrap());
-            };
-            log.lock().unwrap().push(line.clone());
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                break addr.replacen("0.0.0.0:", "127.0.0.1:", 1);
-            }
-        };
-        let sink = Arc::clone(&log);
-        // Keeps reading so the daemon never blocks on a full pipe.
-        let drain = tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon {
-            child,
-            base: format!("http://{addr}"),
-            log,
-            drain,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// SIGTERM, then waits for the exit.
-    async fn stop(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().unwrap();
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("serve did not stop within 30 s of SIGTERM")
-            .unwrap();
-        let _ = (&mut self.drain).await;
-        (status, self.log())
-    }
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: hyper::HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Json {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-async fn request(method: &str, url: &str, body: Option<Json>, headers: &[(&str, &str)]) -> Resp {
-    let mut req = Request::builder()
-        .method(Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let r = Client::new().request(req).await.unwrap();
-    let (status, headers) = (r.status().as_u16(), r.headers().clone());
-    let bytes = hyper::body::to_bytes(r.into_body()).await.unwrap();
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-async fn get(url: &str) -> Resp {
-    request("GET", url, None, &[]).await
-}
-
-/// A GET that must be answered within `limit`.
-async fn get_within(url: &str, limit: Duration) -> Resp {
-    tokio::time::timeout(limit, get(url))
-        .await
-        .unwrap_or_else(|_| panic!("GET {url} was not answered within {limit:?}"))
-}
-
-/// Polls `url` until it answers 200; panics if that takes longer than
-/// `limit`.
-async fn until_ok(url: &str, limit: Duration) -> Resp {
-    let start = Instant::now();
-    loop {
-        let left = limit.saturating_sub(start.elapsed());
-        if let Ok(r) = tokio::time::timeout(left, get(url)).await {
-            if r.status == 200 {
-                return r;
-            }
-        }
-        assert!(start.elapsed() < limit, "GET {url} did not answer 200 within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn serve_takes_flags_over_environment_over_file_and_stops_on_sigterm() {
