@@ -21,6 +21,8 @@ use sqlx::{Connection as _, Executor as _};
 use slavealloc_store_sql::{Backend, SqlOptions, SqlStore};
 
 #[cfg(unix)]
+pub mod galera;
+#[cfg(unix)]
 pub mod servers;
 
 // A crate of its own rather than a feature of slavealloc-store-sql: a

@@ -22,14 +22,14 @@ use super::in_ci;
 const START: Duration = Duration::from_secs(60);
 
 /// Says why a private server cannot be had: a panic in CI, else `None`.
-fn unavailable<T>(why: String) -> Option<T> {
+pub(crate) fn unavailable<T>(why: String) -> Option<T> {
     assert!(!in_ci(), "{why}");
     eprintln!("skipping: {why}");
     None
 }
 
 /// Runs `cmd`, panicking with its output when it fails.
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -40,12 +40,12 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     run(Command::new("id").arg("-u")).trim() == "0"
 }
 
 /// `(uid, gid)` of a system user, or `None` when there is no such user.
-fn user_ids(user: &str) -> Option<(u32, u32)> {
+pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
     let id = |flag: &str| {
         let out = Command::new("id").args([flag, user]).output().ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -54,7 +54,7 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
 }
 
 /// Gives `path` (not recursively) to `user`.
-fn give(path: &Path, (uid, gid): (u32, u32)) {
+pub(crate) fn give(path: &Path, (uid, gid): (u32, u32)) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
 }
 
@@ -72,7 +72,7 @@ fn as_user(user: Option<&str>, program: &Path) -> Command {
 }
 
 /// `SCHEME_AND_USER@HOST:PORT/DATABASE`, then `?QUERY` when there is one.
-fn server_url(scheme_and_user: &str, host: &str, port: u16, database: &str, query: &str) -> String {
+pub(crate) fn server_url(scheme_and_user: &str, host: &str, port: u16, database: &str, query: &str) -> String {
     let url = format!("{scheme_and_user}@{host}:{port}/{database}");
     if query.is_empty() {
         url
@@ -91,7 +91,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until something accepts TCP connections on `port`.
-fn wait_for_port(port: u16, what: &str, log: &Path) {
+pub(crate) fn wait_for_port(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + START;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

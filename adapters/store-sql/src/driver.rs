@@ -307,6 +307,39 @@ pub(crate) fn pool_stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats
     }
 }
 
+/// The longest [`start_queued`] waits on a pool whose connections are all
+/// busy. A request's own deadline ends the wait first; this bounds callers
+/// without one (the poller, the command line).
+const QUEUE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether every connection the pool may open is open and in use: its
+/// acquire timeout then means a queue, not a server that cannot be
+/// reached (sqlx would have opened another connection).
+fn saturated<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> bool {
+    pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0
+}
+
+/// Runs `start` (an acquire or a begin on `pool`) again when it timed out
+/// only because every connection was busy. The pool's acquire timeout is
+/// short so that a dead server is a 503 at once; a busy pool is not dead,
+/// and while a Galera cluster evicts a node every connection of a
+/// survivor waits seconds on its commit: the requests queued behind them
+/// should wait too, until their deadline, rather than fail.
+pub(crate) async fn start_queued<DB, T, F, Fut>(pool: &sqlx::Pool<DB>, mut start: F) -> Result<T, sqlx::Error>
+where
+    DB: sqlx::Database,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let began = std::time::Instant::now();
+    loop {
+        match start().await {
+            Err(sqlx::Error::PoolTimedOut) if saturated(pool) && began.elapsed() < QUEUE_LIMIT => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A connection, inside a transaction or not. Dropping a transaction
 /// without [`Tx::commit`] rolls it back.
 #[async_trait]

@@ -23,7 +23,7 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::driver::{
-    connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, SqlxBackend, Target, Tx, Upsert,
+    connection_error, start_queued, translate, Conn, Db, Dialect, Mode, Out, PoolLock, SqlxBackend, Target, Tx, Upsert,
 };
 use crate::{migrations, Backend, Cluster, SqlOptions};
 
@@ -279,7 +279,7 @@ impl Db for MySqlDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        match self.start(mode).await {
+        match start_queued(&self.pool, || self.start(mode)).await {
             Ok(conn) => Ok(Box::new(conn)),
             Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
         }

@@ -16,7 +16,8 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::driver::{
-    connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Target, Tx, Upsert,
+    connection_error, start_queued, translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Target, Tx,
+    Upsert,
 };
 use crate::{migrations, Backend, SqlOptions};
 
@@ -165,7 +166,7 @@ impl Db for PgDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        match self.start(mode).await {
+        match start_queued(&self.pool, || self.start(mode)).await {
             Ok(conn) => Ok(Box::new(conn)),
             Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
         }

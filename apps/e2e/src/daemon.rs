@@ -94,6 +94,18 @@ impl Slavealloc {
     pub fn log_tail(&self) -> String {
         tail(&self.log, 30)
     }
+
+    /// The first `n` lines of the daemon's log at level WARN or ERROR: what
+    /// explains a failure in a log full of allocations.
+    pub fn log_warnings(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .take(n)
+            .collect();
+        lines.join("\n")
+    }
 }
 
 /// Copies `stream` line by line into `log` on a thread of its own, sending

@@ -55,14 +55,21 @@ pub fn password_of(dump: &Value, name: &str) -> Result<String> {
 /// Writes `dump` to `dir/fleet.json`, loads it with `slavealloc dbinit`
 /// into `dir/slavealloc.db`, and answers that database's URL.
 pub fn dbinit(dir: &Path, dump: &Value) -> Result<String> {
+    let db = format!("sqlite://{}", dir.join("slavealloc.db").display());
+    dbinit_into(dir, dump, &db)?;
+    Ok(db)
+}
+
+/// Writes `dump` to `dir/fleet.json` and loads it with `slavealloc
+/// dbinit` into the database at `db` (its schema created).
+pub fn dbinit_into(dir: &Path, dump: &Value, db: &str) -> Result<()> {
     let file = dir.join("fleet.json");
     let text = serde_json::to_string_pretty(dump).map_err(|e| e.to_string())?;
     fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    let db = format!("sqlite://{}", dir.join("slavealloc.db").display());
     let done = run_bounded(
         "slavealloc dbinit",
         Command::new(&binaries()?.slavealloc)
-            .args(["dbinit", "--db", &db])
+            .args(["dbinit", "--db", db])
             .arg(&file),
         &dir.join("dbinit.log"),
         DBINIT_LIMIT,
@@ -70,7 +77,7 @@ pub fn dbinit(dir: &Path, dump: &Value) -> Result<String> {
     if !done.status.success() {
         return Err(format!("dbinit failed: {}", done.output));
     }
-    Ok(db)
+    Ok(())
 }
 
 /// Points the dump at real Buildbot masters: each of `masters` (its

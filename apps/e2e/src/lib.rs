@@ -20,6 +20,7 @@
 pub mod buildbot;
 pub mod daemon;
 pub mod fleet;
+pub mod nginx;
 pub mod process;
 pub mod runslave;
 pub mod venv;

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use common::{deploy_dir, free_port, get, have, read, run, sample_db, start_daemon, LIMIT};
 use slavealloc_e2e::daemon::Slavealloc;
+use slavealloc_e2e::nginx::Nginx;
 use slavealloc_e2e::process::{wait_until, ChildGuard, Finished};
 use slavealloc_e2e::workspace::{binaries, repo_dir};
 use tempfile::TempDir;
@@ -30,24 +31,6 @@ fn site_for_test(instance: &str, port: u16, listen: u16, daemon: &str) -> String
     site.replace(&upstream, &format!("server {daemon};"))
         .replace("listen 80;", &format!("listen 127.0.0.1:{listen};"))
         .replace("listen [::]:80;", "")
-}
-
-/// A wrapper nginx.conf that keeps every file nginx writes in `dir`.
-fn nginx_conf(dir: &Path, site: &Path) -> PathBuf {
-    let d = dir.display();
-    let conf = dir.join("nginx.conf");
-    fs::write(
-        &conf,
-        format!(
-            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
-             access_log {d}/access.log;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
-             include {};\n}}\n",
-            site.display()
-        ),
-    )
-    .unwrap();
-    conf
 }
 
 #[test]
@@ -72,36 +55,8 @@ fn nginx_sites_pass_nginx_t_and_proxy_to_the_daemon() {
         let listen = free_port();
         let site = dir.join("site.conf");
         fs::write(&site, site_for_test(instance, port, listen, &daemon_addr)).unwrap();
-        let conf = nginx_conf(&dir, &site);
-        let prefix = format!("{}/", dir.display());
-        let checked = run(
-            "nginx -t",
-            Command::new("nginx")
-                .arg("-t")
-                .arg("-c")
-                .arg(&conf)
-                .args(["-p", &prefix]),
-            &dir,
-        );
-        assert!(checked.status.success(), "nginx -t, {instance}: {}", checked.output);
-
-        let _nginx = ChildGuard::spawn(
-            "nginx",
-            Command::new("nginx")
-                .arg("-c")
-                .arg(&conf)
-                .args(["-p", &prefix])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )
-        .unwrap();
+        let _nginx = Nginx::start(&dir, &[site], &[listen]).unwrap_or_else(|e| panic!("{instance}: {e}"));
         let base = format!("http://127.0.0.1:{listen}");
-        wait_until("nginx to listen", LIMIT, || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", listen))
-                .is_ok()
-                .then_some(()))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", read(&dir.join("error.log"))));
 
         let root = get(&format!("{base}/"));
         assert_eq!(root.status, 302);

@@ -22,6 +22,7 @@ use common::{deploy_dir, free_port, have, read, run, LIMIT};
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerAccount, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
+use slavealloc_e2e::nginx::Nginx;
 use slavealloc_e2e::process::{wait_until, ChildGuard, Finished};
 use slavealloc_e2e::venv::Venv;
 use slavealloc_e2e::workspace::{binaries, repo_dir};
@@ -148,23 +149,6 @@ fn http_site(http: u16, daemon: &str) -> String {
         .replace("listen [::]:80;", "")
 }
 
-fn nginx_conf(dir: &Path, sites: &[PathBuf]) -> PathBuf {
-    let d = dir.display();
-    let includes: String = sites.iter().map(|s| format!("include {};\n", s.display())).collect();
-    let conf = dir.join("nginx.conf");
-    fs::write(
-        &conf,
-        format!(
-            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
-             access_log {d}/access.log;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
-             {includes}}}\n"
-        ),
-    )
-    .unwrap();
-    conf
-}
-
 #[test]
 fn runslave_boots_a_worker_through_nginx_tls_and_refuses_what_the_allocator_did_not_sign() {
     if !have("nginx", true) || !have("openssl", true) {
@@ -257,34 +241,7 @@ fn runslave_boots_a_worker_through_nginx_tls_and_refuses_what_the_allocator_did_
     .unwrap();
     let http_file = nginx_dir.join("http.conf");
     fs::write(&http_file, http_site(http, &daemon_addr)).unwrap();
-    let conf = nginx_conf(&nginx_dir, &[tls_file, http_file]);
-    let prefix = format!("{}/", nginx_dir.display());
-    let checked = run(
-        "nginx -t",
-        Command::new("nginx")
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf)
-            .args(["-p", &prefix]),
-        &nginx_dir,
-    );
-    assert!(checked.status.success(), "nginx -t: {}", checked.output);
-    let _nginx = ChildGuard::spawn(
-        "nginx",
-        Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .args(["-p", &prefix])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap();
-    for port in [tls, http] {
-        wait_until("nginx to listen", LIMIT, || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", read(&nginx_dir.join("error.log"))));
-    }
+    let _nginx = Nginx::start(&nginx_dir, &[tls_file, http_file], &[tls, http]).unwrap_or_else(|e| panic!("{e}"));
 
     let base = format!("https://127.0.0.1:{tls}");
     let runslave = |url: &str, extra: &[&str]| -> Finished {

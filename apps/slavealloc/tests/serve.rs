@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{get, get_within, request, until_ok, Daemon};
+use common::{get, get_within, request, until_ok, Daemon, Resp};
 use serde_json::{json, Value as Json};
 use slavealloc_domain::DumpStore;
 use slavealloc_store_sql::Backend;
