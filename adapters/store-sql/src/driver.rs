@@ -325,7 +325,7 @@ fn saturated<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> bool {
 /// and while a Galera cluster evicts a node every connection of a
 /// survivor waits seconds on its commit: the requests queued behind them
 /// should wait too, until their deadline, rather than fail.
-pub(crate) async fn start_queued<DB, T, F, Fut>(pool: &sqlx::Pool<DB>, mut start: F) -> Result<T, sqlx::Error>
+async fn start_queued<DB, T, F, Fut>(pool: &sqlx::Pool<DB>, mut start: F) -> Result<T, sqlx::Error>
 where
     DB: sqlx::Database,
     F: FnMut() -> Fut,
@@ -366,6 +366,9 @@ pub(crate) struct Target {
     name: String,
     /// When the cause of a timeout was last found, and what it was.
     explained: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// Whether the last explanation was that the server cannot be
+    /// reached, until a connection is had again.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl Target {
@@ -378,6 +381,7 @@ impl Target {
         Target {
             name,
             explained: std::sync::Mutex::new(None),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -424,16 +428,60 @@ pub(crate) async fn connection_error<DB: sqlx::Database>(
         return StoreError::Unavailable(why);
     }
     let waited = pool.options().get_acquire_timeout().as_millis();
-    let why = match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
+    let (why, unreachable) = match tokio::time::timeout(EXPLAIN_WITHIN, pool.connect_options().connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
-            format!("every connection to {name} stayed busy for {waited} ms")
+            (format!("every connection to {name} stayed busy for {waited} ms"), false)
         }
-        Ok(Err(cause)) => format!("cannot connect to {name}: {cause}"),
-        Err(_) => format!("{name} did not answer within {waited} ms"),
+        Ok(Err(cause)) => (format!("cannot connect to {name}: {cause}"), true),
+        Err(_) => (format!("{name} did not answer within {waited} ms"), true),
     };
     target.remember(&why);
+    target
+        .unreachable
+        .store(unreachable, std::sync::atomic::Ordering::Relaxed);
     StoreError::Unavailable(why)
+}
+
+/// How long a request waits for a connection while its server is known
+/// to be unreachable. A connection on a LAN takes milliseconds: the first
+/// request after the server is back still gets one, and the requests
+/// queued behind a dead server (a daemon's allocation batches run one
+/// after the other) are each refused in a fraction of a second rather
+/// than after the whole acquire timeout each.
+const WHILE_UNREACHABLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A connection or transaction from `start` (an acquire or a begin on
+/// `pool`), with sqlx's errors explained by [`connection_error`]: a
+/// saturated pool is queued on ([`start_queued`]), a server known to be
+/// unreachable is given [`WHILE_UNREACHABLE`] only.
+pub(crate) async fn begin_on<DB, T, F, Fut>(
+    pool: &sqlx::Pool<DB>,
+    target: &Target,
+    error: fn(sqlx::Error) -> StoreError,
+    start: F,
+) -> Result<T, StoreError>
+where
+    DB: sqlx::Database,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    use std::sync::atomic::Ordering;
+    let attempt = start_queued(pool, start);
+    let result = if target.unreachable.load(Ordering::Relaxed) {
+        tokio::time::timeout(WHILE_UNREACHABLE, attempt)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    } else {
+        attempt.await
+    };
+    match result {
+        Ok(conn) => {
+            target.unreachable.store(false, Ordering::Relaxed);
+            Ok(conn)
+        }
+        Err(e) => Err(connection_error(pool, e, target, error).await),
+    }
 }
 
 pub(crate) fn translate(

@@ -23,7 +23,7 @@ use sqlx::{Connection as _, Executor as _, MySql, MySqlConnection, Row as _};
 use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::driver::{
-    connection_error, start_queued, translate, Conn, Db, Dialect, Mode, Out, PoolLock, SqlxBackend, Target, Tx, Upsert,
+    begin_on, connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, SqlxBackend, Target, Tx, Upsert,
 };
 use crate::{migrations, Backend, Cluster, SqlOptions};
 
@@ -279,10 +279,8 @@ impl Db for MySqlDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        match start_queued(&self.pool, || self.start(mode)).await {
-            Ok(conn) => Ok(Box::new(conn)),
-            Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
-        }
+        let conn = begin_on(&self.pool, &self.target, error, || self.start(mode)).await?;
+        Ok(Box::new(conn))
     }
 
     async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {

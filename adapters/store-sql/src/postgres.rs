@@ -16,8 +16,7 @@ use sqlx::{Column as _, Executor as _, PgConnection, Postgres, Row as _, TypeInf
 use sqlx::migrate::{AppliedMigration, Migrator};
 
 use crate::driver::{
-    connection_error, start_queued, translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Target, Tx,
-    Upsert,
+    begin_on, connection_error, translate, Conn, Db, Dialect, Mode, Out, PoolLock, Sql, SqlxBackend, Target, Tx, Upsert,
 };
 use crate::{migrations, Backend, SqlOptions};
 
@@ -166,10 +165,8 @@ impl Db for PgDb {
     }
 
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>, StoreError> {
-        match start_queued(&self.pool, || self.start(mode)).await {
-            Ok(conn) => Ok(Box::new(conn)),
-            Err(e) => Err(connection_error(&self.pool, e, &self.target, error).await),
-        }
+        let conn = begin_on(&self.pool, &self.target, error, || self.start(mode)).await?;
+        Ok(Box::new(conn))
     }
 
     async fn ensure_schema(&self, migrator: &Migrator) -> Result<(), StoreError> {

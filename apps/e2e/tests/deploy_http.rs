@@ -11,13 +11,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
-use common::{deploy_dir, free_port, get, have, read, run, sample_db, start_daemon, LIMIT};
+use common::{deploy_dir, free_port, get, have, read, run, sample_db, start_daemon};
 use slavealloc_e2e::daemon::Slavealloc;
 use slavealloc_e2e::nginx::Nginx;
-use slavealloc_e2e::process::{wait_until, ChildGuard, Finished};
+use slavealloc_e2e::process::Finished;
 use slavealloc_e2e::workspace::{binaries, repo_dir};
 use tempfile::TempDir;
 

@@ -15,15 +15,15 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{deploy_dir, free_port, have, read, run, LIMIT};
+use common::{deploy_dir, free_port, have, read, run};
 use serde_json::{json, Value};
 use slavealloc_e2e::buildbot::{Master, WorkerAccount, WorkerGuard};
 use slavealloc_e2e::daemon::Slavealloc;
 use slavealloc_e2e::nginx::Nginx;
-use slavealloc_e2e::process::{wait_until, ChildGuard, Finished};
+use slavealloc_e2e::process::Finished;
 use slavealloc_e2e::venv::Venv;
 use slavealloc_e2e::workspace::{binaries, repo_dir};
 
