@@ -255,6 +255,11 @@ pub struct DatabaseConfig {
     pub max_lifetime_s: Option<u64>,
     /// How long a request waits for the database before 503, in ms.
     pub deadline_ms: Option<u64>,
+    /// `wsrep_sync_wait` on this daemon's connections when the database is
+    /// a Galera node: 1 (the default) makes every read wait until the node
+    /// has applied what the cluster acknowledged before it; 0 reads what
+    /// the node has.
+    pub galera_sync_wait: Option<u32>,
 }
 
 /// `[server]`: how long clients may take, how many may connect.
@@ -431,6 +436,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             .map_or(defaults.acquire_timeout, Duration::from_millis),
         idle_timeout: d.idle_timeout_s.map(Duration::from_secs).or(defaults.idle_timeout),
         max_lifetime: d.max_lifetime_s.map(Duration::from_secs).or(defaults.max_lifetime),
+        galera_sync_wait: d.galera_sync_wait.or(defaults.galera_sync_wait),
         ..defaults
     };
     let deadline = d
@@ -1209,6 +1215,15 @@ mod tests {
         let file: FileConfig = toml::from_str("[database]\ndeadline_ms = 2500").unwrap();
         let s = resolve(&parse(&[]), file).unwrap();
         assert_eq!((s.deadline, s.deadline_configured), (Duration::from_millis(2500), true));
+    }
+
+    #[test]
+    fn galera_sync_wait_defaults_to_causal_reads_and_can_be_set() {
+        let s = resolve(&parse(&[]), FileConfig::default()).unwrap();
+        assert_eq!(s.pool.galera_sync_wait, Some(1));
+        let file: FileConfig = toml::from_str("[database]\ngalera_sync_wait = 0").unwrap();
+        let s = resolve(&parse(&[]), file).unwrap();
+        assert_eq!(s.pool.galera_sync_wait, Some(0));
     }
 
     #[test]
