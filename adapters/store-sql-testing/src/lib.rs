@@ -23,6 +23,8 @@ use slavealloc_store_sql::{Backend, SqlOptions, SqlStore};
 #[cfg(unix)]
 pub mod galera;
 #[cfg(unix)]
+pub mod replica;
+#[cfg(unix)]
 pub mod servers;
 
 // A crate of its own rather than a feature of slavealloc-store-sql: a

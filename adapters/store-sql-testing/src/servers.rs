@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::in_ci;
 
 /// How long a private server may take to start.
-const START: Duration = Duration::from_secs(60);
+pub(crate) const START: Duration = Duration::from_secs(60);
 
 /// Says why a private server cannot be had: a panic in CI, else `None`.
 pub(crate) fn unavailable<T>(why: String) -> Option<T> {
@@ -181,6 +181,16 @@ impl PrivatePostgres {
     /// Initialises and starts one with `settings` appended to its
     /// `postgresql.conf`.
     pub fn start(settings: &str) -> Option<PrivatePostgres> {
+        let pg = PrivatePostgres::unstarted()?;
+        pg.initdb();
+        pg.launch(settings);
+        Some(pg)
+    }
+
+    /// One with a port and a directory but no data directory yet, for
+    /// [`PrivatePostgres::initdb`] or a base backup to fill, then
+    /// [`PrivatePostgres::launch`]; its drop stops whatever runs there.
+    pub(crate) fn unstarted() -> Option<PrivatePostgres> {
         let Some(bin) = postgres_bin() else {
             return unavailable("no PostgreSQL server programs under /usr/lib/postgresql".into());
         };
@@ -200,25 +210,35 @@ impl PrivatePostgres {
             port: free_port(),
         };
         pg.give_to_server(pg.dir.path());
-        run(pg
+        Some(pg)
+    }
+
+    /// Makes a fresh data directory that trusts every local connection.
+    pub(crate) fn initdb(&self) {
+        run(self
             .program("initdb")
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "-D"])
-            .arg(pg.data()));
-        pg.configure(&format!(
+            .arg(self.data()));
+    }
+
+    /// Points the data directory at this server's own port and socket
+    /// directory, with `settings` after them (a base backup's
+    /// `postgresql.conf` still names its primary's), and starts it.
+    pub(crate) fn launch(&self, settings: &str) {
+        self.configure(&format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n{settings}\n",
-            pg.port,
-            pg.dir.path().display()
+            self.port,
+            self.dir.path().display()
         ));
-        run(pg
+        run(self
             .program("pg_ctl")
             .args(["-w", "-t", "60", "-D"])
-            .arg(pg.data())
+            .arg(self.data())
             .arg("-l")
-            .arg(pg.log())
+            .arg(self.log())
             .arg("start")
             .stdout(Stdio::null()));
-        wait_for_port(pg.port, "PostgreSQL", &pg.log());
-        Some(pg)
+        wait_for_port(self.port, "PostgreSQL", &self.log());
     }
 
     /// A directory the server may read, for certificates and the like.
@@ -236,6 +256,32 @@ impl PrivatePostgres {
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What `psql` prints for `sql` run on `database`, unaligned, one row
+    /// a line, trimmed.
+    pub(crate) fn psql(&self, database: &str, sql: &str) -> String {
+        let port = self.port.to_string();
+        run(Command::new(self.bin.join("psql"))
+            .env("PGCONNECT_TIMEOUT", "10")
+            .args([
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+            ])
+            .arg(database)
+            .arg("-c")
+            .arg(sql))
+        .trim()
+        .to_owned()
     }
 
     /// `postgres://postgres@HOST:PORT/postgres`, then `query` when given.
@@ -273,15 +319,18 @@ impl PrivatePostgres {
         conf.write_all(settings.as_bytes()).unwrap();
     }
 
-    fn data(&self) -> PathBuf {
+    /// Its data directory.
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn log(&self) -> PathBuf {
+    /// The server's log, for failure messages.
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
 
-    fn program(&self, name: &str) -> Command {
+    /// `name`, one of the server's programs, run as the server's user.
+    pub(crate) fn program(&self, name: &str) -> Command {
         as_user(self.user, &self.bin.join(name))
     }
 }
