@@ -21,9 +21,9 @@ use crate::schema::{Row, Table, Value};
 /// error is reported. A boot storm through several Galera nodes makes
 /// conflicts routine: each daemon commits one batch at a time, and the
 /// batches of three daemons touch the same pools, so a batch may lose to
-/// the others many times in a row (10 attempts still failed a batch in
-/// about one storm of two). The store pauses (with jitter, growing with
-/// the run) before each retry, and the request's deadline bounds the
+/// the others many times in a row (a 2,000-slave storm through three nodes
+/// sees about a hundred aborts). The store pauses (with jitter, growing
+/// with the run) before each retry, and the request's deadline bounds the
 /// whole; a retry costs nothing where there is no conflict.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
 

@@ -48,7 +48,11 @@ pub(crate) async fn begin(
         Intent::Peek => Mode::Consistent,
         Intent::Commit => Mode::Write,
     };
-    let tx = conflicts.after(db.begin(mode).await).await?;
+    if intent == Intent::Commit {
+        // A retry after a conflict: wait, with jitter, before competing again.
+        conflicts.wait_turn().await;
+    }
+    let tx = conflicts.noted(db.begin(mode).await)?;
     Ok(Box::new(SqlUnit {
         db,
         tx,
@@ -227,14 +231,44 @@ impl SqlUnit {
     }
 }
 
+// Every step notes a conflict (a deadlock, a certification failure)
+// wherever it surfaces, so that the next committing unit of this store
+// waits its turn: a Galera node reports a certification loss at whatever
+// statement follows it.
 #[async_trait]
 impl AllocationUnit for SqlUnit {
     async fn snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError> {
+        let read = self.read_snapshot(names).await;
+        self.conflicts.noted(read)
+    }
+
+    async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<LivePeers, StoreError> {
+        let read = crate::live::peers(&mut *self.tx, self.db.dialect(), silos).await;
+        self.conflicts.noted(read)
+    }
+
+    async fn record(
+        &mut self,
+        changes: &[MasterChange],
+        audit: &[NewAuditEntry],
+        boots: &[BootRecord],
+    ) -> Result<(), StoreError> {
+        let written = self.write_record(changes, audit, boots).await;
+        self.conflicts.noted(written)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let SqlUnit { tx, conflicts, .. } = *self;
+        conflicts.committed(tx.commit().await)
+    }
+}
+
+impl SqlUnit {
+    async fn read_snapshot(&mut self, names: &[SlaveName]) -> Result<Snapshot, StoreError> {
         if names.is_empty() {
             return Ok(Snapshot::default());
         }
-        let locked = self.locked_slaves(names).await;
-        let slaves = self.conflicts.after(locked).await?;
+        let slaves = self.locked_slaves(names).await?;
         let d = self.db.dialect();
         let tx = &mut *self.tx;
         let pools = distinct_pools(&slaves);
@@ -282,11 +316,7 @@ impl AllocationUnit for SqlUnit {
         Ok(snapshot)
     }
 
-    async fn live_peers(&mut self, silos: &[(PoolId, Silo)]) -> Result<LivePeers, StoreError> {
-        crate::live::peers(&mut *self.tx, self.db.dialect(), silos).await
-    }
-
-    async fn record(
+    async fn write_record(
         &mut self,
         changes: &[MasterChange],
         audit: &[NewAuditEntry],
@@ -308,18 +338,7 @@ impl AllocationUnit for SqlUnit {
                 self.tx.execute(&sql).await?;
             }
         }
-        let written = match write_audit(&mut *self.tx, d, audit).await {
-            Ok(()) => crate::live::record_boots(&mut *self.tx, d, boots).await,
-            Err(e) => Err(e),
-        };
-        match written {
-            Err(StoreError::Retryable(_)) => self.conflicts.after(written).await,
-            other => other,
-        }
-    }
-
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let SqlUnit { tx, conflicts, .. } = *self;
-        conflicts.after(tx.commit().await).await
+        write_audit(&mut *self.tx, d, audit).await?;
+        crate::live::record_boots(&mut *self.tx, d, boots).await
     }
 }

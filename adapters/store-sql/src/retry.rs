@@ -48,14 +48,37 @@ impl Conflicts {
         self.run.store(0, Ordering::Relaxed);
     }
 
-    /// Pauses when `result` is a conflict, ends the run when it succeeded.
-    pub(crate) async fn after<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        match &result {
-            Ok(_) => self.calm(),
-            Err(StoreError::Retryable(_)) => self.pause().await,
-            Err(_) => {}
+    /// Counts a conflict into the run when `result` is one. A step that
+    /// succeeded inside a transaction ends nothing: only a commit does
+    /// ([`Conflicts::committed`]); were a successful BEGIN to end the run,
+    /// a batch that loses every certification would retry at the first,
+    /// shortest pause every time.
+    pub(crate) fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Retryable(_)) = &result {
+            self.run.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Counts a conflicting commit into the run, ends the run when the
+    /// commit went through.
+    pub(crate) fn committed(&self, result: Result<(), StoreError>) -> Result<(), StoreError> {
+        if result.is_ok() {
+            self.calm();
+        }
+        self.noted(result)
+    }
+
+    /// While a run of conflicts is on, a pause before the next try: up to
+    /// the run's bound, at random, so that the writers that collided do not
+    /// collide again.
+    pub(crate) async fn wait_turn(&self) {
+        let run = self.run.load(Ordering::Relaxed);
+        if run > 0 {
+            let bound = bound(run - 1);
+            let pause = rand::thread_rng().gen_range(Duration::ZERO..=bound);
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Runs `attempt` until it does not end in a conflict, at most
@@ -135,6 +158,27 @@ mod tests {
             .await;
         assert_eq!(got, Err(StoreError::Duplicate("name".into())));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn only_a_commit_ends_a_run_of_conflicts() {
+        let conflicts = Conflicts::default();
+        for _ in 0..3 {
+            conflicts.noted(Ok(())).unwrap();
+            let lost = conflicts.noted::<()>(Err(StoreError::Retryable("certification".into())));
+            assert!(lost.is_err());
+        }
+        assert_eq!(
+            conflicts.run.load(Ordering::Relaxed),
+            3,
+            "a BEGIN that went through ends no run"
+        );
+        conflicts
+            .committed(Err(StoreError::Other("disk full".into())))
+            .unwrap_err();
+        assert_eq!(conflicts.run.load(Ordering::Relaxed), 3, "only conflicts count");
+        conflicts.committed(Ok(())).unwrap();
+        assert_eq!(conflicts.run.load(Ordering::Relaxed), 0);
     }
 
     #[test]
