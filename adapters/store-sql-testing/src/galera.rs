@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::servers::{free_port, give, is_root, run, server_url, unavailable, user_ids, wait_for_port};
+use super::servers::{free_port, give, run, server_url, server_user, unavailable, wait_for_port};
 
 /// The Galera provider Debian's `galera-4` installs.
 pub const PROVIDER: &str = "/usr/lib/galera/libgalera_smm.so";
@@ -81,13 +81,9 @@ impl GaleraCluster {
                 "no {path}: a Galera cluster needs mariadb-server, galera-4 and rsync"
             ));
         }
-        let user = if is_root() {
-            match user_ids("mysql") {
-                Some(ids) => Some(ids),
-                None => return unavailable("running as root and there is no mysql user".into()),
-            }
-        } else {
-            None
+        let user = match server_user("mysql") {
+            Ok(user) => user,
+            Err(why) => return unavailable(why),
         };
         let dir = tempfile::tempdir().unwrap();
         if let Some(ids) = user {

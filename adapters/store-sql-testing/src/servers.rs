@@ -53,6 +53,18 @@ pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
     Some((id("-u")?, id("-g")?))
 }
 
+/// The ids of `user` to run a server as when this process is root
+/// (servers refuse to run as root), `None` when it is not; an error says
+/// that the user is missing.
+pub(crate) fn server_user(user: &str) -> Result<Option<(u32, u32)>, String> {
+    if !is_root() {
+        return Ok(None);
+    }
+    user_ids(user)
+        .map(Some)
+        .ok_or_else(|| format!("running as root and there is no {user} user"))
+}
+
 /// Gives `path` (not recursively) to `user`.
 pub(crate) fn give(path: &Path, (uid, gid): (u32, u32)) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
@@ -369,13 +381,9 @@ impl PrivateMariadb {
         if !server.exists() || !install.exists() {
             return unavailable("no MariaDB server (/usr/sbin/mariadbd, mariadb-install-db)".into());
         }
-        let user = if is_root() {
-            match user_ids("mysql") {
-                Some(ids) => Some(ids),
-                None => return unavailable("running as root and there is no mysql user".into()),
-            }
-        } else {
-            None
+        let user = match server_user("mysql") {
+            Ok(user) => user,
+            Err(why) => return unavailable(why),
         };
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

@@ -251,38 +251,44 @@ fn storm(
     until: Option<&AtomicBool>,
     log: &Mutex<Vec<Answer>>,
 ) {
+    clients(|agent, k| {
+        match until {
+            None if k >= names.len() => return false,
+            Some(stop) if stop.load(Ordering::Relaxed) => return false,
+            _ => {}
+        }
+        let name = &names[k % names.len()];
+        let via = (k + k / names.len()) % targets.len();
+        let started = Instant::now();
+        let (status, body) = ask(agent, &format!("{}/gettac/{name}", targets[via]));
+        let took = started.elapsed();
+        let master = (status == 200).then(|| {
+            let host = tac_host(&body).unwrap_or_else(|| panic!("no master in: {body}"));
+            masters[host]
+        });
+        let body = if status == 200 { String::new() } else { body };
+        log.lock().unwrap().push(Answer {
+            name: name.clone(),
+            via,
+            status,
+            master,
+            body,
+            started,
+            took,
+        });
+        true
+    });
+}
+
+/// Runs `request(agent, k)` for k = 0, 1, 2... from [`CLIENTS`] threads,
+/// each with its own keep-alive agent, until it answers false.
+fn clients(request: impl Fn(&ureq::Agent, usize) -> bool + Sync) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..CLIENTS {
             s.spawn(|| {
                 let agent = ureq::AgentBuilder::new().timeout(REQUEST_LIMIT).build();
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    match until {
-                        None if k >= names.len() => break,
-                        Some(stop) if stop.load(Ordering::Relaxed) => break,
-                        _ => {}
-                    }
-                    let name = &names[k % names.len()];
-                    let via = (k + k / names.len()) % targets.len();
-                    let started = Instant::now();
-                    let (status, body) = ask(&agent, &format!("{}/gettac/{name}", targets[via]));
-                    let took = started.elapsed();
-                    let master = (status == 200).then(|| {
-                        let host = tac_host(&body).unwrap_or_else(|| panic!("no master in: {body}"));
-                        masters[host]
-                    });
-                    let body = if status == 200 { String::new() } else { body };
-                    log.lock().unwrap().push(Answer {
-                        name: name.clone(),
-                        via,
-                        status,
-                        master,
-                        body,
-                        started,
-                        took,
-                    });
-                }
+                while request(&agent, next.fetch_add(1, Ordering::Relaxed)) {}
             });
         }
     });
@@ -358,44 +364,36 @@ fn concurrent_puts_are_seen_through_another_node(world: &World) {
         .map(|s| s["slaveid"].as_i64().unwrap())
         .take(PUTS)
         .collect();
-    let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let agent = ureq::AgentBuilder::new().timeout(REQUEST_LIMIT).build();
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(id) = ids.get(k) else { break };
-                    let notes = format!("put {k} through node {}", k % 3 + 1);
-                    let put = agent
-                        .put(&format!("{}/api/slaves/{id}", urls[k % 3]))
-                        .set("content-type", "application/json")
-                        .send_string(&json!({ "notes": notes }).to_string());
-                    let status = match put {
-                        Ok(r) => r.status(),
-                        Err(ureq::Error::Status(code, r)) => {
-                            let body = r.into_string().unwrap_or_default();
-                            outcomes.lock().unwrap().push(Err(format!("PUT {id}: {code} {body}")));
-                            assert_ne!(code, 500, "PUT {id}: {body}");
-                            continue;
-                        }
-                        Err(e) => panic!("PUT {id}: {e}"),
-                    };
-                    assert_eq!(status, 200);
-                    let other = &urls[(k + 1) % 3];
-                    let (code, body) = ask(&agent, &format!("{other}/api/slaves/{id}"));
-                    assert_eq!(code, 200, "{body}");
-                    let seen: Value = serde_json::from_str(&body).unwrap();
-                    let seen = &seen["notes"];
-                    outcomes.lock().unwrap().push(if *seen == json!(notes) {
-                        Ok(())
-                    } else {
-                        Err(format!("{id}: {seen} through another node, not {notes:?}"))
-                    });
-                }
-            });
-        }
+    clients(|agent, k| {
+        let Some(id) = ids.get(k) else { return false };
+        let notes = format!("put {k} through node {}", k % 3 + 1);
+        let put = agent
+            .put(&format!("{}/api/slaves/{id}", urls[k % 3]))
+            .set("content-type", "application/json")
+            .send_string(&json!({ "notes": notes }).to_string());
+        let status = match put {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, r)) => {
+                let body = r.into_string().unwrap_or_default();
+                outcomes.lock().unwrap().push(Err(format!("PUT {id}: {code} {body}")));
+                assert_ne!(code, 500, "PUT {id}: {body}");
+                return true;
+            }
+            Err(e) => panic!("PUT {id}: {e}"),
+        };
+        assert_eq!(status, 200);
+        let other = &urls[(k + 1) % 3];
+        let (code, body) = ask(agent, &format!("{other}/api/slaves/{id}"));
+        assert_eq!(code, 200, "{body}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        let seen = &seen["notes"];
+        outcomes.lock().unwrap().push(if *seen == json!(notes) {
+            Ok(())
+        } else {
+            Err(format!("{id}: {seen} through another node, not {notes:?}"))
+        });
+        true
     });
     let outcomes = outcomes.into_inner().unwrap();
     let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
