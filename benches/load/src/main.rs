@@ -1,8 +1,9 @@
-//! Load benchmark of `slavealloc serve` (README, "Performance"): on a generated
-//! 10,000-slave fleet, with 64 keep-alive connections, measures /healthz
-//! and /gettac requests per second, gettac's median and 99th-percentile
-//! latency, on SQLite and on MariaDB, and the daemon's peak RSS
-//! (`VmHWM` of /proc/PID/status).
+//! Load benchmark of `slavealloc serve` (README, "Performance"): on
+//! generated fleets (10,000 slaves by default; `--slaves 5000,50000` runs
+//! several sizes), with 64 keep-alive connections, measures /healthz and
+//! /gettac requests per second, their ratio, gettac's median and
+//! 99th-percentile latency, on SQLite, MariaDB and PostgreSQL, and the
+//! daemon's peak RSS (`VmHWM` of /proc/PID/status).
 //!
 //! It runs the real release binary, as deployed (one log line per
 //! allocation included), and generates load from one thread of its own,
@@ -11,12 +12,14 @@
 //!
 //! ```text
 //! cargo build --release -p slavealloc -p slavealloc-load
-//! target/release/slavealloc-load            # both databases
+//! target/release/slavealloc-load                          # all three databases
 //! target/release/slavealloc-load --db sqlite --seconds 5
+//! target/release/slavealloc-load --slaves 5000,50000 --seconds 5
 //! ```
-//! MariaDB is found through `SLAVEALLOC_TEST_MYSQL` (default
-//! `mysql://root@127.0.0.1:3306`); the benchmark creates its own database
-//! and drops it afterwards.
+//! MariaDB and PostgreSQL are found through `SLAVEALLOC_TEST_MYSQL`
+//! (default `mysql://root@127.0.0.1:3306`) and `SLAVEALLOC_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432`); the benchmark creates its
+//! own databases and drops them afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,17 +41,28 @@ use tokio::process::{Child, Command};
 enum Db {
     Sqlite,
     Mysql,
+    Postgres,
+}
+
+impl Db {
+    fn label(self) -> &'static str {
+        match self {
+            Db::Sqlite => "SQLite",
+            Db::Mysql => "MariaDB",
+            Db::Postgres => "PostgreSQL",
+        }
+    }
 }
 
 /// Load benchmark of the slavealloc daemon.
 #[derive(Debug, Parser)]
 struct Args {
     /// Databases to run against, in order.
-    #[arg(long, value_delimiter = ',', default_value = "sqlite,mysql")]
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,mysql,postgres")]
     db: Vec<Db>,
-    /// Slaves in the generated fleet.
-    #[arg(long, default_value_t = 10_000)]
-    slaves: usize,
+    /// Fleet sizes to run, in order (slaves in each generated fleet).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    slaves: Vec<usize>,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -86,7 +100,25 @@ async fn main() -> anyhow::Result<()> {
     if !bin.exists() {
         bail!("{} not found: cargo build --release -p slavealloc", bin.display());
     }
-    let spec = FleetSpec::with_slaves(args.slaves);
+    println!(
+        "{} connections; {} s per phase; every slave asks once first (a boot storm), then the fleet is running",
+        args.connections, args.seconds
+    );
+    println!(
+        "| fleet | database | /healthz req/s | gettac req/s | gettac/healthz | gettac p50 | gettac p99 | errors | peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for slaves in &args.slaves {
+        for db in &args.db {
+            measure(&args, &bin, *slaves, *db).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One row of the table: `slaves` slaves on `db`.
+async fn measure(args: &Args, bin: &Path, slaves: usize, db: Db) -> anyhow::Result<()> {
+    let spec = FleetSpec::with_slaves(slaves);
     let fleet = generate_fleet(&spec);
     let names: Arc<Vec<String>> = Arc::new(
         fleet
@@ -95,79 +127,70 @@ async fn main() -> anyhow::Result<()> {
             .filter_map(|r| r.get("name").and_then(|v| v.as_text()).map(str::to_owned))
             .collect(),
     );
-    println!(
-        "fleet: {} slaves, {} pools x {} masters; {} connections; {} s per phase",
-        names.len(),
-        spec.pools,
-        spec.masters_per_pool,
-        args.connections,
-        args.seconds
-    );
-    println!(
-        "| database | /healthz req/s | gettac req/s | gettac/healthz | gettac p50 | gettac p99 | errors | peak RSS |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for db in &args.db {
-        let dir = tempfile_dir()?;
-        let (url, test_db) = match db {
-            Db::Sqlite => (format!("sqlite://{}", dir.join("load.db").display()), None),
-            Db::Mysql => {
-                let Some(t) = TestDatabase::create(Backend::MySql).await else {
-                    println!("| MariaDB | (server unreachable: skipped) |");
-                    continue;
-                };
-                (t.url().to_owned(), Some(t))
-            }
-        };
-        let store = SqlStore::connect(&url).await.context("while creating the schema")?;
-        store.replace_all(&fleet).await.context("while loading the fleet")?;
-        store.close().await;
-
-        let daemon = Daemon::start(&bin, &url, &dir).await?;
-        let seconds = Duration::from_secs(args.seconds);
-        // Warm-up: every slave asks once (a boot storm: most allocations
-        // write), then the measured phases.
-        let warm = run(
-            daemon.addr,
-            args.connections,
-            Duration::from_secs(60),
-            gettac(&names),
-            Some(names.len()),
-        )
-        .await;
-        let health = run(daemon.addr, args.connections, seconds, |_| "/healthz".to_owned(), None).await;
-        let tac = run(daemon.addr, args.connections, seconds, gettac(&names), None).await;
-        let rss = daemon.peak_rss_kib()?;
-        let batch = mean_batch(daemon.addr).await;
-        daemon.stop().await?;
-        if let Some(t) = test_db {
-            t.destroy().await;
+    let fleet_label = format!("{slaves} slaves, {} masters", spec.pools * spec.masters_per_pool);
+    let dir = tempfile_dir()?;
+    let (url, test_db) = match db {
+        Db::Sqlite => (format!("sqlite://{}", dir.join("load.db").display()), None),
+        Db::Mysql | Db::Postgres => {
+            let backend = if db == Db::Mysql {
+                Backend::MySql
+            } else {
+                Backend::Postgres
+            };
+            let Some(t) = TestDatabase::create(backend).await else {
+                println!("| {fleet_label} | {} | (server unreachable: skipped) |", db.label());
+                return Ok(());
+            };
+            (t.url().to_owned(), Some(t))
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        println!(
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {:.1} MiB |",
-            match db {
-                Db::Sqlite => "SQLite",
-                Db::Mysql => "MariaDB",
-            },
-            health.rate(),
-            tac.rate(),
-            tac.rate() / health.rate(),
-            tac.p50.as_secs_f64() * 1e3,
-            tac.p99.as_secs_f64() * 1e3,
-            health.errors + tac.errors + warm.errors,
-            rss as f64 / 1024.0
-        );
-        eprintln!("  ({db:?}) mean group-commit batch: {batch:.1} requests per transaction");
-        eprintln!(
-            "  ({db:?}) warm-up: {} gettacs in {:.2} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms)",
-            warm.ok,
-            warm.elapsed.as_secs_f64(),
-            warm.rate(),
-            warm.p50.as_secs_f64() * 1e3,
-            warm.p99.as_secs_f64() * 1e3
-        );
+    };
+    let store = SqlStore::connect(&url).await.context("while creating the schema")?;
+    store.replace_all(&fleet).await.context("while loading the fleet")?;
+    store.close().await;
+
+    let daemon = Daemon::start(bin, &url, &dir).await?;
+    let seconds = Duration::from_secs(args.seconds);
+    // Warm-up: every slave asks once (a boot storm: most allocations
+    // write), then the measured phases. Bounded by a rate no backend
+    // falls below (100 gettacs a second), so a large fleet is not cut off.
+    let warm_limit = Duration::from_secs(60).max(Duration::from_secs((slaves / 100) as u64));
+    let warm = run(
+        daemon.addr,
+        args.connections,
+        warm_limit,
+        gettac(&names),
+        Some(names.len()),
+    )
+    .await;
+    let health = run(daemon.addr, args.connections, seconds, |_| "/healthz".to_owned(), None).await;
+    let tac = run(daemon.addr, args.connections, seconds, gettac(&names), None).await;
+    let rss = daemon.peak_rss_kib()?;
+    let batch = mean_batch(daemon.addr).await;
+    daemon.stop().await?;
+    if let Some(t) = test_db {
+        t.destroy().await;
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "| {fleet_label} | {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {:.1} MiB |",
+        db.label(),
+        health.rate(),
+        tac.rate(),
+        tac.rate() / health.rate(),
+        tac.p50.as_secs_f64() * 1e3,
+        tac.p99.as_secs_f64() * 1e3,
+        health.errors + tac.errors + warm.errors,
+        rss as f64 / 1024.0
+    );
+    eprintln!("  ({db:?}, {slaves}) mean group-commit batch: {batch:.1} requests per transaction");
+    eprintln!(
+        "  ({db:?}, {slaves}) warm-up: {} gettacs in {:.2} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms)",
+        warm.ok,
+        warm.elapsed.as_secs_f64(),
+        warm.rate(),
+        warm.p50.as_secs_f64() * 1e3,
+        warm.p99.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
