@@ -58,6 +58,7 @@ pub(crate) async fn begin(
         tx,
         intent,
         conflicts,
+        silos: HashMap::new(),
     }))
 }
 
@@ -71,6 +72,9 @@ struct SqlUnit {
     tx: Box<dyn Tx>,
     intent: Intent,
     conflicts: Arc<Conflicts>,
+    /// Each slave of the snapshot's pool and silo, for the counts that
+    /// its move changes.
+    silos: HashMap<i32, (PoolId, Silo)>,
 }
 
 pub(crate) fn int(v: i32) -> Param {
@@ -98,7 +102,12 @@ async fn slaves_by_name(tx: &mut dyn Tx, d: &Dialect, names: &[SlaveName]) -> Re
 /// Keeps every other allocation of `pools` out until this transaction ends,
 /// taking the pools in ascending order (so that two units never wait for
 /// each other in a circle).
-async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: PoolLock, pools: &BTreeSet<PoolId>) -> Result<(), StoreError> {
+pub(crate) async fn lock_pools(
+    tx: &mut dyn Tx,
+    d: &Dialect,
+    lock: PoolLock,
+    pools: &BTreeSet<PoolId>,
+) -> Result<(), StoreError> {
     match lock {
         PoolLock::None => {}
         PoolLock::Select(clause) => {
@@ -123,6 +132,18 @@ async fn lock_pools(tx: &mut dyn Tx, d: &Dialect, lock: PoolLock, pools: &BTreeS
     Ok(())
 }
 
+/// How `db` keeps other allocations out of a pool: a lock taken by a read
+/// stays on its Galera node, so there the rows of `pool_locks` are
+/// written instead; elsewhere the read's lock costs no write (and no log
+/// flush) when the allocation changes nothing.
+pub(crate) fn pool_lock(db: &dyn Db) -> PoolLock {
+    if db.cluster().is_some() {
+        PoolLock::Bump
+    } else {
+        db.dialect().pool_lock
+    }
+}
+
 /// The `slaves` columns that make a (pool, silo).
 pub(crate) const SILO_KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
 
@@ -140,33 +161,21 @@ pub(crate) fn push_silos(sql: &mut Sql, silos: &[&(PoolId, Silo)], alias: &str) 
     }
 }
 
-/// The slaves of each (pool, silo) per current master: read from the
-/// `slave_loads` table where the backend keeps one (SQLite), else one
-/// grouped count of `slaves` over the wanted silos.
+/// The slaves of each (pool, silo) per current master, from `slave_loads`
+/// (kept by triggers on SQLite, by the store elsewhere: see
+/// [`crate::loads`]): a few point reads, whatever the pool's size.
 ///
 /// The silos are an OR of equalities rather than a row-value `IN`: with
-/// several silos SQLite scans the whole table for the latter, and uses the
-/// `slave_poolid` index (or `slave_loads`' key) for the former, as do
-/// MariaDB and PostgreSQL.
+/// several silos SQLite scans the whole table for the latter, and uses
+/// `slave_loads`' key for the former, as do MariaDB and PostgreSQL.
 async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -> Result<Vec<SiloLoad>, StoreError> {
     let key = SILO_KEY.join(", ");
     let mut per_silo: BTreeMap<(PoolId, Silo), Vec<(MasterId, u32)>> = silos.iter().map(|k| (*k, Vec::new())).collect();
     let silos: Vec<_> = silos.iter().collect();
     for chunk in silos.chunks(MAX_PARAMS / SILO_KEY.len()) {
-        let mut sql = Sql::new(
-            d,
-            &if d.loads_table {
-                format!("SELECT {key}, masterid, slaves FROM slave_loads WHERE (")
-            } else {
-                format!("SELECT {key}, current_masterid, COUNT(*) FROM slaves WHERE (")
-            },
-        );
+        let mut sql = Sql::new(d, &format!("SELECT {key}, masterid, slaves FROM slave_loads WHERE ("));
         push_silos(&mut sql, chunk, "");
-        sql.push(&if d.loads_table {
-            ") AND slaves > 0".to_owned()
-        } else {
-            format!(") AND current_masterid IS NOT NULL GROUP BY {key}, current_masterid")
-        });
+        sql.push(") AND slaves > 0");
         for row in tx.fetch(&sql, &[Out::Int; 9]).await? {
             let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
             let narrow =
@@ -206,14 +215,7 @@ impl SqlUnit {
         if d.pool_lock == PoolLock::None || self.intent != Intent::Commit {
             return Ok(slaves);
         }
-        // A lock taken by a read stays on its Galera node: there the rows
-        // are written instead. Elsewhere the read's lock costs no write
-        // (and no log flush) when the allocation changes nothing.
-        let lock = if self.db.cluster().is_some() {
-            PoolLock::Bump
-        } else {
-            d.pool_lock
-        };
+        let lock = pool_lock(&*self.db);
         let mut locked = BTreeSet::new();
         for _ in 0..LOCK_ROUNDS {
             let missing: BTreeSet<PoolId> = distinct_pools(&slaves).difference(&locked).copied().collect();
@@ -269,6 +271,7 @@ impl SqlUnit {
             return Ok(Snapshot::default());
         }
         let slaves = self.locked_slaves(names).await?;
+        self.silos = slaves.iter().map(|s| (s.slaveid, (s.poolid, s.silo()))).collect();
         let d = self.db.dialect();
         let tx = &mut *self.tx;
         let pools = distinct_pools(&slaves);
@@ -337,6 +340,9 @@ impl SqlUnit {
                     .push(")");
                 self.tx.execute(&sql).await?;
             }
+        }
+        if d.store_keeps_loads {
+            crate::loads::apply_moves(&mut *self.tx, d, changes, &self.silos).await?;
         }
         write_audit(&mut *self.tx, d, audit).await?;
         crate::live::record_boots(&mut *self.tx, d, boots).await

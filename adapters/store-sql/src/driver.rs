@@ -67,9 +67,11 @@ pub(crate) struct Dialect {
     pub pool_lock: PoolLock,
     /// Appended to the read of a row that is about to be updated or deleted.
     pub row_lock: &'static str,
-    /// Loads are read from the trigger-maintained `slave_loads` table rather
-    /// than counted from `slaves` (SQLite).
-    pub loads_table: bool,
+    /// Whether the store itself keeps `slave_loads` (every allocation
+    /// applies its moves, and [`crate::loads`] recounts it): on MariaDB
+    /// and PostgreSQL, where a shared database may not allow triggers; on
+    /// SQLite triggers keep it.
+    pub store_keeps_loads: bool,
     /// How an `INSERT` replaces the row whose key it repeats.
     pub upsert: Upsert,
     /// One row holding 1 when the migrator's `_sqlx_migrations` table
@@ -522,7 +524,7 @@ mod tests {
             numbered_params: true,
             pool_lock: PoolLock::None,
             row_lock: "",
-            loads_table: false,
+            store_keeps_loads: false,
             upsert: Upsert::OnConflict,
             migrations_table_exists: "",
         };

@@ -46,6 +46,7 @@ mod failover;
 mod inventory;
 mod lifecycle;
 mod live;
+mod loads;
 mod migrations;
 mod mysql;
 mod postgres;
@@ -346,7 +347,37 @@ impl SqlStore {
             return self.check_replica_schema().await;
         }
         let migrator = migrations::migrator(self.db.backend(), self.migrations_up_to);
-        self.db.ensure_schema(&migrator).await
+        self.db.ensure_schema(&migrator).await?;
+        if self.migrations_up_to.is_none() {
+            self.reconcile_loads().await?;
+        }
+        Ok(())
+    }
+
+    /// Recounts the per-silo loads (`slave_loads`) from `slaves` where this
+    /// store keeps them (MariaDB, PostgreSQL; triggers keep them on
+    /// SQLite), pool by pool under each pool's allocation lock, and answers
+    /// how many pools' counts were wrong. Every allocation keeps them, and
+    /// this store's inventory writes recount them; a daemon runs this at
+    /// start and every `[database] reconcile_interval_s` for the writers
+    /// that are not this store (the original daemon, an operator's SQL).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached;
+    /// [`StoreError::Retryable`] when it kept conflicting with allocations.
+    pub async fn reconcile_loads(&self) -> Result<u64, StoreError> {
+        self.conflicts.retrying(|| loads::reconcile(&*self.db)).await
+    }
+
+    /// After a write of `table` that went through: recounts the loads when
+    /// the write may have moved a slave between pools, silos or masters.
+    /// The write stands whatever happens here; a failed recount is left to
+    /// the next one.
+    async fn recount_after<T>(&self, table: Table, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        if written.is_ok() && table == Table::Slaves {
+            let _ = self.reconcile_loads().await;
+        }
+        written
     }
 
     /// What a read-only server must have for this build to serve from it.
@@ -451,15 +482,19 @@ impl InventoryStore for SqlStore {
     }
 
     async fn insert(&self, table: Table, row: Row, actor: Actor) -> Result<Row, StoreError> {
-        self.conflicts
+        let written = self
+            .conflicts
             .retrying(|| inventory::insert(&*self.db, table, row.clone(), actor.clone()))
-            .await
+            .await;
+        self.recount_after(table, written).await
     }
 
     async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
-        self.conflicts
+        let written = self
+            .conflicts
             .retrying(|| inventory::update(&*self.db, table, id, changes.clone(), actor.clone()))
-            .await
+            .await;
+        self.recount_after(table, written).await
     }
 
     async fn update_many(
@@ -471,7 +506,8 @@ impl InventoryStore for SqlStore {
         dry_run: bool,
         actor: Actor,
     ) -> Result<Vec<(Row, Row)>, StoreError> {
-        self.conflicts
+        let written = self
+            .conflicts
             .retrying(|| {
                 inventory::update_many(
                     &*self.db,
@@ -483,13 +519,16 @@ impl InventoryStore for SqlStore {
                     actor.clone(),
                 )
             })
-            .await
+            .await;
+        self.recount_after(table, written).await
     }
 
     async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
-        self.conflicts
+        let written = self
+            .conflicts
             .retrying(|| inventory::delete(&*self.db, table, id, actor.clone()))
-            .await
+            .await;
+        self.recount_after(table, written).await
     }
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
@@ -568,15 +607,18 @@ impl DumpStore for SqlStore {
     }
 
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError> {
-        dump::load(&*self.db, dump, true).await
+        let written = dump::load(&*self.db, dump, true).await;
+        self.recount_after(Table::Slaves, written).await
     }
 
     async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
-        dump::load_saving(&*self.db, dump, Some(save)).await
+        let written = dump::load_saving(&*self.db, dump, Some(save)).await;
+        self.recount_after(Table::Slaves, written).await
     }
 
     async fn append(&self, dump: &Dump) -> Result<(), StoreError> {
-        dump::load(&*self.db, dump, false).await
+        let written = dump::load(&*self.db, dump, false).await;
+        self.recount_after(Table::Slaves, written).await
     }
 
     async fn row_count(&self) -> Result<u64, StoreError> {

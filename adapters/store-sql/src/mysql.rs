@@ -33,7 +33,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: false,
     pool_lock: PoolLock::Select(" FOR UPDATE"),
     row_lock: " FOR UPDATE",
-    loads_table: false,
+    store_keeps_loads: true,
     upsert: Upsert::OnDuplicateKey,
     migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
                               WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",

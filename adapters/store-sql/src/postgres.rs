@@ -31,7 +31,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: true,
     pool_lock: PoolLock::Select(" FOR NO KEY UPDATE"),
     row_lock: " FOR UPDATE",
-    loads_table: false,
+    store_keeps_loads: true,
     upsert: Upsert::OnConflict,
     migrations_table_exists: "SELECT COUNT(*) FROM information_schema.tables \
                               WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",

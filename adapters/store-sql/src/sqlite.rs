@@ -34,7 +34,7 @@ static DIALECT: Dialect = Dialect {
     numbered_params: false,
     pool_lock: PoolLock::None,
     row_lock: "",
-    loads_table: true,
+    store_keeps_loads: false,
     upsert: Upsert::OnConflict,
     migrations_table_exists: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
 };

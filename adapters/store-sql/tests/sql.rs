@@ -185,6 +185,15 @@ async fn an_allocation_waits_for_the_pool_lock(backend: Backend) {
     holder
         .run("UPDATE slaves SET current_masterid = 1 WHERE slaveid IN (1, 2)")
         .await;
+    // As this build's allocator does, it keeps the pool's loads too.
+    holder.run("DELETE FROM slave_loads WHERE poolid = 1").await;
+    holder
+        .run(
+            "INSERT INTO slave_loads SELECT poolid, distroid, bitsid, purposeid, dcid, trustid, envid, \
+             current_masterid, COUNT(*) FROM slaves WHERE poolid = 1 AND current_masterid IS NOT NULL \
+             GROUP BY poolid, distroid, bitsid, purposeid, dcid, trustid, envid, current_masterid",
+        )
+        .await;
 
     let alloc = allocator(Arc::new(store.clone()));
     let request = tokio::spawn(async move { alloc.gettac("slave-3").await });
@@ -487,7 +496,7 @@ async fn describe_mariadb(conn: &mut sqlx::MySqlConnection, name: &str) -> Strin
     let tables = sqlx::query(
         "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
          AND TABLE_NAME NOT IN ('_sqlx_migrations', 'slave_boots', 'slave_presence', 'master_status', \
-         'unknown_workers', 'leases', 'holds', 'pool_locks')",
+         'unknown_workers', 'leases', 'holds', 'pool_locks', 'slave_loads')",
     )
     .bind(name)
     .fetch_all(&mut *conn)
@@ -718,6 +727,7 @@ async fn a_database_created_by_the_original_works_unchanged() {
         "master_status",
         "pool_locks",
         "slave_boots",
+        "slave_loads",
         "slave_presence",
         "unknown_workers",
     ]

@@ -260,6 +260,11 @@ pub struct DatabaseConfig {
     /// has applied what the cluster acknowledged before it; 0 reads what
     /// the node has.
     pub galera_sync_wait: Option<u32>,
+    /// How often, in seconds, the daemon recounts the per-silo loads from
+    /// `slaves` on MariaDB and PostgreSQL (default 60): the longest a write
+    /// by someone else (the original daemon, an operator's SQL) can skew
+    /// the balance.
+    pub reconcile_interval_s: Option<u64>,
 }
 
 /// `[server]`: how long clients may take, how many may connect.
@@ -327,6 +332,8 @@ pub struct Settings {
     /// Whether the deadline was configured (`deadline_ms`) rather than
     /// the default, which a Galera node raises above its suspect timeout.
     pub deadline_configured: bool,
+    /// How often the per-silo loads are recounted from `slaves`.
+    pub reconcile_interval: Duration,
     /// Write tokens.
     pub tokens: Tokens,
     /// Reverse proxies whose `X-Real-IP` header names the client.
@@ -503,6 +510,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         pool,
         deadline,
         deadline_configured: d.deadline_ms.is_some(),
+        reconcile_interval: Duration::from_secs(d.reconcile_interval_s.unwrap_or(DEFAULT_RECONCILE_S).max(1)),
         tokens,
         trusted_proxies: if args.trusted_proxies.is_empty() {
             file.trusted_proxies.unwrap_or_default()
@@ -638,6 +646,7 @@ pub struct Daemon {
     pruner: Option<Pruner>,
     /// Resumes holds whose end passed.
     resumer: Resumer,
+    reconciler: Option<Reconciler>,
     /// The demo's database lives in a directory removed when the daemon is.
     _demo_dir: Option<tempfile::TempDir>,
 }
@@ -680,6 +689,11 @@ impl Daemon {
             every: settings.hold_check,
             readiness: readiness.clone(),
         };
+        let reconciler = settings.allocator.then(|| Reconciler {
+            store: store.clone(),
+            every: settings.reconcile_interval,
+            readiness: readiness.clone(),
+        });
         let poller_metrics = settings.poll.enabled.then(PollerMetrics::default);
         let poller = poller_metrics.clone().map(|metrics| Poller {
             metrics,
@@ -738,6 +752,7 @@ impl Daemon {
             poller,
             pruner,
             resumer,
+            reconciler,
             _demo_dir: demo_dir,
         })
     }
@@ -760,6 +775,7 @@ impl Daemon {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let polling = self.poller.map(|p| tokio::spawn(p.run(stopped.clone())));
         let pruning = self.pruner.map(|p| tokio::spawn(p.run(stopped.clone())));
+        let reconciling = self.reconciler.map(|r| tokio::spawn(r.run(stopped.clone())));
         let resuming = tokio::spawn(self.resumer.run(stopped));
         let shutdown = async move {
             shutdown.await;
@@ -777,6 +793,9 @@ impl Daemon {
             pruning.abort();
         }
         resuming.abort();
+        if let Some(reconciling) = reconciling {
+            reconciling.abort();
+        }
         served.context("while serving")?;
         self.store.close().await;
         Ok(())
@@ -861,6 +880,43 @@ impl Resumer {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot resume holds whose end passed"),
+            }
+        }
+    }
+}
+
+/// `[database] reconcile_interval_s` when it is not set.
+const DEFAULT_RECONCILE_S: u64 = 60;
+
+/// Recounts the per-silo loads from `slaves` every `every` (where the store
+/// keeps them: MariaDB, PostgreSQL), so that a write by someone else skews
+/// the balance for at most that long. Every allocating daemon runs it; a
+/// recount that finds the counts right writes nothing.
+#[derive(Debug)]
+struct Reconciler {
+    store: SqlStore,
+    every: Duration,
+    readiness: Readiness,
+}
+
+impl Reconciler {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.every) => {}
+                _ = stop.changed() => return,
+            }
+            if self.readiness.check().is_err() {
+                continue;
+            }
+            match self.store.reconcile_loads().await {
+                Ok(0) => {}
+                Ok(pools) => tracing::warn!(
+                    pools,
+                    "the per-silo loads differed from the slaves table (written by something other than \
+                     this daemon's allocations and API): recounted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot recount the per-silo loads"),
             }
         }
     }
@@ -1215,6 +1271,15 @@ mod tests {
         let file: FileConfig = toml::from_str("[database]\ndeadline_ms = 2500").unwrap();
         let s = resolve(&parse(&[]), file).unwrap();
         assert_eq!((s.deadline, s.deadline_configured), (Duration::from_millis(2500), true));
+    }
+
+    #[test]
+    fn loads_are_recounted_every_minute_unless_configured() {
+        let s = resolve(&parse(&[]), FileConfig::default()).unwrap();
+        assert_eq!(s.reconcile_interval, Duration::from_secs(60));
+        let file: FileConfig = toml::from_str("[database]\nreconcile_interval_s = 5").unwrap();
+        let s = resolve(&parse(&[]), file).unwrap();
+        assert_eq!(s.reconcile_interval, Duration::from_secs(5));
     }
 
     #[test]
