@@ -23,7 +23,7 @@ use slavealloc_domain::audit::NewAuditEntry;
 use slavealloc_domain::entities::{MasterId, PoolId, Silo, Slave};
 use slavealloc_domain::live::{BootRecord, LivePeers};
 use slavealloc_domain::ports::{AllocationUnit, MasterChange, SiloLoad, Snapshot};
-use slavealloc_domain::schema::Table;
+use slavealloc_domain::schema::{Table, Value};
 use slavealloc_domain::{Intent, SlaveName, StoreError};
 
 use crate::driver::{Db, Dialect, Mode, Out, Param, PoolLock, Sql, Tx};
@@ -144,6 +144,25 @@ pub(crate) fn pool_lock(db: &dyn Db) -> PoolLock {
     }
 }
 
+/// A `slave_loads` row (or a count of `slaves` in its shape): the pool,
+/// the silo, the master and the count.
+pub(crate) fn load_row(row: &[Value]) -> Result<(PoolId, Silo, MasterId, i64), StoreError> {
+    let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
+    if n.len() != SILO_KEY.len() + 2 {
+        return Err(StoreError::Other(format!("a load row of {} columns", n.len())));
+    }
+    let narrow = |i: usize| i32::try_from(n[i]).map_err(|_| StoreError::Other(format!("id {} out of range", n[i])));
+    let silo = Silo {
+        distroid: narrow(1)?,
+        bitsid: narrow(2)?,
+        purposeid: narrow(3)?,
+        dcid: narrow(4)?,
+        trustid: narrow(5)?,
+        envid: narrow(6)?,
+    };
+    Ok((narrow(0)?, silo, narrow(7)?, n[8]))
+}
+
 /// The `slaves` columns that make a (pool, silo).
 pub(crate) const SILO_KEY: [&str; 7] = ["poolid", "distroid", "bitsid", "purposeid", "dcid", "trustid", "envid"];
 
@@ -177,23 +196,9 @@ async fn loads(tx: &mut dyn Tx, d: &Dialect, silos: &BTreeSet<(PoolId, Silo)>) -
         push_silos(&mut sql, chunk, "");
         sql.push(") AND slaves > 0");
         for row in tx.fetch(&sql, &[Out::Int; 9]).await? {
-            let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
-            let narrow =
-                |i: usize| i32::try_from(n[i]).map_err(|_| StoreError::Other(format!("id {} out of range", n[i])));
-            let key = (
-                narrow(0)?,
-                Silo {
-                    distroid: narrow(1)?,
-                    bitsid: narrow(2)?,
-                    purposeid: narrow(3)?,
-                    dcid: narrow(4)?,
-                    trustid: narrow(5)?,
-                    envid: narrow(6)?,
-                },
-            );
-            let count = u32::try_from(n[8]).unwrap_or(u32::MAX);
-            if let Some(masters) = per_silo.get_mut(&key) {
-                masters.push((narrow(7)?, count));
+            let (pool, silo, master, count) = load_row(&row)?;
+            if let Some(masters) = per_silo.get_mut(&(pool, silo)) {
+                masters.push((master, u32::try_from(count).unwrap_or(u32::MAX)));
             }
         }
     }

@@ -21,7 +21,7 @@ use slavealloc_domain::entities::{MasterId, PoolId, Silo};
 use slavealloc_domain::ports::MasterChange;
 use slavealloc_domain::StoreError;
 
-use crate::allocation::{int, lock_pools, pool_lock, SILO_KEY};
+use crate::allocation::{int, load_row, lock_pools, pool_lock, SILO_KEY};
 use crate::driver::{Db, Dialect, Mode, Out, Param, Sql, Tx, Upsert};
 use crate::inventory::MAX_PARAMS;
 
@@ -177,17 +177,8 @@ async fn reconcile_pool(db: &dyn Db, pool: PoolId) -> Result<bool, StoreError> {
 fn counts(rows: Vec<Vec<slavealloc_domain::schema::Value>>) -> Result<Counts, StoreError> {
     let mut out = Counts::new();
     for row in rows {
-        let n: Vec<i64> = row.iter().map(|v| v.as_int().unwrap_or_default()).collect();
-        let narrow = |i: usize| i32::try_from(n[i]).map_err(|_| StoreError::Other(format!("id {} out of range", n[i])));
-        let silo = Silo {
-            distroid: narrow(1)?,
-            bitsid: narrow(2)?,
-            purposeid: narrow(3)?,
-            dcid: narrow(4)?,
-            trustid: narrow(5)?,
-            envid: narrow(6)?,
-        };
-        out.insert((narrow(0)?, silo, narrow(7)?), n[8]);
+        let (pool, silo, master, n) = load_row(&row)?;
+        out.insert((pool, silo, master), n);
     }
     Ok(out)
 }

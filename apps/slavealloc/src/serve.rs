@@ -645,8 +645,8 @@ pub struct Daemon {
     /// Prunes old allocation entries while serving.
     pruner: Option<Pruner>,
     /// Resumes holds whose end passed.
-    resumer: Resumer,
-    reconciler: Option<Reconciler>,
+    resumer: Periodic,
+    reconciler: Option<Periodic>,
     /// The demo's database lives in a directory removed when the daemon is.
     _demo_dir: Option<tempfile::TempDir>,
 }
@@ -684,12 +684,12 @@ impl Daemon {
             keep,
             readiness: readiness.clone(),
         });
-        let resumer = Resumer {
+        let resumer = Periodic {
             store: store.clone(),
             every: settings.hold_check,
             readiness: readiness.clone(),
         };
-        let reconciler = settings.allocator.then(|| Reconciler {
+        let reconciler = settings.allocator.then(|| Periodic {
             store: store.clone(),
             every: settings.reconcile_interval,
             readiness: readiness.clone(),
@@ -775,8 +775,10 @@ impl Daemon {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let polling = self.poller.map(|p| tokio::spawn(p.run(stopped.clone())));
         let pruning = self.pruner.map(|p| tokio::spawn(p.run(stopped.clone())));
-        let reconciling = self.reconciler.map(|r| tokio::spawn(r.run(stopped.clone())));
-        let resuming = tokio::spawn(self.resumer.run(stopped));
+        let reconciling = self
+            .reconciler
+            .map(|r| tokio::spawn(r.run(stopped.clone(), reconcile_round)));
+        let resuming = tokio::spawn(self.resumer.run(stopped, resume_round));
         let shutdown = async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -853,18 +855,22 @@ impl Pruner {
     }
 }
 
-/// Brings back the masters and slaves whose hold has reached its end.
-/// Every daemon runs it; the store resumes each hold once however many
-/// race for it.
+/// A chore every daemon repeats every `every` while its database is ready:
+/// resuming the holds whose end passed ([`resume_round`]), recounting the
+/// per-silo loads ([`reconcile_round`]).
 #[derive(Debug)]
-struct Resumer {
+struct Periodic {
     store: SqlStore,
     every: Duration,
     readiness: Readiness,
 }
 
-impl Resumer {
-    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+impl Periodic {
+    async fn run<F, Fut>(self, mut stop: tokio::sync::watch::Receiver<bool>, mut round: F)
+    where
+        F: FnMut(SqlStore) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.every) => {}
@@ -873,52 +879,41 @@ impl Resumer {
             if self.readiness.check().is_err() {
                 continue;
             }
-            match slavealloc_domain::LifecycleStore::resume_due(&self.store, SystemTime::now()).await {
-                Ok(resumed) => {
-                    for h in resumed {
-                        tracing::info!(target = h.target.as_str(), id = h.target_id, note = %h.note, "hold ended: until reached");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot resume holds whose end passed"),
+            round(self.store.clone()).await;
+        }
+    }
+}
+
+/// Brings back the masters and slaves whose hold has reached its end.
+/// Every daemon runs it; the store resumes each hold once however many
+/// race for it.
+async fn resume_round(store: SqlStore) {
+    match slavealloc_domain::LifecycleStore::resume_due(&store, SystemTime::now()).await {
+        Ok(resumed) => {
+            for h in resumed {
+                tracing::info!(target = h.target.as_str(), id = h.target_id, note = %h.note, "hold ended: until reached");
             }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot resume holds whose end passed"),
     }
 }
 
 /// `[database] reconcile_interval_s` when it is not set.
 const DEFAULT_RECONCILE_S: u64 = 60;
 
-/// Recounts the per-silo loads from `slaves` every `every` (where the store
-/// keeps them: MariaDB, PostgreSQL), so that a write by someone else skews
-/// the balance for at most that long. Every allocating daemon runs it; a
-/// recount that finds the counts right writes nothing.
-#[derive(Debug)]
-struct Reconciler {
-    store: SqlStore,
-    every: Duration,
-    readiness: Readiness,
-}
-
-impl Reconciler {
-    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.every) => {}
-                _ = stop.changed() => return,
-            }
-            if self.readiness.check().is_err() {
-                continue;
-            }
-            match self.store.reconcile_loads().await {
-                Ok(0) => {}
-                Ok(pools) => tracing::warn!(
-                    pools,
-                    "the per-silo loads differed from the slaves table (written by something other than \
-                     this daemon's allocations and API): recounted"
-                ),
-                Err(e) => tracing::warn!(error = %e, "cannot recount the per-silo loads"),
-            }
-        }
+/// Recounts the per-silo loads from `slaves` (where the store keeps them:
+/// MariaDB, PostgreSQL), so that a write by someone else skews the balance
+/// for at most one interval. Every allocating daemon runs it; a recount
+/// that finds the counts right writes nothing.
+async fn reconcile_round(store: SqlStore) {
+    match store.reconcile_loads().await {
+        Ok(0) => {}
+        Ok(pools) => tracing::warn!(
+            pools,
+            "the per-silo loads differed from the slaves table (written by something other than \
+             this daemon's allocations and API): recounted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot recount the per-silo loads"),
     }
 }
 
