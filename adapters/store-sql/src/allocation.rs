@@ -134,8 +134,7 @@ pub(crate) async fn lock_pools(
 
 /// How `db` keeps other allocations out of a pool: a lock taken by a read
 /// stays on its Galera node, so there the rows of `pool_locks` are
-/// written instead; elsewhere the read's lock costs no write (and no log
-/// flush) when the allocation changes nothing.
+/// written instead; elsewhere the read's lock adds no row to write.
 pub(crate) fn pool_lock(db: &dyn Db) -> PoolLock {
     if db.cluster().is_some() {
         PoolLock::Bump
