@@ -167,6 +167,11 @@ async fn measure(args: &Args, bin: &Path, slaves: usize, db: Db) -> anyhow::Resu
     let rss = daemon.peak_rss_kib()?;
     let batch = mean_batch(daemon.addr).await;
     daemon.stop().await?;
+    // The counts the allocations kept through the storm and the steady
+    // state must be what a recount from `slaves` gives.
+    let store = SqlStore::connect(&url).await.context("while reopening the database")?;
+    let wrong = store.reconcile_loads().await.context("while recounting the loads")?;
+    store.close().await;
     if let Some(t) = test_db {
         t.destroy().await;
     }
@@ -183,6 +188,16 @@ async fn measure(args: &Args, bin: &Path, slaves: usize, db: Db) -> anyhow::Resu
         rss as f64 / 1024.0
     );
     eprintln!("  ({db:?}, {slaves}) mean group-commit batch: {batch:.1} requests per transaction");
+    eprintln!(
+        "  ({db:?}, {slaves}) per-silo loads after the run: {}",
+        if db == Db::Sqlite {
+            "kept by triggers".to_owned()
+        } else if wrong == 0 {
+            "exact (a recount from slaves changed nothing)".to_owned()
+        } else {
+            format!("WRONG in {wrong} pools")
+        }
+    );
     eprintln!(
         "  ({db:?}, {slaves}) warm-up: {} gettacs in {:.2} s ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms)",
         warm.ok,
