@@ -369,12 +369,12 @@ impl SqlStore {
         self.conflicts.retrying(|| loads::reconcile(&*self.db)).await
     }
 
-    /// After a write of `table` that went through: recounts the loads when
-    /// the write may have moved a slave between pools, silos or masters.
-    /// The write stands whatever happens here; a failed recount is left to
-    /// the next one.
-    async fn recount_after<T>(&self, table: Table, written: Result<T, StoreError>) -> Result<T, StoreError> {
-        if written.is_ok() && table == Table::Slaves {
+    /// After a write that went through: recounts the loads when it `moved`
+    /// slaves between pools, silos or masters (a write of notes moves
+    /// nobody). The write stands whatever happens here; a failed recount is
+    /// left to the next one.
+    async fn recount_after<T>(&self, moved: bool, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        if moved && written.is_ok() {
             let _ = self.reconcile_loads().await;
         }
         written
@@ -467,6 +467,15 @@ impl AllocationStore for SqlStore {
     }
 }
 
+/// Whether writing `row` into `table` can change the per-silo loads: a
+/// slave's pool, silo or master.
+fn moves_loads(table: Table, row: &Row) -> bool {
+    table == Table::Slaves
+        && row
+            .keys()
+            .any(|c| c == "current_masterid" || allocation::SILO_KEY.contains(&c.as_str()))
+}
+
 #[async_trait]
 impl InventoryStore for SqlStore {
     async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError> {
@@ -486,7 +495,7 @@ impl InventoryStore for SqlStore {
             .conflicts
             .retrying(|| inventory::insert(&*self.db, table, row.clone(), actor.clone()))
             .await;
-        self.recount_after(table, written).await
+        self.recount_after(moves_loads(table, &row), written).await
     }
 
     async fn update(&self, table: Table, id: i32, changes: Row, actor: Actor) -> Result<Row, StoreError> {
@@ -494,7 +503,7 @@ impl InventoryStore for SqlStore {
             .conflicts
             .retrying(|| inventory::update(&*self.db, table, id, changes.clone(), actor.clone()))
             .await;
-        self.recount_after(table, written).await
+        self.recount_after(moves_loads(table, &changes), written).await
     }
 
     async fn update_many(
@@ -520,7 +529,8 @@ impl InventoryStore for SqlStore {
                 )
             })
             .await;
-        self.recount_after(table, written).await
+        self.recount_after(!dry_run && moves_loads(table, &changes), written)
+            .await
     }
 
     async fn delete(&self, table: Table, id: i32, actor: Actor) -> Result<(), StoreError> {
@@ -528,7 +538,7 @@ impl InventoryStore for SqlStore {
             .conflicts
             .retrying(|| inventory::delete(&*self.db, table, id, actor.clone()))
             .await;
-        self.recount_after(table, written).await
+        self.recount_after(table == Table::Slaves, written).await
     }
 
     async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
@@ -608,17 +618,17 @@ impl DumpStore for SqlStore {
 
     async fn replace_all(&self, dump: &Dump) -> Result<(), StoreError> {
         let written = dump::load(&*self.db, dump, true).await;
-        self.recount_after(Table::Slaves, written).await
+        self.recount_after(true, written).await
     }
 
     async fn replace_all_saving<'s>(&self, dump: &Dump, save: &'s (dyn SaveReplaced + 's)) -> Result<(), StoreError> {
         let written = dump::load_saving(&*self.db, dump, Some(save)).await;
-        self.recount_after(Table::Slaves, written).await
+        self.recount_after(true, written).await
     }
 
     async fn append(&self, dump: &Dump) -> Result<(), StoreError> {
         let written = dump::load(&*self.db, dump, false).await;
-        self.recount_after(Table::Slaves, written).await
+        self.recount_after(true, written).await
     }
 
     async fn row_count(&self) -> Result<u64, StoreError> {

@@ -36,11 +36,10 @@ pub(crate) struct Conflicts {
 }
 
 impl Conflicts {
-    /// Waits a random time up to the run's bound, and lengthens the run.
+    /// Lengthens the run, and waits a random time up to its bound.
     pub(crate) async fn pause(&self) {
-        let bound = bound(self.run.fetch_add(1, Ordering::Relaxed));
-        let pause = rand::thread_rng().gen_range(Duration::ZERO..=bound);
-        tokio::time::sleep(pause).await;
+        self.run.fetch_add(1, Ordering::Relaxed);
+        self.wait_turn().await;
     }
 
     /// Ends the run: a transaction went through.

@@ -443,7 +443,12 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             .map_or(defaults.acquire_timeout, Duration::from_millis),
         idle_timeout: d.idle_timeout_s.map(Duration::from_secs).or(defaults.idle_timeout),
         max_lifetime: d.max_lifetime_s.map(Duration::from_secs).or(defaults.max_lifetime),
-        galera_sync_wait: d.galera_sync_wait.or(defaults.galera_sync_wait),
+        galera_sync_wait: match d.galera_sync_wait {
+            // MariaDB's mask: a bit each for reads, updates and deletes,
+            // inserts and replaces, and SHOW.
+            Some(mask) if mask > 15 => bail!("[database] galera_sync_wait is a mask of 0 to 15, not {mask}"),
+            set => set.or(defaults.galera_sync_wait),
+        },
         ..defaults
     };
     let deadline = d
@@ -1284,6 +1289,9 @@ mod tests {
         let file: FileConfig = toml::from_str("[database]\ngalera_sync_wait = 0").unwrap();
         let s = resolve(&parse(&[]), file).unwrap();
         assert_eq!(s.pool.galera_sync_wait, Some(0));
+        let file: FileConfig = toml::from_str("[database]\ngalera_sync_wait = 16").unwrap();
+        let err = resolve(&parse(&[]), file).unwrap_err().to_string();
+        assert!(err.contains("galera_sync_wait is a mask of 0 to 15"), "{err}");
     }
 
     #[test]
