@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use slavealloc_domain::{Allocation, AllocationError, Allocator, BootRequest, Intent, SlaveName, StoreError};
 
+use crate::admission::{Admission, AdmissionLimits, Busy, Ticket};
+
 /// Default cap on the requests one transaction decides: large enough that
 /// a burst of boots shares a few transactions, small enough that one
 /// transaction stays short.
@@ -49,6 +51,7 @@ struct Job {
 pub struct Batcher {
     jobs: mpsc::Sender<Job>,
     sizes: BatchSizes,
+    admission: Admission,
 }
 
 /// Sizes of the batches committed so far, for the metrics.
@@ -57,14 +60,40 @@ pub(crate) struct BatchSizes(pub(crate) prometheus_client::metrics::histogram::H
 
 impl Batcher {
     /// Starts the task; `limit` caps the names per transaction (at least 1).
+    /// Requests are admitted with the default [`AdmissionLimits`].
     pub fn spawn(allocator: Allocator, limit: usize) -> Self {
+        Self::spawn_with(allocator, limit, AdmissionLimits::default())
+    }
+
+    /// [`Batcher::spawn`] with these admission limits.
+    pub fn spawn_with(allocator: Allocator, limit: usize, admission: AdmissionLimits) -> Self {
         let limit = limit.max(1);
+        let admission = Admission::new(admission);
         // Room for a few batches: beyond that, callers wait to enqueue
         // (back-pressure instead of an unbounded queue).
         let (jobs, rx) = mpsc::channel(limit * 4);
         let sizes = BatchSizes(new_size_histogram());
-        tokio::spawn(supervise(Arc::new(Mutex::new(rx)), allocator, limit, sizes.clone()));
-        Self { jobs, sizes }
+        let task = Task {
+            allocator,
+            limit,
+            sizes: sizes.clone(),
+            admission: admission.clone(),
+        };
+        tokio::spawn(supervise(Arc::new(Mutex::new(rx)), task));
+        Self { jobs, sizes, admission }
+    }
+
+    /// A place in the queue for one request, or when to come back; see
+    /// [`crate::admission`].
+    ///
+    /// # Errors
+    /// [`Busy`] when the queue already holds as much waiting as allowed.
+    pub fn admit(&self) -> Result<Ticket, Busy> {
+        self.admission.admit()
+    }
+
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Allocates for `name` in the next batch and waits for its commit.
@@ -99,9 +128,9 @@ fn new_size_histogram() -> prometheus_client::metrics::histogram::Histogram {
 /// Runs the group-commit task, and a new one each time it panics. Ends
 /// when the queue is closed (every [`Batcher`] dropped) or the runtime
 /// shuts down.
-async fn supervise(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: usize, sizes: BatchSizes) {
+async fn supervise(rx: Arc<Mutex<mpsc::Receiver<Job>>>, task: Task) {
     loop {
-        let worker = tokio::spawn(run(Arc::clone(&rx), allocator.clone(), limit, sizes.clone()));
+        let worker = tokio::spawn(run(Arc::clone(&rx), task.clone()));
         match worker.await {
             Err(e) if e.is_panic() => {
                 tracing::error!("the group-commit task panicked; its requests got 503; restarting it");
@@ -111,7 +140,22 @@ async fn supervise(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, li
     }
 }
 
-async fn run(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: usize, sizes: BatchSizes) {
+/// What the group-commit task works with.
+#[derive(Clone)]
+struct Task {
+    allocator: Allocator,
+    limit: usize,
+    sizes: BatchSizes,
+    admission: Admission,
+}
+
+async fn run(rx: Arc<Mutex<mpsc::Receiver<Job>>>, task: Task) {
+    let Task {
+        allocator,
+        limit,
+        sizes,
+        admission,
+    } = task;
     // A tokio mutex is not poisoned by a panic: the next task takes the
     // same queue.
     let mut rx = rx.lock().await;
@@ -121,9 +165,13 @@ async fn run(rx: Arc<Mutex<mpsc::Receiver<Job>>>, allocator: Allocator, limit: u
         let requests: Vec<BootRequest> = jobs.iter().map(|j| j.request.clone()).collect();
         // On a panic in here `jobs` is dropped while unwinding, and with it
         // the reply channels: every waiting request is answered.
+        let started = std::time::Instant::now();
         let decided = allocator
             .decide_requests(&requests, Intent::Commit, ALLOCATION_ACTOR)
             .await;
+        if decided.is_ok() {
+            admission.observe(requests.len(), started.elapsed());
+        }
         let replies: Vec<Reply> = jobs.drain(..).map(|j| j.reply).collect();
         match decided {
             Ok(decided) => {
@@ -227,13 +275,13 @@ mod tests {
             answers.push(answer);
         }
         drop(tx);
-        run(
-            Arc::new(Mutex::new(rx)),
+        let task = Task {
             allocator,
             limit,
-            BatchSizes(new_size_histogram()),
-        )
-        .await;
+            sizes: BatchSizes(new_size_histogram()),
+            admission: Admission::new(AdmissionLimits::default()),
+        };
+        run(Arc::new(Mutex::new(rx)), task).await;
         let mut results = Vec::new();
         for a in answers {
             results.push(a.await.unwrap());

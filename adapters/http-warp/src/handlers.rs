@@ -120,12 +120,17 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
         Ok(name) => name,
         Err(e) => return no_allocation(&AllocationError::InvalidName(e)),
     };
+    let ticket = match state.batcher.admit() {
+        Ok(ticket) => ticket,
+        Err(busy) => return busy_answer(&busy),
+    };
     // The same gate as every other database call: readiness, the
     // deadline, and a task of its own.
     let st = Arc::clone(&state);
     let outcome = state
         .db(async move { storage_outside(st.batcher.allocate(name, client).await) })
         .await;
+    drop(ticket);
     match refusal(outcome, &raw) {
         Ok(a) => {
             log_allocation(&state, &a, client, started);
@@ -142,8 +147,41 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
         Err(Refusal::Failed(e)) if e.status == StatusCode::INTERNAL_SERVER_ERROR => {
             text(e.status, format!("error processing request: {}", e.message))
         }
+        Err(Refusal::Failed(e)) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            let mut r = text(e.status, e.message);
+            r.headers_mut().insert(header::RETRY_AFTER, unavailable_retry_after());
+            r
+        }
         Err(Refusal::Failed(e)) => text(e.status, e.message),
     }
+}
+
+/// `/gettac`'s 503 when the allocation queue is full: come back at the
+/// slot [`crate::admission`] gave.
+fn busy_answer(busy: &crate::admission::Busy) -> Response {
+    tracing::debug!(
+        queued = busy.queued,
+        retry_after_s = busy.retry_after_s,
+        "gettac refused: queue full"
+    );
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "busy: {} requests are waiting for the database; retry after {} s\n",
+            busy.queued, busy.retry_after_s
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(busy.retry_after_s));
+    r
+}
+
+/// `Retry-After` for a `/gettac` the database did not answer: 1 to 3 s at
+/// random, so that the machines it failed together do not come back
+/// together.
+fn unavailable_retry_after() -> HeaderValue {
+    use rand::Rng as _;
+    HeaderValue::from(rand::thread_rng().gen_range(1u64..=3))
 }
 
 /// An allocation's answer with storage failures taken out, so that the
@@ -265,8 +303,8 @@ pub async fn peek(state: Arc<AppState>, raw: String, caller: Caller, query: Stri
     }
 }
 
-/// `GET /api/<table>`: every row; slaves and masters denormalized, slaves
-/// filtered.
+/// `GET /api/<table>`: every row, streamed; slaves and masters
+/// denormalized, slaves filtered.
 pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response {
     let parsed = models::query_pairs(&query).and_then(|p| {
         models::known_list_keys(table, &p)?;

@@ -32,6 +32,7 @@
 //! is bound (see [`listening_line`]); tests and scripts wait for that line
 //! instead of sleeping.
 
+pub mod admission;
 pub mod auth;
 pub mod batcher;
 pub mod filters;
@@ -156,6 +157,9 @@ pub struct ServerConfig {
     pub guard: Guard,
     /// This daemon's poller of the masters, for `/metrics`, if it runs one.
     pub poller: Option<metrics::PollerMetrics>,
+    /// How much waiting the `/gettac` queue may hold before requests are
+    /// answered 503 with `Retry-After` (see [`admission`]).
+    pub admission: admission::AdmissionLimits,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -170,6 +174,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("readiness", &self.readiness)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("guard", &self.guard)
+            .field("admission", &self.admission)
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +193,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             guard: Guard::default(),
             poller: None,
+            admission: admission::AdmissionLimits::default(),
         }
     }
 }
@@ -302,11 +308,12 @@ pub struct AppState {
 /// runtime; the task ends when the filter (every clone of it) is dropped.
 pub fn routes(services: Services, config: ServerConfig) -> BoxedFilter<(warp::reply::Response,)> {
     let base = normalize_base(&config.base_url);
-    let batcher = batcher::Batcher::spawn(services.allocator.clone(), config.batch_limit);
+    let batcher = batcher::Batcher::spawn_with(services.allocator.clone(), config.batch_limit, config.admission);
     let metrics = metrics::Metrics::new(
         config.pool_state.clone(),
         batcher.sizes().0.clone(),
         config.poller.clone(),
+        batcher.admission().metrics(),
     );
     let state = Arc::new(AppState {
         api_index: handlers::api_index_html(&base),

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::admission::AdmissionMetrics;
 use crate::PoolStateFn;
 
 /// A connection pool's state, as the store reports it.
@@ -142,7 +143,12 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Registers every metric; `batch_sizes` is the group-commit task's.
-    pub(crate) fn new(pool_state: Option<PoolStateFn>, batch_sizes: Histogram, poller: Option<PollerMetrics>) -> Self {
+    pub(crate) fn new(
+        pool_state: Option<PoolStateFn>,
+        batch_sizes: Histogram,
+        poller: Option<PollerMetrics>,
+        admission: &AdmissionMetrics,
+    ) -> Self {
         let mut registry = Registry::with_prefix("slavealloc");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -168,6 +174,7 @@ impl Metrics {
             "Requests decided per group-commit transaction",
             batch_sizes,
         );
+        register_admission(&mut registry, admission);
         let db_up = Gauge::default();
         registry.register(
             "database_up",
@@ -319,6 +326,29 @@ impl Metrics {
         }
         text
     }
+}
+
+fn register_admission(registry: &mut Registry, a: &AdmissionMetrics) {
+    registry.register(
+        "gettac_admitted",
+        "/gettac requests admitted to the allocation queue",
+        a.admitted.clone(),
+    );
+    registry.register(
+        "gettac_refused",
+        "/gettac requests answered 503 with Retry-After because the allocation queue was full",
+        a.refused.clone(),
+    );
+    registry.register(
+        "gettac_queued",
+        "/gettac requests admitted and not yet answered",
+        a.queued.clone(),
+    );
+    registry.register(
+        "gettac_decision_rate",
+        "Allocations per second the database has been deciding, as admission expects",
+        a.rate.clone(),
+    );
 }
 
 /// The method as a label: one of a fixed set, so that a client sending

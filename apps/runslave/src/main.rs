@@ -163,6 +163,17 @@ struct Args {
     #[arg(long, default_value_t = 5.0, value_parser = seconds)]
     retry_delay: f64,
 
+    /// When the allocator answers busy (503 or 429 with Retry-After),
+    /// runslave waits as long as it says (at most a minute each time, plus
+    /// up to a second of its own) without using up --retries, for at most
+    /// this many seconds in all; then such answers count as failures.
+    #[arg(long, default_value_t = 600.0, value_parser = seconds)]
+    max_paced_wait: f64,
+
+    /// The longest single Retry-After honoured, in seconds (hidden: for tests).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds, hide = true)]
+    max_retry_after: f64,
+
     /// Run only tacs signed by this ed25519 public key (PEM, from `slavealloc
     /// keygen`) for this slave: a new tac that is not is refused, and the
     /// cached one is checked before it is used.
@@ -323,11 +334,7 @@ fn obtain_tac(url: &Url, client: &Client, args: &Args, log: &Log, pause: &dyn Pa
     let failure = match fetch_with_retries(url, client, args, log, pause) {
         Ok(tac) => match write_atomically(&tac_path, &tac) {
             Ok(()) => None,
-            Err(reason) => Some(Failure {
-                reason,
-                retry: false,
-                kind: Kind::Unavailable,
-            }),
+            Err(reason) => Some(Failure::new(Kind::Unavailable, false, reason)),
         },
         Err(f) => Some(f),
     };
@@ -553,12 +560,35 @@ struct Failure {
     reason: String,
     retry: bool,
     kind: Kind,
+    /// The allocator is busy and said when to come back (`Retry-After`).
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
     fn new(kind: Kind, retry: bool, reason: String) -> Self {
-        Failure { reason, retry, kind }
+        Failure {
+            reason,
+            retry,
+            kind,
+            retry_after: None,
+        }
     }
+}
+
+/// `Retry-After` in seconds (the allocator never sends the HTTP-date
+/// form; a date, or nonsense, is treated as no header).
+fn retry_after(value: Option<&str>) -> Option<Duration> {
+    value?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Up to a second, different on every machine and every call, so that
+/// machines told the same `Retry-After` do not come back in step: the
+/// clock's nanoseconds are random enough for that (no extra crate).
+fn own_jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_nanos(u64::from(nanos % 1_000_000_000))
 }
 
 fn fetch_with_retries(
@@ -570,10 +600,35 @@ fn fetch_with_retries(
 ) -> Result<String, Failure> {
     let mut delay = duration(args.retry_delay);
     let attempts = args.retries.saturating_add(1);
-    for attempt in 1..=attempts {
+    let mut paced_left = duration(args.max_paced_wait);
+    let mut attempt = 1;
+    while attempt <= attempts {
         log.info(&format!("fetching {url} (attempt {attempt} of {attempts})"));
         match fetch(client, url, log) {
             Ok(tac) => return Ok(tac),
+            // Busy, and told when to come back: a place in the allocator's
+            // schedule, not a failure, as long as the paced budget lasts.
+            Err(Failure {
+                retry_after: Some(after),
+                reason,
+                ..
+            }) if paced_left > Duration::ZERO => {
+                let wait = (after.min(duration(args.max_retry_after)) + own_jitter()).min(paced_left);
+                eprintln!(
+                    "runslave: {reason}; the allocator asks to come back in {}s: trying again in {:.1}s",
+                    after.as_secs(),
+                    wait.as_secs_f64()
+                );
+                if !pause.pause(wait) {
+                    return Err(Failure::new(
+                        Kind::Stopped,
+                        false,
+                        format!("{url}: stopped by a signal"),
+                    ));
+                }
+                paced_left = paced_left.saturating_sub(wait);
+                continue;
+            }
             Err(f) if f.retry && attempt < attempts => {
                 eprintln!("runslave: {}; trying again in {:.1}s", f.reason, delay.as_secs_f64());
                 if !pause.pause(delay) {
@@ -587,6 +642,7 @@ fn fetch_with_retries(
             }
             Err(f) => return Err(f),
         }
+        attempt += 1;
     }
     Err(Failure::new(
         Kind::Unavailable,
@@ -607,13 +663,18 @@ fn fetch(client: &Client, start: &Url, log: &Log) -> Result<String, Failure> {
             // 404 is the allocator's "no allocation available": asking again
             // will not change it.
             Err(ureq::Error::Status(code, resp)) => {
+                let paced = (code == 503 || code == 429)
+                    .then(|| retry_after(resp.header("retry-after")))
+                    .flatten();
                 let body = resp.into_string().unwrap_or_default();
                 let retry = code >= 500 || code == 429;
-                return Err(Failure::new(
+                let mut failure = Failure::new(
                     Kind::Unavailable,
                     retry,
                     format!("{url} answered HTTP {code}: {}", first_line(&body)),
-                ));
+                );
+                failure.retry_after = paced;
+                return Err(failure);
             }
             Err(ureq::Error::Transport(t)) if is_tls_error(&t) => {
                 return Err(Failure::new(Kind::Insecure, false, format!("{url}: {t}")))
@@ -813,6 +874,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-dir").join(TAC);
         assert!(write_atomically(&path, "new").unwrap_err().contains("cannot write"));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_ignores_dates_and_nonsense() {
+        assert_eq!(retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(Some("-3")), None);
+        assert_eq!(retry_after(None), None);
+        assert!(own_jitter() < Duration::from_secs(1));
     }
 
     #[test]

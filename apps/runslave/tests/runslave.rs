@@ -292,6 +292,73 @@ fn no_allocation_is_not_retried() {
     assert_eq!(server.requests(), 1);
 }
 
+/// The gaps between the requests the server saw.
+fn gaps(server: &Server) -> Vec<std::time::Duration> {
+    let times = server.times.lock().unwrap();
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn a_busy_allocator_is_asked_again_when_its_retry_after_says_without_using_up_retries() {
+    // Three busy answers and --retries 0: only honoured pacing gets the tac,
+    // and the 30 s --retry-delay is not what runslave waits.
+    let server = Server::start(Answer::Busy {
+        times: 3,
+        after: "1",
+        body: TAC,
+    });
+    let basedir = tempfile::tempdir().unwrap();
+    let out = run(
+        &server.url,
+        basedir.path(),
+        &["--no-start", "--retries", "0", "--retry-delay", "30"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(TAC));
+    assert_eq!(server.requests(), 4);
+    for gap in gaps(&server) {
+        // Retry-After: 1 plus up to a second of runslave's own jitter.
+        assert!(gap >= std::time::Duration::from_secs(1), "{gap:?}");
+        assert!(gap < std::time::Duration::from_secs(5), "{gap:?}");
+    }
+    assert!(stderr(&out).contains("asks to come back in 1s"), "{}", stderr(&out));
+}
+
+#[test]
+fn retry_after_is_bounded_and_so_is_the_time_spent_being_paced() {
+    // An hour's Retry-After is cut to --max-retry-after; after
+    // --max-paced-wait in all, busy answers are failures, and with
+    // --retries 0 runslave falls back to the cached tac.
+    let server = Server::start(Answer::Busy {
+        times: 1000,
+        after: "3600",
+        body: TAC,
+    });
+    let basedir = tempfile::tempdir().unwrap();
+    std::fs::write(basedir.path().join("buildbot.tac"), CACHED).unwrap();
+    let out = run(
+        &server.url,
+        basedir.path(),
+        &[
+            "--no-start",
+            "--retries",
+            "0",
+            "--max-retry-after",
+            "0.2",
+            "--max-paced-wait",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tac_in(basedir.path()).as_deref(), Some(CACHED));
+    // Each wait is 0.2 s plus up to 1 s of jitter, 2 s in all: a few tries.
+    let tries = server.requests();
+    assert!((2..=12).contains(&tries), "{tries} requests");
+    assert!(gaps(&server)
+        .iter()
+        .all(|g| *g < std::time::Duration::from_millis(1500)));
+}
+
 #[test]
 fn a_server_that_never_answers_times_out() {
     let server = Server::start(Answer::Silence);

@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 use crate::poller::{holder_name, BalanceConfig, PollConfig, PollSettings, Poller};
 use serde::Deserialize;
 use slavealloc_domain::{BalanceCount, DumpStore, Host, LiveStore, StoreError, TacRenderer};
+use slavealloc_http_warp::admission::AdmissionLimits;
 use slavealloc_http_warp::auth::Scope;
 use slavealloc_http_warp::render_pool::{BlockingRenderPool, DEFAULT_RENDER_BUDGET, DEFAULT_RENDER_THREADS};
 use slavealloc_http_warp::{
@@ -280,6 +281,11 @@ pub struct ServerLimitsConfig {
     pub io_timeout_s: Option<u64>,
     /// The most connections at once.
     pub max_connections: Option<usize>,
+    /// Milliseconds of waiting the `/gettac` queue may hold before
+    /// requests are answered 503 with `Retry-After`.
+    pub gettac_max_wait_ms: Option<u64>,
+    /// The most `/gettac` requests waiting at once.
+    pub gettac_max_queued: Option<usize>,
 }
 
 /// `db` in the configuration file: one URL, or several servers of one
@@ -321,6 +327,8 @@ pub struct Settings {
     pub fqdn: String,
     /// Group-commit cap.
     pub batch_limit: usize,
+    /// How much waiting the `/gettac` queue may hold.
+    pub admission: AdmissionLimits,
     /// Renderer configuration.
     pub tac: RendererConfig,
     /// The key every tac is signed with, if any.
@@ -493,6 +501,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         io_timeout: l.io_timeout_s.map_or(defaults.io_timeout, Duration::from_secs),
         max_connections: l.max_connections.unwrap_or(defaults.max_connections),
     };
+    let admission = admission_limits(l)?;
     Ok(Settings {
         db,
         listen,
@@ -507,6 +516,7 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
         batch_limit: file
             .batch_limit
             .unwrap_or(slavealloc_http_warp::batcher::DEFAULT_BATCH_LIMIT),
+        admission,
         tac: file.tac.as_ref().map(TacConfig::renderer).unwrap_or_default(),
         signing_key: args
             .signing_key
@@ -541,6 +551,20 @@ fn resolve(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Settings> {
             Some(0) => anyhow::bail!("[holds] graceful_pace: at least 1"),
             Some(n) => n,
         },
+    })
+}
+
+/// `[server] gettac_max_wait_ms` and `gettac_max_queued`, checked.
+fn admission_limits(l: &ServerLimitsConfig) -> anyhow::Result<AdmissionLimits> {
+    let defaults = AdmissionLimits::default();
+    let max_queued = match l.gettac_max_queued {
+        None => defaults.max_queued,
+        Some(0) => anyhow::bail!("[server] gettac_max_queued: at least 1 (0 would refuse every /gettac)"),
+        Some(n) => n,
+    };
+    Ok(AdmissionLimits {
+        max_wait: l.gettac_max_wait_ms.map_or(defaults.max_wait, Duration::from_millis),
+        max_queued,
     })
 }
 
@@ -743,6 +767,7 @@ impl Daemon {
             allocator_enabled: settings.allocator,
             ui,
             batch_limit: settings.batch_limit,
+            admission: settings.admission,
             db_deadline: deadline,
             readiness,
             pool_state: Some(pool_state(store.clone())),
@@ -1501,6 +1526,21 @@ mod tests {
         let any = resolve(&ServeArgs::default(), file(r#"allowed_hosts = ["*"]"#)).unwrap();
         assert!(any.guard.allowed_hosts.allows(Some("anything.example")));
         assert!(toml::from_str::<FileConfig>("[server]\nheader_timeout = 1").is_err());
+    }
+
+    #[test]
+    fn gettac_admission_is_configured_in_server_and_zero_queued_is_refused() {
+        let d = resolve(&ServeArgs::default(), file("")).unwrap();
+        assert_eq!(d.admission, AdmissionLimits::default());
+        let s = resolve(
+            &ServeArgs::default(),
+            file("[server]\ngettac_max_wait_ms = 250\ngettac_max_queued = 100"),
+        )
+        .unwrap();
+        assert_eq!(s.admission.max_wait, Duration::from_millis(250));
+        assert_eq!(s.admission.max_queued, 100);
+        let zero = resolve(&ServeArgs::default(), file("[server]\ngettac_max_queued = 0")).unwrap_err();
+        assert!(zero.to_string().contains("gettac_max_queued"), "{zero}");
     }
 
     #[test]

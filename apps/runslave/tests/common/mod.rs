@@ -25,6 +25,13 @@ pub enum Answer {
     Redirect(&'static str),
     /// Accept the connection, read the request, never answer.
     Silence,
+    /// 503 with `Retry-After: {after}` to the first `times` requests, then
+    /// 200 with `body`: an allocator pacing a boot storm.
+    Busy {
+        times: usize,
+        after: &'static str,
+        body: &'static str,
+    },
 }
 
 /// A server that answers every request as told, and remembers the paths
@@ -32,6 +39,8 @@ pub enum Answer {
 pub struct Server {
     pub url: String,
     pub paths: Arc<Mutex<Vec<String>>>,
+    /// When each request came.
+    pub times: Arc<Mutex<Vec<std::time::Instant>>>,
     requests: Arc<AtomicUsize>,
 }
 
@@ -41,19 +50,25 @@ impl Server {
         let url = format!("http://{}/gettac/SLAVE", listener.local_addr().unwrap());
         let paths = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (p, r) = (Arc::clone(&paths), Arc::clone(&requests));
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let (p, r, t) = (Arc::clone(&paths), Arc::clone(&requests), Arc::clone(&times));
         thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let path = read_request(&mut stream);
                 p.lock().unwrap().push(path);
+                t.lock().unwrap().push(std::time::Instant::now());
                 let n = r.fetch_add(1, Ordering::SeqCst);
                 let (status, body, location) = match answer {
                     Answer::Ok(body) => (200, body, String::new()),
                     Answer::Sequence(bodies) => (200, bodies[n.min(bodies.len() - 1)], String::new()),
                     Answer::Status(status, body) => (status, body, String::new()),
                     Answer::Redirect(to) => (302, "", format!("Location: {to}\r\n")),
+                    Answer::Busy { times, after, .. } if n < times => {
+                        (503, "busy\n", format!("Retry-After: {after}\r\n"))
+                    }
+                    Answer::Busy { body, .. } => (200, body, String::new()),
                     Answer::Silence => {
                         held.push(stream);
                         continue;
@@ -66,7 +81,12 @@ impl Server {
                 );
             }
         });
-        Self { url, paths, requests }
+        Self {
+            url,
+            paths,
+            times,
+            requests,
+        }
     }
 
     /// How many requests came so far.
