@@ -70,12 +70,41 @@ impl Nginx {
     }
 }
 
+/// The deployment's cluster site (`slavealloc-cluster.conf`), made to run
+/// here: listening on 127.0.0.1:`listen`, proxying to `daemons` (`http://`
+/// URLs, as many as the site names) instead of app1..3.example.com:1080.
+/// Written to `dir/cluster.conf`.
+///
+/// # Errors
+/// When the site no longer names its upstreams or its port as expected.
+pub fn cluster_site(dir: &Path, listen: u16, daemons: &[String]) -> Result<PathBuf> {
+    let shipped = crate::workspace::repo_dir().join("apps/slavealloc/deploy/nginx/slavealloc-cluster.conf");
+    let mut site = fs::read_to_string(&shipped).map_err(|e| format!("{}: {e}", shipped.display()))?;
+    for (i, daemon) in daemons.iter().enumerate() {
+        let upstream = format!("server app{}.example.com:1080 ", i + 1);
+        if !site.contains(&upstream) {
+            return Err(format!("the cluster site does not name {upstream}"));
+        }
+        site = site.replace(&upstream, &format!("server {} ", daemon.trim_start_matches("http://")));
+    }
+    if !site.contains("listen 80;") {
+        return Err("the cluster site does not listen on port 80".to_owned());
+    }
+    let site = site
+        .replace("listen 80;", &format!("listen 127.0.0.1:{listen};"))
+        .replace("listen [::]:80;", "");
+    let path = dir.join("cluster.conf");
+    fs::write(&path, site).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 fn wrapper_conf(dir: &Path, sites: &[PathBuf]) -> Result<PathBuf> {
     let d = dir.display();
     let includes: String = sites.iter().map(|s| format!("include {};\n", s.display())).collect();
     let conf = dir.join("nginx.conf");
     let text = format!(
-        "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
+        "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         worker_processes 2;\nworker_rlimit_nofile 65536;\nevents {{ worker_connections 16384; }}\nhttp {{\n\
          access_log {d}/access.log;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
          {includes}}}\n"

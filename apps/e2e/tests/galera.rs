@@ -22,16 +22,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{deploy_dir, free_port, have, read};
+use common::{deploy_dir, free_port, have};
 use serde_json::{json, Value};
 use slavealloc_e2e::daemon::Slavealloc;
 use slavealloc_e2e::fleet::dbinit_into;
-use slavealloc_e2e::nginx::Nginx;
+use slavealloc_e2e::nginx::{cluster_site, Nginx};
 use slavealloc_e2e::workspace::binaries;
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
 use slavealloc_store_sql_testing::galera::GaleraCluster;
@@ -405,24 +404,6 @@ fn concurrent_puts_are_seen_through_another_node(world: &World) {
     assert!(failed.is_empty(), "{failed:?}");
 }
 
-/// The nginx cluster site, made to run here: listening on `listen`,
-/// proxying to the three daemons instead of app1..3.example.com:1080.
-fn cluster_site(dir: &Path, listen: u16, daemons: &[String]) -> std::path::PathBuf {
-    let mut site = read(&deploy_dir().join("nginx/slavealloc-cluster.conf"));
-    for (i, daemon) in daemons.iter().enumerate() {
-        let upstream = format!("server app{}.example.com:1080 ", i + 1);
-        assert!(site.contains(&upstream), "the cluster site names {upstream}");
-        site = site.replace(&upstream, &format!("server {} ", daemon.trim_start_matches("http://")));
-    }
-    assert!(site.contains("listen 80;"));
-    let site = site
-        .replace("listen 80;", &format!("listen 127.0.0.1:{listen};"))
-        .replace("listen [::]:80;", "");
-    let path = dir.join("cluster.conf");
-    std::fs::write(&path, site).unwrap();
-    path
-}
-
 #[test]
 fn a_node_killed_in_a_storm_costs_the_survivors_only_time_and_nginx_hides_it() {
     if !have("nginx", true) {
@@ -433,7 +414,7 @@ fn a_node_killed_in_a_storm_costs_the_survivors_only_time_and_nginx_hides_it() {
         let nginx_dir = world.dir.path().join("nginx");
         std::fs::create_dir_all(&nginx_dir).unwrap();
         let listen = free_port();
-        let site = cluster_site(&nginx_dir, listen, &world.urls());
+        let site = cluster_site(&nginx_dir, listen, &world.urls()).unwrap();
         let nginx = Nginx::start(&nginx_dir, &[site], &[listen]).unwrap();
         let mut targets = world.urls();
         targets.push(format!("http://127.0.0.1:{listen}"));
