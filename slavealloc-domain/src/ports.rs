@@ -299,6 +299,27 @@ pub trait InventoryStore: Send + Sync {
     /// [`StoreError::Unavailable`] or [`StoreError::Other`].
     async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError>;
 
+    /// At most `limit` rows of `table` whose primary key is above `after`
+    /// (from the first when `None`), in primary-key order: a long listing
+    /// read a page at a time, so that no reader holds a whole fleet. A
+    /// table without a primary key is one page: every row for `None`,
+    /// none after. The default reads the whole table; stores override it.
+    ///
+    /// # Errors
+    /// As for [`InventoryStore::list`].
+    async fn list_page(&self, table: Table, after: Option<i64>, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let Some(id) = table.id_column() else {
+            return if after.is_none() {
+                self.list(table).await
+            } else {
+                Ok(Vec::new())
+            };
+        };
+        let above =
+            |r: &Row| after.is_none_or(|a| r.get(id).and_then(crate::schema::Value::as_int).is_some_and(|k| k > a));
+        Ok(self.list(table).await?.into_iter().filter(above).take(limit).collect())
+    }
+
     /// One row by primary key; `Ok(None)` when absent.
     ///
     /// # Errors

@@ -324,20 +324,15 @@ pub async fn list(state: Arc<AppState>, table: Table, query: String) -> Response
         }
         _ => None,
     };
-    let inventory = state.services.inventory.clone();
-    let rows = state
-        .db(async move {
-            let rows = inventory.list(table, &filter).await?;
-            match live {
-                Some(live) => Ok(Json::Array(judged(&live, &inventory, table, rows, &live_filter).await?)),
-                None => Ok(serde_json::to_value(rows).unwrap_or_default()),
-            }
-        })
-        .await;
-    match rows {
-        Ok(rows) => models::json(StatusCode::OK, &rows),
-        Err(e) => ApiError::from_store(&e).into_json(),
-    }
+    // Streamed a page at a time (crate::stream): a 100,000-slave list is
+    // never built whole.
+    let listing = crate::stream::Listing {
+        table,
+        filter,
+        live,
+        live_filter,
+    };
+    crate::stream::list(state, listing).await
 }
 
 /// Slave or master rows as JSON, each with its `live` object judged now;

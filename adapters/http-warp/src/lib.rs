@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod models;
 pub mod rejections;
 pub mod render_pool;
+mod stream;
 pub mod workers;
 
 use std::convert::Infallible;

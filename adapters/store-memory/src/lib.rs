@@ -753,6 +753,31 @@ impl InventoryStore for MemoryStore {
         Ok(self.state.lock().await.table(table).cloned().collect())
     }
 
+    async fn list_page(&self, table: Table, after: Option<i64>, limit: usize) -> Result<Vec<Row>, StoreError> {
+        if table == Table::AuditLog || table.id_column().is_none() {
+            let rows = self.list(table).await?;
+            let id = table.id_column();
+            let above = |r: &Row| match (after, id) {
+                (None, _) => true,
+                (Some(a), Some(id)) => r.get(id).and_then(Value::as_int).is_some_and(|k| k > a),
+                (Some(_), None) => false,
+            };
+            return Ok(rows.into_iter().filter(above).take(limit).collect());
+        }
+        // Keys are i32: an `after` beyond them leaves nothing.
+        let from = match after.map(|a| a.saturating_add(1)) {
+            None => i32::MIN,
+            Some(a) => match i32::try_from(a) {
+                Ok(a) => a,
+                Err(_) if a < 0 => i32::MIN,
+                Err(_) => return Ok(Vec::new()),
+            },
+        };
+        let state = self.state.lock().await;
+        let rows = state.rows.get(&table).into_iter().flat_map(|t| t.range(from..));
+        Ok(rows.take(limit).map(|(_, r)| r.clone()).collect())
+    }
+
     async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, StoreError> {
         Ok(self.state.lock().await.get(table, id).cloned())
     }

@@ -49,6 +49,7 @@ mod live;
 mod loads;
 mod migrations;
 mod mysql;
+mod paging;
 mod postgres;
 mod retry;
 mod rows;
@@ -480,6 +481,10 @@ fn moves_loads(table: Table, row: &Row) -> bool {
 impl InventoryStore for SqlStore {
     async fn list(&self, table: Table) -> Result<Vec<Row>, StoreError> {
         inventory::list(&*self.db, table).await
+    }
+
+    async fn list_page(&self, table: Table, after: Option<i64>, limit: usize) -> Result<Vec<Row>, StoreError> {
+        paging::list_page(&*self.db, table, after, limit).await
     }
 
     async fn get(&self, table: Table, id: i32) -> Result<Option<Row>, StoreError> {
