@@ -330,20 +330,25 @@ impl SqlUnit {
         boots: &[BootRecord],
     ) -> Result<(), StoreError> {
         let d = self.db.dialect();
-        // One UPDATE per new master rather than one per slave.
-        let mut by_target: BTreeMap<Option<MasterId>, Vec<i32>> = BTreeMap::new();
+        // One UPDATE for the whole batch (a CASE on the slave), not one per
+        // new master: the batch holds its pools' locks while it writes,
+        // and in a boot storm it moves slaves to many masters at once.
+        // A slave asked for twice in one batch ends where its last
+        // decision put it (CASE would take the first).
+        let mut last: BTreeMap<i32, Option<MasterId>> = BTreeMap::new();
         for c in changes {
-            by_target.entry(c.to).or_default().push(c.slaveid);
+            last.insert(c.slaveid, c.to);
         }
-        for (to, slaves) in by_target {
-            for chunk in slaves.chunks(MAX_PARAMS) {
-                let mut sql = Sql::new(d, "UPDATE slaves SET current_masterid = ");
-                sql.param(Param::Int(to))
-                    .push(" WHERE slaveid IN (")
-                    .params(chunk.iter().map(|s| int(*s)))
-                    .push(")");
-                self.tx.execute(&sql).await?;
+        let last: Vec<(i32, Option<MasterId>)> = last.into_iter().collect();
+        for chunk in last.chunks(MAX_PARAMS / 3) {
+            let mut sql = Sql::new(d, "UPDATE slaves SET current_masterid = CASE slaveid");
+            for (slaveid, to) in chunk {
+                sql.push(" WHEN ").param(int(*slaveid)).push(" THEN ").param(Param::Int(*to));
             }
+            sql.push(" END WHERE slaveid IN (")
+                .params(chunk.iter().map(|(slaveid, _)| int(*slaveid)))
+                .push(")");
+            self.tx.execute(&sql).await?;
         }
         if d.store_keeps_loads {
             crate::loads::apply_moves(&mut *self.tx, d, changes, &self.silos).await?;

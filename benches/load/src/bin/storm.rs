@@ -218,7 +218,7 @@ async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec
         boots.push(t.await.unwrap_or_default());
     }
     sampler.abort();
-    let (admitted, refused) = admission_totals(&addrs).await;
+    let totals = Totals::of(&addrs).await;
     let error_log = nginx.error_log();
     drop(nginx);
     for d in daemons {
@@ -272,11 +272,17 @@ async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec
         errors,
         paced,
         boots.iter().map(|b| b.asks).max().unwrap_or_default(),
-        admitted,
-        refused,
+        totals.admitted,
+        totals.refused,
         most_queued.load(Ordering::Relaxed),
         if spread.ok() { "yes" } else { "NO" },
         if recorded.ok() && untold == 0 { "yes" } else { "NO" },
+    );
+    eprintln!(
+        "  ({}) in the daemons: {:.1} ms from arrival to committed answer on average, {:.1} allocations per transaction",
+        storm.label,
+        totals.allocation_seconds * 1e3 / totals.allocations.max(1.0),
+        totals.allocations / totals.batches.max(1.0)
     );
     eprintln!("  ({}) spread ≤ 1: {}", storm.label, spread.line());
     eprintln!("  ({}) every 200's master recorded: {}", storm.label, recorded.line());
@@ -411,16 +417,34 @@ async fn sample_queued(addrs: Vec<std::net::SocketAddr>, most: Arc<AtomicUsize>)
     }
 }
 
-/// Admitted and refused over all daemons.
-async fn admission_totals(addrs: &[std::net::SocketAddr]) -> (u64, u64) {
-    let (mut admitted, mut refused) = (0.0, 0.0);
-    for a in addrs {
-        if let Some(text) = fetch_text(*a, "/metrics").await {
-            admitted += metric(&text, "slavealloc_gettac_admitted_total").unwrap_or(0.0);
-            refused += metric(&text, "slavealloc_gettac_refused_total").unwrap_or(0.0);
+/// What the daemons' `/metrics` say of a storm, summed over them.
+#[derive(Debug, Default)]
+struct Totals {
+    admitted: f64,
+    refused: f64,
+    /// Seconds from arrival to committed answer, over all allocations.
+    allocation_seconds: f64,
+    allocations: f64,
+    batches: f64,
+}
+
+impl Totals {
+    /// Sums every daemon's counters.
+    async fn of(addrs: &[std::net::SocketAddr]) -> Totals {
+        let mut t = Totals::default();
+        for a in addrs {
+            let Some(text) = fetch_text(*a, "/metrics").await else {
+                continue;
+            };
+            let m = |name: &str| metric(&text, name).unwrap_or(0.0);
+            t.admitted += m("slavealloc_gettac_admitted_total");
+            t.refused += m("slavealloc_gettac_refused_total");
+            t.allocation_seconds += m("slavealloc_allocation_duration_seconds_sum");
+            t.allocations += m("slavealloc_allocation_duration_seconds_count");
+            t.batches += m("slavealloc_allocation_batch_size_count");
         }
+        t
     }
-    (admitted as u64, refused as u64)
 }
 
 fn quantile(sorted: &[Duration], q: usize) -> Duration {
