@@ -343,7 +343,10 @@ impl SqlUnit {
         for chunk in last.chunks(MAX_PARAMS / 3) {
             let mut sql = Sql::new(d, "UPDATE slaves SET current_masterid = CASE slaveid");
             for (slaveid, to) in chunk {
-                sql.push(" WHEN ").param(int(*slaveid)).push(" THEN ").param(Param::Int(*to));
+                sql.push(" WHEN ")
+                    .param(int(*slaveid))
+                    .push(" THEN ")
+                    .param(Param::Int(*to));
             }
             sql.push(" END WHERE slaveid IN (")
                 .params(chunk.iter().map(|(slaveid, _)| int(*slaveid)))
