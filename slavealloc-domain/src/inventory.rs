@@ -106,16 +106,28 @@ impl Inventory {
     /// # Errors
     /// The store's.
     pub async fn list(&self, table: Table, filter: &SlaveFilter) -> Result<Vec<Row>, StoreError> {
+        let shape = self.row_shape(table, filter).await?;
         let rows = self.store.list(table).await?;
-        if !matches!(table, Table::Slaves | Table::Masters) {
-            return Ok(rows);
-        }
-        let names = self.names(table).await?;
-        let mut rows: Vec<Row> = rows.into_iter().map(|r| denormalize(table, r, &names)).collect();
-        if table == Table::Slaves {
-            rows.retain(|r| keeps(filter, r));
-        }
-        Ok(rows)
+        Ok(rows.into_iter().filter_map(|r| shape.apply(r)).collect())
+    }
+
+    /// How [`Inventory::list`] shows each row of `table`, for a caller that
+    /// reads the rows itself a page at a time ([`InventoryStore::list_page`])
+    /// and must answer exactly as the whole list would.
+    ///
+    /// # Errors
+    /// The store's, reading the names.
+    pub async fn row_shape(&self, table: Table, filter: &SlaveFilter) -> Result<RowShape, StoreError> {
+        let names = if matches!(table, Table::Slaves | Table::Masters) {
+            self.names(table).await?
+        } else {
+            Names::new()
+        };
+        Ok(RowShape {
+            table,
+            names,
+            filter: filter.clone(),
+        })
     }
 
     async fn names(&self, table: Table) -> Result<Names, StoreError> {
@@ -331,6 +343,27 @@ impl Inventory {
                 problem: e.to_string(),
             })
         })
+    }
+}
+
+/// A listing's view of its rows: names beside the ids of slaves and
+/// masters, slaves filtered (see [`Inventory::row_shape`]).
+#[derive(Debug, Clone)]
+pub struct RowShape {
+    table: Table,
+    names: Names,
+    filter: SlaveFilter,
+}
+
+impl RowShape {
+    /// The row as the listing shows it, or `None` when the filter leaves
+    /// it out.
+    pub fn apply(&self, row: Row) -> Option<Row> {
+        if !matches!(self.table, Table::Slaves | Table::Masters) {
+            return Some(row);
+        }
+        let row = denormalize(self.table, row, &self.names);
+        (self.table != Table::Slaves || keeps(&self.filter, &row)).then_some(row)
     }
 }
 

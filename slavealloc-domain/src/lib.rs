@@ -60,7 +60,7 @@ pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use dump::Dump;
 pub use entities::{Master, MasterId, PoolId, Silo, Slave, SlaveId, SlavePassword, TacTemplate};
 pub use error::{AllocationError, RenderError, StoreError};
-pub use inventory::{Inventory, SlaveFilter, WriteReport};
+pub use inventory::{Inventory, RowShape, SlaveFilter, WriteReport};
 pub use lifecycle::{Hold, HoldTarget, LifecycleStore, NewHold};
 pub use live::BalanceCount;
 pub use maintenance::{BulkReport, BulkRequest, HoldRequest, Maintenance};

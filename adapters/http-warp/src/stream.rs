@@ -16,17 +16,14 @@
 //! it aborts the connection, so that a client never takes a cut list for a
 //! whole one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value as Json;
-use slavealloc_domain::inventory::DECOMMISSIONED_ENVIRONMENT;
 use slavealloc_domain::live::LiveState;
-use slavealloc_domain::schema::Kind;
-use slavealloc_domain::{InventoryStore, Row, SlaveFilter, StoreError, Table, Value};
+use slavealloc_domain::{InventoryStore, Row, RowShape, SlaveFilter, Table, Value};
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
@@ -58,9 +55,6 @@ struct Facts {
     fresh_for: Duration,
 }
 
-/// Names of rows by table and id, for the listing's name columns.
-type Names = HashMap<Table, HashMap<i64, String>>;
-
 /// The listing's answer: 200 with a streamed JSON array, or the error of
 /// its first read.
 pub(crate) async fn list(state: Arc<AppState>, listing: Listing) -> Response {
@@ -68,9 +62,11 @@ pub(crate) async fn list(state: Arc<AppState>, listing: Listing) -> Response {
     let (table, live) = (listing.table, listing.live.clone());
     let first = {
         let store = Arc::clone(&store);
+        let inventory = state.services.inventory.clone();
+        let filter = listing.filter.clone();
         state
             .db(async move {
-                let names = names(&*store, table).await?;
+                let shape = inventory.row_shape(table, &filter).await?;
                 let facts = match live {
                     Some(live) => Some(Facts {
                         masters: store.list(Table::Masters).await?,
@@ -81,16 +77,16 @@ pub(crate) async fn list(state: Arc<AppState>, listing: Listing) -> Response {
                     None => None,
                 };
                 let page = store.list_page(table, None, PAGE_ROWS).await?;
-                Ok((names, facts, page))
+                Ok((shape, facts, page))
             })
             .await
     };
-    let (names, facts, page) = match first {
+    let (shape, facts, page) = match first {
         Ok(f) => f,
         Err(e) => return ApiError::from_store(&e).into_json(),
     };
     let (sender, body) = hyper::Body::channel();
-    tokio::spawn(send(state, store, listing, names, facts, page, sender));
+    tokio::spawn(send(state, store, listing, shape, facts, page, sender));
     let mut r = Response::new(body);
     *r.status_mut() = StatusCode::OK;
     r.headers_mut()
@@ -104,7 +100,7 @@ async fn send(
     state: Arc<AppState>,
     store: Arc<dyn InventoryStore>,
     listing: Listing,
-    names: Names,
+    shape: RowShape,
     facts: Option<Facts>,
     mut page: Vec<Row>,
     mut sender: hyper::body::Sender,
@@ -123,10 +119,7 @@ async fn send(
             _ => None,
         };
         for row in page {
-            let row = denormalize(table, row, &names);
-            if table == Table::Slaves && !keeps(&listing.filter, &row) {
-                continue;
-            }
+            let Some(row) = shape.apply(row) else { continue };
             let live = match (&judge, table) {
                 (Some(j), Table::Slaves) if !j.keeps(&listing.live_filter, &row) => continue,
                 (Some(j), Table::Slaves) => Some(j.slave(&row)),
@@ -169,74 +162,6 @@ async fn send(
     }
     out.push(b']');
     let _ = sender.send_data(Bytes::from(out)).await;
-}
-
-/// The names of the rows `table`'s listing refers to (slaves and masters
-/// only, as [`slavealloc_domain::Inventory::list`] has them).
-async fn names(store: &dyn InventoryStore, table: Table) -> Result<Names, StoreError> {
-    let mut names = Names::new();
-    if !matches!(table, Table::Slaves | Table::Masters) {
-        return Ok(names);
-    }
-    for c in table.columns() {
-        let Kind::Ref(target) = c.kind else { continue };
-        if c.label.is_none() || names.contains_key(&target) {
-            continue;
-        }
-        let (Some(id_col), Some(name_col)) = (target.id_column(), target.name_column()) else {
-            continue;
-        };
-        let map = store
-            .list(target)
-            .await?
-            .iter()
-            .filter_map(|r| Some((r.get(id_col)?.as_int()?, r.get(name_col)?.as_text()?.to_owned())))
-            .collect();
-        names.insert(target, map);
-    }
-    Ok(names)
-}
-
-// The domain's listing denormalizes and filters a whole list at once and
-// keeps how private; these two do the same to one row at a time, and the
-// tests hold them to the domain's answer.
-
-/// A slave or master row with each reference's name beside its id.
-fn denormalize(table: Table, mut row: Row, names: &Names) -> Row {
-    if !matches!(table, Table::Slaves | Table::Masters) {
-        return row;
-    }
-    for c in table.columns() {
-        let (Kind::Ref(target), Some(label)) = (c.kind, c.label) else {
-            continue;
-        };
-        let name = row
-            .get(c.name)
-            .and_then(Value::as_int)
-            .and_then(|id| names.get(&target)?.get(&id).cloned())
-            .map_or(Value::Null, Value::Text);
-        row.insert(label.to_owned(), name);
-    }
-    row
-}
-
-/// Whether a denormalized slave row passes the stored filters.
-fn keeps(filter: &SlaveFilter, row: &Row) -> bool {
-    let name_in = |label: &str, wanted: &[String]| {
-        wanted.is_empty()
-            || row
-                .get(label)
-                .and_then(Value::as_text)
-                .is_some_and(|n| wanted.iter().any(|w| w == n))
-    };
-    let environment = row.get("environment").and_then(Value::as_text);
-    (filter.include_decomm || environment != Some(DECOMMISSIONED_ENVIRONMENT))
-        && name_in("environment", &filter.environment)
-        && name_in("purpose", &filter.purpose)
-        && name_in("pool", &filter.pool)
-        && filter
-            .enabled
-            .is_none_or(|e| row.get("enabled") == Some(&Value::Bool(e)))
 }
 
 /// A row with its `live` object, serialized as the JSON object
