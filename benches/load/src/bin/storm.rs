@@ -11,8 +11,9 @@
 //!   `--window-s` seconds (a data centre powering up); every slave must be
 //!   answered within 10 s of the first boot.
 //! - **over capacity**: 20,000 slaves all at once, daemons with a
-//!   deliberately small database pool (`--over-db-connections`, default
-//!   1) and a short admission queue (`--over-max-wait-ms`, default 200):
+//!   deliberately small database pool (one connection each,
+//!   `--over-db-connections`) and a short admission queue (200 ms,
+//!   `--over-max-wait-ms`):
 //!   the daemons must pace the storm with `Retry-After` so that every
 //!   slave gets its tac in the end, with no error.
 //!
