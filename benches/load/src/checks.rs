@@ -7,7 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slavealloc_domain::reports::{silo_of, silo_spreads};
-use slavealloc_domain::{Row, Value};
+use slavealloc_domain::{FixedHost, Inventory, Row, SlaveFilter, Table, Value};
+use slavealloc_store_sql::SqlStore;
+
+/// Every slave (denormalized, as the reports read them, the
+/// decommissioned environment a silo of its own) and every master, as the
+/// database holds them after a run.
+///
+/// # Errors
+/// The store's.
+pub async fn read_back(store: &SqlStore) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
+    let inventory = Inventory::new(
+        Arc::new(store.clone()),
+        Arc::new(FixedHost {
+            now: std::time::SystemTime::now(),
+            fqdn: "load".to_owned(),
+        }),
+    );
+    let every = SlaveFilter {
+        include_decomm: true,
+        ..SlaveFilter::default()
+    };
+    let slaves = inventory.list(Table::Slaves, &every).await?;
+    let masters = inventory.store().list(Table::Masters).await?;
+    Ok((slaves, masters))
+}
 
 /// What a gettac answer names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

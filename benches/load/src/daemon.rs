@@ -2,7 +2,7 @@
 //! picks, its log drained as a deployed daemon's journal would be, stopped
 //! with SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,15 @@ impl Daemon {
             }
         };
         // Keep draining the log (one line per allocation), as a deployed
-        // daemon's journal would.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // daemon's journal would; its errors are the run's too (not its
+        // warnings: the generated masters never answer the poller).
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("  daemon: {line}");
+                }
+            }
+        });
         let start = Instant::now();
         while !healthy(addr).await {
             if start.elapsed() > Duration::from_secs(30) {
@@ -68,13 +75,21 @@ impl Daemon {
     /// # Errors
     /// When it has exited or /proc says nothing.
     pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A line of /proc/PID/status (`VmRSS:`, `VmHWM:`), in KiB.
+    ///
+    /// # Errors
+    /// When it has exited or /proc has no such line.
+    pub fn status_kib(&self, key: &str) -> anyhow::Result<u64> {
         let pid = self.child.id().context("the daemon has exited")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")
+            .with_context(|| format!("no {key} in /proc/PID/status"))
     }
 
     /// SIGTERM, and its exit within 30 s.
@@ -90,6 +105,21 @@ impl Daemon {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         Ok(())
     }
+}
+
+/// The slavealloc binary: `given`, or the one beside this program.
+///
+/// # Errors
+/// When it does not exist.
+pub fn binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let bin = match given {
+        Some(b) => b.to_owned(),
+        None => std::env::current_exe()?.with_file_name("slavealloc"),
+    };
+    if !bin.exists() {
+        bail!("{} not found: cargo build --release -p slavealloc", bin.display());
+    }
+    Ok(bin)
 }
 
 /// Whether `GET /healthz` answers 200 within 200 ms.

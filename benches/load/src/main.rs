@@ -47,15 +47,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hyper::{Body, Request};
-use slavealloc_domain::{DumpStore, FixedHost, Inventory, SlaveFilter, Table};
+use slavealloc_domain::{DumpStore, Table};
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
-use slavealloc_load::checks::{Answers, Spread};
-use slavealloc_load::daemon::Daemon;
+use slavealloc_load::checks::{read_back, Answers, Spread};
+use slavealloc_load::daemon::{binary, Daemon};
 use slavealloc_store_sql::{Backend, SqlStore};
 use slavealloc_store_sql_testing::TestDatabase;
 use tokio::net::TcpStream;
@@ -116,13 +116,7 @@ impl Stats {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("slavealloc"),
-    };
-    if !bin.exists() {
-        bail!("{} not found: cargo build --release -p slavealloc", bin.display());
-    }
+    let bin = binary(args.bin.as_deref())?;
     println!(
         "{} connections; {} s per phase; every slave asks once first (a boot storm), then the fleet is running",
         args.connections, args.seconds
@@ -217,28 +211,7 @@ async fn measure(args: &Args, bin: &Path, slaves: usize, db: Db) -> anyhow::Resu
     // The counts the allocations kept through the storm and the steady
     // state must be what a recount from `slaves` gives.
     let store = SqlStore::connect(&url).await.context("while reopening the database")?;
-    let inventory = Inventory::new(
-        Arc::new(store.clone()),
-        Arc::new(FixedHost {
-            now: SystemTime::now(),
-            fqdn: "load".to_owned(),
-        }),
-    );
-    // Every slave, denormalized as the reports read them (the
-    // decommissioned environment is a silo of its own).
-    let every = SlaveFilter {
-        include_decomm: true,
-        ..SlaveFilter::default()
-    };
-    let slave_rows = inventory
-        .list(Table::Slaves, &every)
-        .await
-        .context("while reading slaves")?;
-    let master_rows = inventory
-        .store()
-        .list(Table::Masters)
-        .await
-        .context("while reading masters")?;
+    let (slave_rows, master_rows) = read_back(&store).await.context("while reading the fleet back")?;
     let wrong = store.reconcile_loads().await.context("while recounting the loads")?;
     store.close().await;
     if let Some(t) = test_db {

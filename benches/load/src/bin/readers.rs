@@ -21,8 +21,7 @@
 
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -32,11 +31,10 @@ use hyper::{Body, Request};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use slavealloc_domain::{DumpStore, Table};
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
+use slavealloc_load::daemon::{binary, Daemon};
 use slavealloc_store_sql::{Backend, SqlStore};
 use slavealloc_store_sql_testing::TestDatabase;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Db {
@@ -73,13 +71,7 @@ const PATH: &str = "/api/slaves?include_decomm=1";
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("slavealloc"),
-    };
-    if !bin.exists() {
-        bail!("{} not found: cargo build --release -p slavealloc", bin.display());
-    }
+    let bin = binary(args.bin.as_deref())?;
     let fleet = generate_fleet(&FleetSpec::with_slaves(args.slaves));
     let expected = fleet.rows(Table::Slaves).len();
     let dir = std::env::temp_dir().join(format!("slavealloc-readers-{}", std::process::id()));
@@ -103,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     store.close().await;
     drop(fleet);
 
-    let daemon = Daemon::start(&bin, &url, &dir).await?;
+    let daemon = Daemon::start(&bin, &url, &[], &dir, "daemon.log").await?;
     let outcome = readers(&args, &daemon, expected).await;
     daemon.stop().await?;
     if let Some(t) = test_db {
@@ -160,7 +152,7 @@ async fn readers(args: &Args, daemon: &Daemon, expected: usize) -> anyhow::Resul
         bail!("the warm-up read gave {warm:?}, not {expected} rows");
     }
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
-    let at_rest = daemon.status("VmRSS:")?;
+    let at_rest = daemon.status_kib("VmRSS:")?;
     let mut errors = Vec::new();
     let mut slowest = Duration::ZERO;
     for round in 0..args.rounds {
@@ -181,8 +173,8 @@ async fn readers(args: &Args, daemon: &Daemon, expected: usize) -> anyhow::Resul
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     Ok(Measured {
         at_rest,
-        peak: daemon.status("VmHWM:")?,
-        after: daemon.status("VmRSS:")?,
+        peak: daemon.status_kib("VmHWM:")?,
+        after: daemon.status_kib("VmRSS:")?,
         round: slowest,
         errors,
     })
@@ -297,87 +289,4 @@ fn count_rows(reader: impl Read) -> Result<usize, ReadError> {
     let n = (&mut de).deserialize_seq(Count).map_err(failed)?;
     de.end().map_err(failed)?;
     Ok(n)
-}
-
-/// The daemon under test.
-struct Daemon {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Daemon {
-    async fn start(bin: &Path, url: &str, dir: &Path) -> anyhow::Result<Daemon> {
-        let log = std::fs::File::create(dir.join("daemon.log"))?;
-        let mut child = Command::new(bin)
-            .args(["serve", "--db", url, "--listen", "127.0.0.1:0", "--no-ui"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("while starting the daemon")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .context("the daemon did not start within 60 s")??
-                .context("the daemon exited before listening")?;
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                break a.parse()?;
-            }
-        };
-        // Keep draining its log; its warnings and errors are the run's too.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("WARN") || line.contains("ERROR") || line.contains("panicked") {
-                    eprintln!("  daemon: {line}");
-                }
-            }
-        });
-        let start = Instant::now();
-        while !healthy(addr).await {
-            if start.elapsed() > Duration::from_secs(30) {
-                bail!("the daemon's database was not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(Daemon { child, addr })
-    }
-
-    /// A line of /proc/PID/status, in KiB.
-    fn status(&self, key: &str) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("the daemon has exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {key} in /proc/PID/status"))
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(pid) = self.child.id() {
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()?;
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
-        Ok(())
-    }
-}
-
-async fn healthy(addr: std::net::SocketAddr) -> bool {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return false;
-    };
-    let Ok((mut sender, conn)) = hyper::client::conn::handshake(stream).await else {
-        return false;
-    };
-    tokio::spawn(conn);
-    let Ok(req) = Request::get("/healthz").header("host", "readers").body(Body::empty()) else {
-        return false;
-    };
-    sender.send_request(req).await.is_ok_and(|r| r.status().is_success())
 }

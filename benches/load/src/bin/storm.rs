@@ -35,17 +35,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hyper::{Body, Request};
 use rand::{Rng, SeedableRng};
-use slavealloc_domain::{DumpStore, FixedHost, Inventory, SlaveFilter, Table};
+use slavealloc_domain::{DumpStore, Table};
 use slavealloc_e2e::nginx::{cluster_site, Nginx};
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
-use slavealloc_load::checks::{Answers, Spread};
-use slavealloc_load::daemon::Daemon;
+use slavealloc_load::checks::{read_back, Answers, Spread};
+use slavealloc_load::daemon::{binary, Daemon};
 use slavealloc_store_sql::{Backend, SqlStore};
 use slavealloc_store_sql_testing::TestDatabase;
 use tokio::net::TcpStream;
@@ -105,13 +105,7 @@ struct Storm {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("slavealloc"),
-    };
-    if !bin.exists() {
-        bail!("{} not found: cargo build --release -p slavealloc", bin.display());
-    }
+    let bin = binary(args.bin.as_deref())?;
     let mut storms = Vec::new();
     if args.scenario != Scenario::Over {
         storms.push(Storm {
@@ -241,19 +235,7 @@ async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec
     let store = SqlStore::connect(db.url())
         .await
         .context("while reopening the database")?;
-    let inventory = Inventory::new(
-        Arc::new(store.clone()),
-        Arc::new(FixedHost {
-            now: SystemTime::now(),
-            fqdn: "storm".to_owned(),
-        }),
-    );
-    let every = SlaveFilter {
-        include_decomm: true,
-        ..SlaveFilter::default()
-    };
-    let slave_rows = inventory.list(Table::Slaves, &every).await?;
-    let master_rows = inventory.store().list(Table::Masters).await?;
+    let (slave_rows, master_rows) = read_back(&store).await?;
     store.close().await;
     db.destroy().await;
     let _ = std::fs::remove_dir_all(&dir);
