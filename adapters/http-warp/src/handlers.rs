@@ -125,12 +125,17 @@ pub async fn gettac(state: Arc<AppState>, raw: String, client: Option<IpAddr>) -
         Err(busy) => return busy_answer(&busy),
     };
     // The same gate as every other database call: readiness, the
-    // deadline, and a task of its own.
+    // deadline, and a task of its own. The ticket goes with the task: a
+    // request that gave up at its deadline still waits in the queue until
+    // its batch is decided, and is counted there until then.
     let st = Arc::clone(&state);
     let outcome = state
-        .db(async move { storage_outside(st.batcher.allocate(name, client).await) })
+        .db(async move {
+            let answer = st.batcher.allocate(name, client).await;
+            drop(ticket);
+            storage_outside(answer)
+        })
         .await;
-    drop(ticket);
     match refusal(outcome, &raw) {
         Ok(a) => {
             log_allocation(&state, &a, client, started);
