@@ -88,6 +88,9 @@ struct Args {
     /// Daemons behind nginx.
     #[arg(long, default_value_t = 3)]
     daemons: usize,
+    /// Seconds between the daemons being ready and the storm.
+    #[arg(long, default_value_t = 5)]
+    settle_s: u64,
     /// The slavealloc binary [default: the one beside this program]
     #[arg(long)]
     bin: Option<PathBuf>,
@@ -151,6 +154,8 @@ async fn main() -> anyhow::Result<()> {
 struct Boot {
     /// Latency of the request that got the tac.
     last_request: Duration,
+    /// When that request was sent, from the storm's start.
+    last_sent: Duration,
     /// From its boot to its tac.
     to_tac: Duration,
     /// When it got its tac, from the storm's start.
@@ -203,6 +208,10 @@ async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec
     let nginx = Nginx::start(&nginx_dir, &[site], &[port]).map_err(anyhow::Error::msg)?;
     let front: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
 
+    // In production the daemons have been up for hours when a data centre
+    // reboots: let their start-up work (the poller's first round, the
+    // lease) pass before the storm.
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
     let addrs: Vec<std::net::SocketAddr> = daemons.iter().map(|d| d.addr).collect();
     let most_queued = Arc::new(AtomicUsize::new(0));
     let sampler = tokio::spawn(sample_queued(addrs.clone(), Arc::clone(&most_queued)));
@@ -282,6 +291,7 @@ async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec
         totals.allocation_seconds * 1e3 / totals.allocations.max(1.0),
         totals.allocations / totals.batches.max(1.0)
     );
+    eprintln!("  ({}) {}", storm.label, slowest_when(&boots));
     eprintln!("  ({}) spread ≤ 1: {}", storm.label, spread.line());
     eprintln!("  ({}) every 200's master recorded: {}", storm.label, recorded.line());
     let mut failed = Vec::new();
@@ -328,6 +338,7 @@ async fn boot(
         match answer {
             Some((200, _, body)) => {
                 b.last_request = sent.elapsed();
+                b.last_sent = sent - start;
                 b.to_tac = booted.elapsed();
                 b.done_at = start.elapsed();
                 b.got_tac = true;
@@ -442,6 +453,30 @@ impl Totals {
             t.batches += m("slavealloc_allocation_batch_size_count");
         }
         t
+    }
+}
+
+/// When the slowest 1% of the tac requests were sent: spread over the
+/// storm (the machine is short of CPU) or bunched (a stall somewhere).
+fn slowest_when(boots: &[Boot]) -> String {
+    let mut done: Vec<&Boot> = boots.iter().filter(|b| b.got_tac).collect();
+    done.sort_unstable_by_key(|b| std::cmp::Reverse(b.last_request));
+    let slow = &done[..done.len().div_ceil(100)];
+    let mut per_half_second = std::collections::BTreeMap::<u128, usize>::new();
+    for b in slow {
+        *per_half_second.entry(b.last_sent.as_millis() / 500).or_default() += 1;
+    }
+    let busiest = per_half_second.iter().max_by_key(|(_, n)| **n);
+    match busiest {
+        Some((slot, n)) => format!(
+            "slowest 1% ({} requests, from {:.0} ms): {} of them sent in the 500 ms from {:.1} s, the rest over {} other half-seconds",
+            slow.len(),
+            slow.last().map_or(0.0, |b| b.last_request.as_secs_f64() * 1e3),
+            n,
+            *slot as f64 / 2.0,
+            per_half_second.len() - 1
+        ),
+        None => "no answers".to_owned(),
     }
 }
 
