@@ -10,6 +10,18 @@ use slavealloc_domain::reports::{silo_of, silo_spreads};
 use slavealloc_domain::{FixedHost, Inventory, Row, SlaveFilter, Table, Value};
 use slavealloc_store_sql::SqlStore;
 
+/// The names of a fleet's slaves, in the dump's order: request `i` of a
+/// run asks for the `i mod n`-th, and [`Answers`] is indexed the same way.
+pub fn slave_names(fleet: &slavealloc_domain::Dump) -> Arc<Vec<String>> {
+    Arc::new(
+        fleet
+            .rows(Table::Slaves)
+            .iter()
+            .filter_map(|r| r.get("name").and_then(|v| v.as_text()).map(str::to_owned))
+            .collect(),
+    )
+}
+
 /// Every slave (denormalized, as the reports read them, the
 /// decommissioned environment a silo of its own) and every master, as the
 /// database holds them after a run.

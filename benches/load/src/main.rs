@@ -52,9 +52,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hyper::{Body, Request};
-use slavealloc_domain::{DumpStore, Table};
+use slavealloc_domain::DumpStore;
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
-use slavealloc_load::checks::{read_back, Answers, Spread};
+use slavealloc_load::checks::{read_back, slave_names, Answers, Spread};
 use slavealloc_load::daemon::{binary, Daemon};
 use slavealloc_store_sql::{Backend, SqlStore};
 use slavealloc_store_sql_testing::TestDatabase;
@@ -142,13 +142,7 @@ async fn main() -> anyhow::Result<()> {
 async fn measure(args: &Args, bin: &Path, slaves: usize, db: Db) -> anyhow::Result<Vec<String>> {
     let spec = FleetSpec::with_slaves(slaves);
     let fleet = generate_fleet(&spec);
-    let names: Arc<Vec<String>> = Arc::new(
-        fleet
-            .rows(Table::Slaves)
-            .iter()
-            .filter_map(|r| r.get("name").and_then(|v| v.as_text()).map(str::to_owned))
-            .collect(),
-    );
+    let names = slave_names(&fleet);
     let fleet_label = format!("{slaves} slaves, {} masters", spec.pools * spec.masters_per_pool);
     let dir = tempfile_dir()?;
     let (url, test_db) = match db {

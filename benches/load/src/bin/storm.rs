@@ -41,10 +41,10 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use hyper::{Body, Request};
 use rand::{Rng, SeedableRng};
-use slavealloc_domain::{DumpStore, Table};
+use slavealloc_domain::DumpStore;
 use slavealloc_e2e::nginx::{cluster_site, Nginx};
 use slavealloc_fixtures::{generate_fleet, FleetSpec};
-use slavealloc_load::checks::{read_back, Answers, Spread};
+use slavealloc_load::checks::{read_back, slave_names, Answers, Spread};
 use slavealloc_load::daemon::{binary, Daemon};
 use slavealloc_store_sql::{Backend, SqlStore};
 use slavealloc_store_sql_testing::TestDatabase;
@@ -169,13 +169,7 @@ struct Boot {
 /// One storm on a fresh database, daemons and nginx; the failed checks.
 async fn run_storm(args: &Args, bin: &Path, storm: &Storm) -> anyhow::Result<Vec<String>> {
     let fleet = generate_fleet(&FleetSpec::with_slaves(storm.slaves));
-    let names: Arc<Vec<String>> = Arc::new(
-        fleet
-            .rows(Table::Slaves)
-            .iter()
-            .filter_map(|r| r.get("name").and_then(|v| v.as_text()).map(str::to_owned))
-            .collect(),
-    );
+    let names = slave_names(&fleet);
     let Some(db) = TestDatabase::create(Backend::MySql).await else {
         bail!("MariaDB is unreachable (SLAVEALLOC_TEST_MYSQL)");
     };
