@@ -16,7 +16,7 @@
 //! part of a storm comes back spread over time, at about the rate the
 //! database decides, rather than all at once. `runslave` honours it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,25 +76,21 @@ pub struct Busy {
 /// dropped (also when the client goes away first).
 #[derive(Debug)]
 pub struct Ticket {
-    queued: Arc<AtomicUsize>,
-    gauge: Gauge,
+    queued: Gauge,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.gauge.dec();
+        self.queued.dec();
     }
 }
 
 /// The admission state of one daemon's allocation queue. Cheap to clone:
-/// clones share it.
+/// clones share it. Its state is the metrics themselves: the queue's
+/// length is the `queued` gauge, the measured rate the `rate` gauge.
 #[derive(Debug, Clone)]
 pub struct Admission {
     limits: AdmissionLimits,
-    queued: Arc<AtomicUsize>,
-    /// Decisions per second, as `f64` bits.
-    rate: Arc<AtomicU64>,
     /// The slot the next refused request is given.
     next_slot: Arc<Mutex<Instant>>,
     metrics: AdmissionMetrics,
@@ -105,7 +101,9 @@ pub struct Admission {
 pub(crate) struct AdmissionMetrics {
     pub(crate) admitted: Counter,
     pub(crate) refused: Counter,
+    /// Requests admitted and not yet answered.
     pub(crate) queued: Gauge,
+    /// Decisions per second, as admission expects them.
     pub(crate) rate: Gauge<f64, AtomicU64>,
 }
 
@@ -116,8 +114,6 @@ impl Admission {
         metrics.rate.set(INITIAL_RATE);
         Self {
             limits,
-            queued: Arc::new(AtomicUsize::new(0)),
-            rate: Arc::new(AtomicU64::new(INITIAL_RATE.to_bits())),
             next_slot: Arc::new(Mutex::new(Instant::now())),
             metrics,
         }
@@ -128,11 +124,13 @@ impl Admission {
     /// # Errors
     /// [`Busy`] when the queue holds more than the limits allow.
     pub fn admit(&self) -> Result<Ticket, Busy> {
-        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
+        // The gauge's increment returns the length before it: the place
+        // this request takes.
+        let queued = usize::try_from(self.metrics.queued.inc()).unwrap_or(0);
         let rate = self.rate();
         let wait = Duration::from_secs_f64(queued as f64 / rate);
         if queued >= self.limits.max_queued || wait > self.limits.max_wait {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.queued.dec();
             self.metrics.refused.inc();
             return Err(Busy {
                 retry_after_s: self.schedule(wait, rate),
@@ -140,10 +138,8 @@ impl Admission {
             });
         }
         self.metrics.admitted.inc();
-        self.metrics.queued.inc();
         Ok(Ticket {
-            queued: Arc::clone(&self.queued),
-            gauge: self.metrics.queued.clone(),
+            queued: self.metrics.queued.clone(),
         })
     }
 
@@ -155,17 +151,16 @@ impl Admission {
         }
         let sample = decided as f64 / took.as_secs_f64().max(1e-6);
         let new = self.rate() * (1.0 - RATE_WEIGHT) + sample * RATE_WEIGHT;
-        self.rate.store(new.to_bits(), Ordering::Relaxed);
         self.metrics.rate.set(new);
     }
 
     /// Requests admitted and not yet answered.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        usize::try_from(self.metrics.queued.get()).unwrap_or(0)
     }
 
     fn rate(&self) -> f64 {
-        f64::from_bits(self.rate.load(Ordering::Relaxed)).max(1.0)
+        self.metrics.rate.get().max(1.0)
     }
 
     /// The seconds until this refused request's slot: after the queue's
