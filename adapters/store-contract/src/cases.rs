@@ -822,6 +822,40 @@ pub async fn an_uncommitted_unit_changes_nothing<F: StoreFactory>(h: Harness<F>)
     assert_eq!(gettac(&h, "slave-1").await, 1, "the next unit is not blocked");
 }
 
+/// A slave moved twice in one record (two requests for it in one batch)
+/// ends where the last change put it, and the loads agree.
+pub async fn a_slave_moved_twice_in_one_record_ends_at_the_last<F: StoreFactory>(h: Harness<F>) {
+    load(&h, &one_pool(6)).await;
+    let mut unit = h.store().begin(Intent::Commit).await.unwrap();
+    let snap = unit.snapshot(&[name("slave-1")]).await.unwrap();
+    assert_eq!(snap.slaves[0].as_ref().unwrap().slaveid, 1);
+    let moves = [
+        MasterChange {
+            slaveid: 1,
+            from: None,
+            to: Some(2),
+        },
+        MasterChange {
+            slaveid: 1,
+            from: Some(2),
+            to: Some(3),
+        },
+    ];
+    unit.record(&moves, &[], &[]).await.unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(current(&h, 1).await, Some(3));
+    // The next slave of the silo is balanced against slave-1 on master 3.
+    let mut unit = h.store().begin(Intent::Peek).await.unwrap();
+    let snap = unit.snapshot(&[name("slave-2")]).await.unwrap();
+    let loads: Vec<(i32, u32)> = snap
+        .loads
+        .iter()
+        .flat_map(|l| l.per_master.iter().copied())
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(loads, [(3, 1)]);
+}
+
 fn normalized(mut s: Snapshot) -> Snapshot {
     s.masters.sort_by_key(|m| m.masterid);
     s.passwords

@@ -182,6 +182,7 @@ macro_rules! contract_tests {
             gettac_audits_the_change,
             batches_decide_like_sequential_requests,
             an_uncommitted_unit_changes_nothing,
+            a_slave_moved_twice_in_one_record_ends_at_the_last,
             the_snapshot_holds_what_the_rule_needs,
             concurrent_gettacs_stay_balanced,
             export_then_replace_all_reproduces_the_store,
